@@ -1,0 +1,171 @@
+//! Command-line interface (clap derive). Every `serve` flag overrides the
+//! config file and can also be set as a `WSINGEST_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError, Secret};
+
+#[derive(Debug, Parser)]
+#[command(name = "wsingest", version, about = "IoT telemetry ingestion over WebSockets into InfluxDB")]
+pub struct Cli {
+    /// Log format: human-readable or one JSON object per line. Filter with RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value = "human", env = "WSINGEST_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ingest server.
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration with every default, as TOML.
+    PrintDefault,
+    /// Load a configuration (file, environment, flags) and print what results.
+    Check(ServeArgs),
+}
+
+/// Default config file, used when present and no `--config` is given.
+pub const DEFAULT_CONFIG: &str = "config/wsingest.toml";
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Default: config/wsingest.toml when it exists.
+    #[arg(long, short, env = "WSINGEST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "WSINGEST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// InfluxDB base URL, e.g. http://127.0.0.1:8086.
+    #[arg(long, env = "WSINGEST_INFLUX_URL")]
+    pub influx_url: Option<String>,
+    /// InfluxDB 1.x database.
+    #[arg(long, env = "WSINGEST_INFLUX_DB")]
+    pub influx_db: Option<String>,
+    /// InfluxDB 1.x retention policy.
+    #[arg(long, env = "WSINGEST_INFLUX_RP")]
+    pub influx_rp: Option<String>,
+    /// InfluxDB 1.x user.
+    #[arg(long, env = "WSINGEST_INFLUX_USER")]
+    pub influx_user: Option<String>,
+    /// InfluxDB 1.x password.
+    #[arg(long, env = "WSINGEST_INFLUX_PASSWORD", hide_env_values = true)]
+    pub influx_password: Option<String>,
+    /// v2 API organisation.
+    #[arg(long, env = "WSINGEST_INFLUX_ORG")]
+    pub influx_org: Option<String>,
+    /// v2 API bucket (selects the v2 write API).
+    #[arg(long, env = "WSINGEST_INFLUX_BUCKET")]
+    pub influx_bucket: Option<String>,
+    /// v2 API token.
+    #[arg(long, env = "WSINGEST_INFLUX_TOKEN", hide_env_values = true)]
+    pub influx_token: Option<String>,
+    /// Let devices connect without a token.
+    #[arg(long, env = "WSINGEST_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Largest WebSocket message accepted (bigger: close 1009).
+    #[arg(long, env = "WSINGEST_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Points per InfluxDB write.
+    #[arg(long, env = "WSINGEST_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Longest a point waits for its batch, in milliseconds.
+    #[arg(long, env = "WSINGEST_FLUSH_INTERVAL")]
+    pub flush_interval: Option<u64>,
+    /// Dead-letter file for points InfluxDB refused.
+    #[arg(long, env = "WSINGEST_DEAD_LETTER")]
+    pub dead_letter: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The config file, then these flags over it, validated.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None if std::path::Path::new(DEFAULT_CONFIG).exists() => Config::load(DEFAULT_CONFIG.as_ref())?,
+            None => Config::default(),
+        };
+        self.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&self, c: &mut Config) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        fn set_opt<T: Clone>(target: &mut Option<T>, value: &Option<T>) {
+            if value.is_some() {
+                *target = value.clone();
+            }
+        }
+        set(&mut c.server.listen, &self.listen);
+        set(&mut c.influx.url, &self.influx_url);
+        set_opt(&mut c.influx.db, &self.influx_db);
+        set_opt(&mut c.influx.rp, &self.influx_rp);
+        set_opt(&mut c.influx.user, &self.influx_user);
+        set_opt(&mut c.influx.password, &self.influx_password.clone().map(Secret::new));
+        set_opt(&mut c.influx.org, &self.influx_org);
+        set_opt(&mut c.influx.bucket, &self.influx_bucket);
+        set_opt(&mut c.influx.token, &self.influx_token.clone().map(Secret::new));
+        if self.allow_anonymous {
+            c.auth.allow_anonymous = true;
+        }
+        set(&mut c.server.max_message_bytes, &self.max_message_bytes);
+        if let Some(n) = self.max_message_bytes {
+            c.server.max_frame_bytes = c.server.max_frame_bytes.min(n);
+        }
+        set(&mut c.influx.batch_size, &self.batch_size);
+        set(&mut c.influx.flush_interval_ms, &self.flush_interval);
+        set_opt(&mut c.influx.dead_letter_path, &self.dead_letter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[influx]\nbatch_size = 10\ndb = \"a\"\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "wsingest",
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9",
+            "--influx-bucket",
+            "b",
+            "--flush-interval",
+            "250",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        let c = args.load().unwrap();
+        assert_eq!(c.influx.batch_size, 10);
+        assert_eq!(c.server.listen.port(), 9);
+        assert_eq!(c.influx.flush_interval_ms, 250);
+        assert!(matches!(c.influx_api().unwrap(), crate::sink::influx::Api::V2 { .. }));
+    }
+}

@@ -1,0 +1,125 @@
+//! The wire model of a device message, shared by the JSON and CBOR decoders
+//! (CBOR carries the same data model as JSON).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// One message from a device: a point, a batch of points, or a command result.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireMessage {
+    pub seq: Option<u64>,
+    pub ts: Option<WireTime>,
+    pub measurement: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub fields: Option<BTreeMap<String, WireField>>,
+    pub points: Option<Vec<WirePoint>>,
+    pub cmd_result: Option<String>,
+    pub ok: Option<bool>,
+    pub detail: Option<String>,
+}
+
+/// One point of a batch. Missing `ts`, `measurement` and `tags` are taken from
+/// the enclosing message.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WirePoint {
+    pub ts: Option<WireTime>,
+    pub measurement: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub fields: Option<BTreeMap<String, WireField>>,
+}
+
+/// A timestamp as sent: epoch milliseconds (integer or float) or RFC 3339.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WireTime {
+    Millis(i128),
+    FracMillis(f64),
+    Rfc3339(String),
+}
+
+/// A field value as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WireField {
+    Float(f64),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for WireField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = WireField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, a boolean or a string")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<WireField, E> {
+                Ok(WireField::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<WireField, E> {
+                Ok(WireField::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<WireField, E> {
+                Ok(WireField::UInt(v))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<WireField, E> {
+                // CBOR bignums: keep them as floats rather than refusing them.
+                Ok(WireField::Float(v as f64))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<WireField, E> {
+                Ok(WireField::Float(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<WireField, E> {
+                Ok(WireField::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<WireField, E> {
+                Ok(WireField::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<WireField, E> {
+                Ok(WireField::Str(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = WireTime;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("epoch milliseconds (a number) or an RFC 3339 string")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<WireTime, E> {
+                Ok(WireTime::Millis(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<WireTime, E> {
+                Ok(WireTime::Millis(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<WireTime, E> {
+                Ok(WireTime::FracMillis(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<WireTime, E> {
+                Ok(WireTime::Rfc3339(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<WireTime, E> {
+                Ok(WireTime::Rfc3339(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Fallback parse to find the `seq` of a message that failed to decode, so
+/// its nack can name it.
+#[derive(Debug, Deserialize)]
+pub struct SeqOnly {
+    pub seq: Option<u64>,
+}

@@ -1,0 +1,34 @@
+//! wsingest: IoT telemetry ingestion over WebSockets into InfluxDB.
+//!
+//! # Layout
+//!
+//! ```text
+//! device --ws--> server (handshake) --> session --decode--> pipeline --> batch --> sink --> InfluxDB
+//!                                          ^                                  |
+//!                                          +------ acks / nacks <-------------+
+//! ```
+//!
+//! - [`server`]: accept loop, HTTP routes, WebSocket handshake; [`server::run`]
+//!   is the entry point the binary and the tests share.
+//! - [`session`]: one device session (read, decode, enqueue, ack, ping, close).
+//! - [`protocol`]: subprotocols and downlink messages (ack, nack, command).
+//! - [`decode`]: JSON and CBOR messages into validated [`point::Point`]s.
+//! - [`lineproto`]: InfluxDB line protocol validation and encoding.
+//! - [`pipeline`]: bounded queue and batcher task; [`batch`]: the batcher's logic.
+//! - [`sink`]: the InfluxDB writer, retries, dead-letter file.
+//! - [`config`] and [`cli`]: the TOML file and the flags over it.
+//! - [`shutdown`], [`tls`]: signals, rustls provider.
+
+pub mod batch;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod lineproto;
+pub mod pipeline;
+pub mod point;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod sink;
+pub mod tls;

@@ -1,0 +1,42 @@
+//! The `wsingest` binary: parses the command line, sets up logging, and hands
+//! over to the library. The only place `anyhow` is used.
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use wsingest::cli::{Cli, Command, ConfigCommand, LogFormat};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let config = args.load()?;
+                let listener = tokio::net::TcpListener::bind(config.server.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+                let shutdown = CancellationToken::new();
+                wsingest::shutdown::on_signal(shutdown.clone());
+                wsingest::server::run(listener, config, shutdown).await?;
+            }
+            Command::Config(ConfigCommand::PrintDefault) => print!("{}", wsingest::config::Config::default_toml()),
+            Command::Config(ConfigCommand::Check(args)) => {
+                let config = args.load()?;
+                print!("{}", toml::to_string_pretty(&config)?);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

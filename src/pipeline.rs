@@ -1,0 +1,182 @@
+//! The bounded path from sessions to the writer:
+//! session → bounded queue → batcher (size/time) → N concurrent writes.
+//!
+//! Every message carries a [`Reply`]: a slot reserved in its session's own
+//! bounded outcome channel. The writer answers through it without ever
+//! waiting on a slow session, and a session cannot have more messages in
+//! flight than its channel holds. When the queue is full, sessions wait to
+//! enqueue and so stop reading their sockets (TCP backpressure).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::batch::{Batch, Batcher};
+use crate::sink::Sink;
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Durable in the database.
+    Acked { seq: Option<u64> },
+    Nacked {
+        seq: Option<u64>,
+        error: &'static str,
+        detail: String,
+    },
+}
+
+/// The way back to the session that sent a message.
+#[derive(Debug)]
+pub struct Reply {
+    seq: Option<u64>,
+    permit: mpsc::OwnedPermit<Outcome>,
+}
+
+impl Reply {
+    pub fn new(seq: Option<u64>, permit: mpsc::OwnedPermit<Outcome>) -> Self {
+        Reply { seq, permit }
+    }
+
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
+    pub fn ack(self) {
+        self.permit.send(Outcome::Acked { seq: self.seq });
+    }
+
+    pub fn nack(self, error: &'static str, detail: impl Into<String>) {
+        self.permit.send(Outcome::Nacked { seq: self.seq, error, detail: detail.into() });
+    }
+}
+
+/// One decoded message on its way to the database: its points as line
+/// protocol, already validated.
+#[derive(Debug)]
+pub struct Entry {
+    pub lines: Vec<u8>,
+    pub points: u32,
+    pub reply: Reply,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub queue_capacity: usize,
+    pub batch_points: usize,
+    pub batch_bytes: usize,
+    pub flush_interval: Duration,
+    pub concurrency: usize,
+}
+
+/// The sessions' end of the pipeline.
+#[derive(Clone)]
+pub struct Pipeline {
+    tx: mpsc::Sender<Entry>,
+}
+
+impl Pipeline {
+    /// Enqueue a message, waiting while the queue is full. Fails only when the
+    /// pipeline has stopped (the entry's reply is dropped with it).
+    pub async fn send(&self, entry: Entry) -> Result<(), Entry> {
+        self.tx.send(entry).await.map_err(|e| e.0)
+    }
+}
+
+/// Start the batcher. It flushes at once when `shutdown` fires, and exits
+/// after `drain` fires and the queue is empty, once every write finished.
+pub fn start(
+    config: PipelineConfig,
+    sink: Arc<dyn Sink>,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
+) -> (Pipeline, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let task = tokio::spawn(run_batcher(config, sink, rx, shutdown, drain));
+    (Pipeline { tx }, task)
+}
+
+async fn run_batcher(
+    config: PipelineConfig,
+    sink: Arc<dyn Sink>,
+    mut rx: mpsc::Receiver<Entry>,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
+) {
+    let writes = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let mut batcher = Batcher::new(config.batch_points, config.batch_bytes);
+    let mut deadline: Option<Instant> = None;
+    let mut closing = false;
+
+    let dispatch = |batch: Batch| {
+        let sink = sink.clone();
+        let slots = slots.clone();
+        let writes = writes.clone();
+        async move {
+            if batch.is_empty() {
+                return;
+            }
+            // Waiting here is the backpressure: the queue fills behind us.
+            let permit = slots.acquire_owned().await.expect("semaphore never closed");
+            writes.spawn(async move {
+                sink.deliver(batch).await;
+                drop(permit);
+            });
+        }
+    };
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !closing => {
+                closing = true;
+                dispatch(batcher.take()).await;
+                deadline = None;
+            }
+            _ = drain.cancelled() => {
+                while let Ok(entry) = rx.try_recv() {
+                    if let Some(batch) = batcher.push(entry) {
+                        dispatch(batch).await;
+                    }
+                }
+                dispatch(batcher.take()).await;
+                break;
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                dispatch(batcher.take()).await;
+                deadline = None;
+            }
+            entry = rx.recv() => {
+                let Some(entry) = entry else {
+                    dispatch(batcher.take()).await;
+                    break;
+                };
+                if batcher.is_empty() {
+                    deadline = Some(Instant::now() + config.flush_interval);
+                }
+                if let Some(batch) = batcher.push(entry) {
+                    dispatch(batch).await;
+                    deadline = None;
+                } else if closing {
+                    // Shutting down: no point waiting for more.
+                    dispatch(batcher.take()).await;
+                    deadline = None;
+                }
+            }
+        }
+    }
+    writes.close();
+    writes.wait().await;
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

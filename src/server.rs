@@ -1,0 +1,348 @@
+//! The server: accept loop, HTTP routes and the WebSocket handshake.
+//!
+//! [`run`] is the testable entry point: the binary binds, tests bind
+//! `127.0.0.1:0`, both call it with a shutdown token. The handshake is done
+//! here (not by axum's extractor) so that tokio-tungstenite's
+//! `WebSocketConfig` is entirely ours: size limits checked before buffering,
+//! small buffers so many idle sessions stay cheap.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::decode::Decoder;
+use crate::pipeline::{self, Pipeline, PipelineConfig};
+use crate::protocol::{self, Encoding};
+use crate::session::{self, SessionContext, SessionLimits};
+use crate::sink::Sink;
+use crate::sink::deadletter::DeadLetter;
+use crate::sink::influx::InfluxClient;
+use crate::sink::writer::{InfluxSink, RetryConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Client(#[from] crate::sink::influx::ClientError),
+}
+
+/// Shared by every request handler.
+struct AppState {
+    config: Config,
+    decoder: Arc<Decoder>,
+    pipeline: Pipeline,
+    sink: Arc<dyn Sink>,
+    sessions: TaskTracker,
+    session_slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    anonymous_ids: AtomicU64,
+    ws_config: WebSocketConfig,
+}
+
+/// Serve on `listener` until `shutdown` fires, then close sessions with 1001
+/// after flushing their acks, and return once the pipeline is drained.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    config.validate()?;
+    let api = config.influx_api()?;
+    let i = &config.influx;
+    let client = InfluxClient::new(&i.url, &api, Duration::from_millis(i.timeout_ms), i.gzip)?;
+    tracing::info!(url = client.write_url(), "writing to InfluxDB");
+    let sink = Arc::new(InfluxSink::new(
+        client,
+        DeadLetter::new(i.dead_letter_path.clone(), i.dead_letter_max_bytes),
+        RetryConfig {
+            initial_backoff: Duration::from_millis(i.retry_initial_ms),
+            max_backoff: Duration::from_millis(i.retry_max_ms),
+            max_elapsed: Duration::from_millis(i.retry_max_elapsed_ms),
+        },
+    ));
+    let probe_sink = sink.clone();
+    let probe_stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            probe_sink.probe().await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = probe_stop.cancelled() => break,
+            }
+        }
+    });
+    serve(listener, config, sink, shutdown).await
+}
+
+/// [`run`] with any sink.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    sink: Arc<dyn Sink>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let drain = CancellationToken::new();
+    let (pipeline, batcher) = pipeline::start(
+        PipelineConfig {
+            queue_capacity: config.influx.queue_capacity,
+            batch_points: config.influx.batch_size,
+            batch_bytes: config.influx.batch_bytes,
+            flush_interval: config.flush_interval(),
+            concurrency: config.influx.concurrency,
+        },
+        sink.clone(),
+        shutdown.clone(),
+        drain.clone(),
+    );
+    let s = &config.server;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(s.max_message_bytes.max(64 * 1024))
+        .max_message_size(Some(s.max_message_bytes))
+        .max_frame_size(Some(s.max_frame_bytes.min(s.max_message_bytes)));
+    let state = Arc::new(AppState {
+        decoder: Arc::new(Decoder::new(config.decoder_config())),
+        pipeline,
+        sink,
+        sessions: TaskTracker::new(),
+        session_slots: Arc::new(Semaphore::new(s.max_connections)),
+        shutdown: shutdown.clone(),
+        anonymous_ids: AtomicU64::new(0),
+        ws_config,
+        config,
+    });
+    let app = router(state.clone());
+    let handshake_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let conn_slots = Arc::new(Semaphore::new(state.config.server.max_connections));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = conn_slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and the like: wait instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(Peer(peer))));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(handshake_timeout);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = connections.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down: no new connections; flushing and closing sessions");
+    drop(listener);
+    let grace = Duration::from_secs(state.config.server.shutdown_timeout_secs);
+    let _ = tokio::time::timeout(grace, connections.shutdown()).await;
+    state.sessions.close();
+    if tokio::time::timeout(grace + Duration::from_secs(3), state.sessions.wait()).await.is_err() {
+        tracing::warn!("sessions did not finish in time");
+    }
+    drain.cancel();
+    if tokio::time::timeout(grace, batcher).await.is_err() {
+        tracing::warn!("pipeline did not drain in time; unacked messages will be resent by devices");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The peer address of a connection, for logs.
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/v1/devices/{device_id}", get(device))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if state.sink.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "InfluxDB is unreachable\n")
+    }
+}
+
+async fn root(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response<Body> {
+    if !is_upgrade(req.headers()) {
+        return (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "wsingest: IoT telemetry over WebSockets.\n\
+             Connect a WebSocket to /v1/devices/{device_id} (or / with a device token)\n\
+             and send {\"seq\": 1, \"fields\": {\"temp_c\": 21.5}}.\n",
+        )
+            .into_response();
+    }
+    upgrade(state, None, req).await
+}
+
+async fn device(State(state): State<Arc<AppState>>, Path(id): Path<String>, req: Request<Body>) -> Response<Body> {
+    if !is_upgrade(req.headers()) {
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint is a WebSocket: send a WebSocket upgrade request",
+        );
+    }
+    upgrade(state, Some(id), req).await
+}
+
+fn error(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{msg}\n")).into_response();
+    if status == StatusCode::UPGRADE_REQUIRED {
+        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+    r
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// A device id becomes the `device` tag: keep it to a safe alphabet.
+fn valid_device_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+async fn upgrade(state: Arc<AppState>, path_device: Option<String>, mut req: Request<Body>) -> Response<Body> {
+    let headers = req.headers();
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return error(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version: use Sec-WebSocket-Version: 13");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    if let Some(id) = &path_device
+        && !valid_device_id(id)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid device id: use 1-128 characters from A-Z a-z 0-9 - _ . :",
+        );
+    }
+    let device = match (path_device, state.config.auth.allow_anonymous) {
+        (Some(id), true) => id,
+        (None, true) => format!("anonymous-{}", state.anonymous_ids.fetch_add(1, Ordering::Relaxed) + 1),
+        (_, false) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a device token is required: send Authorization: Bearer <token> or ?token=<token>",
+            );
+        }
+    };
+    let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions on this server; retry later");
+    };
+    let chosen = protocol::negotiate(
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let s = &state.config.server;
+    let ctx = SessionContext {
+        device: device.clone(),
+        encoding: chosen.map(|(_, e)| e).unwrap_or(Encoding::ByFrame),
+        decoder: state.decoder.clone(),
+        pipeline: state.pipeline.clone(),
+        limits: SessionLimits {
+            idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+            ping_interval: Duration::from_secs(s.ping_interval_secs),
+            max_invalid: s.max_invalid_messages,
+            max_inflight: s.max_inflight_messages,
+            backpressure_timeout: Duration::from_millis(s.backpressure_timeout_ms),
+            close_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+            send_timeout: Duration::from_secs(s.idle_timeout_secs.max(10)),
+        },
+    };
+    let span = tracing::info_span!("session", peer = ?peer, device = %device);
+    let ws_config = state.ws_config;
+    let shutdown = state.shutdown.clone();
+    state.sessions.spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+            tracing::info!(encoding = ?ctx.encoding, "session opened");
+            let summary = session::run(ws, ctx, shutdown).await;
+            tracing::info!(
+                messages = summary.messages,
+                points = summary.points,
+                acks = summary.acks,
+                nacks = summary.nacks,
+                close_code = summary.close_code,
+                reason = %summary.close_reason,
+                "session closed"
+            );
+            drop(slot);
+        }
+        .instrument(span),
+    );
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some((name, _)) = chosen {
+        resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, name);
+    }
+    resp.body(Body::empty()).expect("valid response")
+}

@@ -1,0 +1,22 @@
+//! Where batches go: the InfluxDB writer ([`writer::InfluxSink`]), with its
+//! HTTP client ([`influx`]), retry policy ([`retry`]) and dead-letter file
+//! ([`deadletter`]).
+
+pub mod deadletter;
+pub mod influx;
+pub mod retry;
+pub mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::batch::Batch;
+
+/// A destination for batches. `deliver` must answer every entry's reply
+/// (ack or nack) or drop it (the device then resends after reconnecting).
+pub trait Sink: Send + Sync + 'static {
+    fn deliver(&self, batch: Batch) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// Whether the sink can take data now (for `/readyz`).
+    fn ready(&self) -> bool;
+}

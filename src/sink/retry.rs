@@ -1,0 +1,76 @@
+//! Retry policy for database writes, in one place: timeouts, connection
+//! errors, 408, 429 and 5xx are retried with exponential backoff and full
+//! jitter, honouring `Retry-After`; any other status is final (poison).
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Whether a failed attempt is worth repeating.
+pub fn is_retryable(status: Option<u16>) -> bool {
+    match status {
+        None => true, // connection refused, reset, timeout
+        Some(s) => s == 408 || s == 429 || (500..=599).contains(&s),
+    }
+}
+
+/// Exponential backoff with full jitter, capped.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff { base, max, attempt: 0 }
+    }
+
+    /// The wait before the next attempt. A server's `Retry-After` wins, capped
+    /// at `max` so a confused server cannot park a writer for hours.
+    pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
+        self.attempt += 1;
+        match retry_after {
+            Some(d) => d.min(self.max),
+            None => rand::rng().random_range(exp / 2..=exp),
+        }
+    }
+}
+
+/// Parse a `Retry-After` header given in seconds (the HTTP-date form is rare
+/// from databases and is ignored).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert!(is_retryable(None));
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(is_retryable(Some(s)), "{s}");
+        }
+        for s in [400, 401, 403, 404, 413] {
+            assert!(!is_retryable(Some(s)), "{s}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_honours_retry_after() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let first = b.next(None);
+        assert!(first <= Duration::from_millis(100) && first >= Duration::from_millis(50));
+        for _ in 0..20 {
+            assert!(b.next(None) <= Duration::from_secs(2));
+        }
+        assert_eq!(b.next(Some(Duration::from_secs(1))), Duration::from_secs(1));
+        assert_eq!(b.next(Some(Duration::from_secs(3600))), Duration::from_secs(2));
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}

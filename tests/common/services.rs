@@ -1,0 +1,224 @@
+//! Real database servers for tests, each on free ports in a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Find `name` on PATH (or in /usr/sbin, /usr/bin) or fail with how to install it.
+pub fn require_binary(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/bin".into()]);
+    for dir in dirs {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is not installed. Install it with `sudo apt-get install -y {package}` \
+         or run scripts/install.sh (which the README's test command does)."
+    );
+}
+
+/// An HTTP client for talking to the services (installs rustls' provider).
+pub fn http() -> reqwest::Client {
+    wsingest::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+async fn wait_http(url: &str, what: &str, child: &mut Child, log: &Path) {
+    let client = http();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().as_u16() < 500
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} exited with {status} before answering; its log:\n{log}");
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what} did not answer {url} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A real influxd (1.x API).
+pub struct Influxd {
+    pub url: String,
+    pub port: u16,
+    child: Option<Child>,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Influxd {
+    pub async fn start() -> Influxd {
+        let bin = require_binary("influxd", "influxdb");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let rpc = free_port();
+        let d = dir.path().display();
+        let config = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+  max-values-per-tag = 0
+  max-series-per-database = 0
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+"#
+        );
+        let config_path = dir.path().join("influxdb.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("influxd.log");
+        let mut influx = Influxd {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            child: None,
+            config_path,
+            log_path,
+            dir,
+        };
+        let _ = bin;
+        influx.restart().await;
+        influx
+    }
+
+    /// Start (again) on the same port and data directory.
+    pub async fn restart(&mut self) {
+        let bin = require_binary("influxd", "influxdb");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let mut child = Command::new(bin)
+            .arg("-config")
+            .arg(&self.config_path)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("influxd starts");
+        wait_http(&format!("{}/ping", self.url), "influxd", &mut child, &self.log_path).await;
+        self.child = Some(child);
+    }
+
+    /// Stop influxd (SIGKILL), keeping its data for [`Influxd::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run an InfluxQL statement; returns the JSON answer.
+    pub async fn query(&self, db: &str, q: &str) -> serde_json::Value {
+        let r = http()
+            .post(format!("{}/query", self.url))
+            .form(&[("db", db), ("q", q), ("epoch", "ns")])
+            .send()
+            .await
+            .expect("influxd answers queries");
+        r.json().await.unwrap()
+    }
+
+    pub async fn create_db(&self, db: &str) {
+        let v = self.query(db, &format!("CREATE DATABASE \"{db}\"")).await;
+        assert!(v["results"][0].get("error").is_none(), "{v}");
+    }
+
+    /// Rows of the first series of a query, as JSON arrays (time first).
+    pub async fn rows(&self, db: &str, q: &str) -> Vec<Vec<serde_json::Value>> {
+        let v = self.query(db, q).await;
+        assert!(v["results"][0].get("error").is_none(), "query {q} failed: {v}");
+        let mut out = Vec::new();
+        if let Some(series) = v["results"][0]["series"].as_array() {
+            for s in series {
+                for row in s["values"].as_array().unwrap() {
+                    out.push(row.as_array().unwrap().clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Count of points of `measurement` (over field `field`).
+    pub async fn count(&self, db: &str, measurement: &str, field: &str) -> u64 {
+        let rows = self.rows(db, &format!("SELECT count(\"{field}\") FROM \"{measurement}\"")).await;
+        rows.first().and_then(|r| r[1].as_u64()).unwrap_or(0)
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real VictoriaMetrics single node, for the v2 write API.
+pub struct VictoriaMetrics {
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl VictoriaMetrics {
+    pub async fn start() -> VictoriaMetrics {
+        let bin = require_binary("victoria-metrics", "victoria-metrics");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log_path = dir.path().join("vm.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(bin)
+            .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg("-search.latencyOffset=0s")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("victoria-metrics starts");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{url}/health"), "victoria-metrics", &mut child, &log_path).await;
+        VictoriaMetrics { url, child, _dir: dir }
+    }
+
+    /// Exported series matching the metric name regex, one JSON object each.
+    pub async fn export(&self, name_regex: &str) -> Vec<serde_json::Value> {
+        let text = http()
+            .post(format!("{}/api/v1/export", self.url))
+            .form(&[("match[]", format!("{{__name__=~\"{name_regex}\"}}"))])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

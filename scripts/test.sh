@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up and run every check and test: what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install.sh
+cargo fmt --all --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked

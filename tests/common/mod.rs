@@ -1,6 +1,6 @@
 //! Test harness: real `influxd`, VictoriaMetrics and wsingest servers started
 //! on free ports with their data in temp dirs, stopped on drop.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod services;
 

@@ -40,7 +40,11 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn new(max_points: usize, max_bytes: usize) -> Self {
-        Batcher { max_points: max_points.max(1), max_bytes: max_bytes.max(1), current: Batch::default() }
+        Batcher {
+            max_points: max_points.max(1),
+            max_bytes: max_bytes.max(1),
+            current: Batch::default(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -71,7 +75,10 @@ impl Batcher {
         let capacity = self.current.body.capacity();
         std::mem::replace(
             &mut self.current,
-            Batch { body: Vec::with_capacity(capacity.min(self.max_bytes)), ..Batch::default() },
+            Batch {
+                body: Vec::with_capacity(capacity.min(self.max_bytes)),
+                ..Batch::default()
+            },
         )
     }
 }
@@ -84,7 +91,11 @@ mod tests {
 
     fn entry(tx: &mpsc::Sender<Outcome>, line: &str, points: u32) -> Entry {
         let permit = tx.clone().try_reserve_owned().unwrap();
-        Entry { lines: line.as_bytes().to_vec(), points, reply: Reply::new(None, permit) }
+        Entry {
+            lines: line.as_bytes().to_vec(),
+            points,
+            reply: Reply::new(None, permit),
+        }
     }
 
     #[test]

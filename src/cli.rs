@@ -9,10 +9,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{Config, ConfigError, Secret};
 
 #[derive(Debug, Parser)]
-#[command(name = "wsingest", version, about = "IoT telemetry ingestion over WebSockets into InfluxDB")]
+#[command(
+    name = "wsingest",
+    version,
+    about = "IoT telemetry ingestion over WebSockets into InfluxDB"
+)]
 pub struct Cli {
     /// Log format: human-readable or one JSON object per line. Filter with RUST_LOG.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "WSINGEST_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "WSINGEST_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -27,7 +37,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the ingest server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -38,7 +48,7 @@ pub enum ConfigCommand {
     /// Print the configuration with every default, as TOML.
     PrintDefault,
     /// Load a configuration (file, environment, flags) and print what results.
-    Check(ServeArgs),
+    Check(Box<ServeArgs>),
 }
 
 /// Default config file, used when present and no `--config` is given.
@@ -98,7 +108,9 @@ impl ServeArgs {
     pub fn load(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
-            None if std::path::Path::new(DEFAULT_CONFIG).exists() => Config::load(DEFAULT_CONFIG.as_ref())?,
+            None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+                Config::load(DEFAULT_CONFIG.as_ref())?
+            }
             None => Config::default(),
         };
         self.apply(&mut config);
@@ -122,10 +134,16 @@ impl ServeArgs {
         set_opt(&mut c.influx.db, &self.influx_db);
         set_opt(&mut c.influx.rp, &self.influx_rp);
         set_opt(&mut c.influx.user, &self.influx_user);
-        set_opt(&mut c.influx.password, &self.influx_password.clone().map(Secret::new));
+        set_opt(
+            &mut c.influx.password,
+            &self.influx_password.clone().map(Secret::new),
+        );
         set_opt(&mut c.influx.org, &self.influx_org);
         set_opt(&mut c.influx.bucket, &self.influx_bucket);
-        set_opt(&mut c.influx.token, &self.influx_token.clone().map(Secret::new));
+        set_opt(
+            &mut c.influx.token,
+            &self.influx_token.clone().map(Secret::new),
+        );
         if self.allow_anonymous {
             c.auth.allow_anonymous = true;
         }
@@ -161,11 +179,16 @@ mod tests {
             "250",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
         let c = args.load().unwrap();
         assert_eq!(c.influx.batch_size, 10);
         assert_eq!(c.server.listen.port(), 9);
         assert_eq!(c.influx.flush_interval_ms, 250);
-        assert!(matches!(c.influx_api().unwrap(), crate::sink::influx::Api::V2 { .. }));
+        assert!(matches!(
+            c.influx_api().unwrap(),
+            crate::sink::influx::Api::V2 { .. }
+        ));
     }
 }

@@ -220,13 +220,19 @@ impl Default for InfluxConfig {
 impl Config {
     /// Read and parse `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parse TOML text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 
     /// The configuration with every default, as TOML.
@@ -236,7 +242,12 @@ impl Config {
 
     /// Check what serde cannot: which InfluxDB API, value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, detail: &str| Err(ConfigError::Invalid { key, detail: detail.into() });
+        let invalid = |key, detail: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                detail: detail.into(),
+            })
+        };
         self.influx_api()?;
         if self.influx.batch_size == 0 {
             return invalid("influx.batch_size", "must be at least 1");
@@ -254,7 +265,10 @@ impl Config {
             return invalid("server.max_inflight_messages", "must be at least 1");
         }
         if self.server.ping_interval_secs == 0 || self.server.idle_timeout_secs == 0 {
-            return invalid("server.ping_interval_secs", "ping interval and idle timeout must be at least 1 s");
+            return invalid(
+                "server.ping_interval_secs",
+                "ping interval and idle timeout must be at least 1 s",
+            );
         }
         if let Err(e) = crate::lineproto::check_point(
             &crate::point::Point {
@@ -266,7 +280,10 @@ impl Config {
             },
             &self.limits(),
         ) {
-            return Err(ConfigError::Invalid { key: "decode.default_measurement", detail: e.to_string() });
+            return Err(ConfigError::Invalid {
+                key: "decode.default_measurement",
+                detail: e.to_string(),
+            });
         }
         Ok(())
     }
@@ -333,11 +350,15 @@ mod tests {
     #[test]
     fn errors_name_file_line_and_key() {
         let text = "[server]\nlisten = \"127.0.0.1:1\"\n\n[influx]\nbatch_sise = 10\n";
-        let e = Config::parse(text, Path::new("x/bad.toml")).unwrap_err().to_string();
+        let e = Config::parse(text, Path::new("x/bad.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x/bad.toml"), "{e}");
         assert!(e.contains("line 5"), "{e}");
         assert!(e.contains("batch_sise"), "{e}");
-        let e = Config::parse("[server]\nlisten = 5\n", Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse("[server]\nlisten = 5\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("listen"), "{e}");
     }
 
@@ -353,9 +374,15 @@ mod tests {
     #[test]
     fn api_selection() {
         let mut c = Config::default();
-        assert!(matches!(c.influx_api().unwrap(), crate::sink::influx::Api::V1 { .. }));
+        assert!(matches!(
+            c.influx_api().unwrap(),
+            crate::sink::influx::Api::V1 { .. }
+        ));
         c.influx.bucket = Some("b".into());
-        assert!(matches!(c.influx_api().unwrap(), crate::sink::influx::Api::V2 { .. }));
+        assert!(matches!(
+            c.influx_api().unwrap(),
+            crate::sink::influx::Api::V2 { .. }
+        ));
         c.influx.bucket = None;
         c.influx.db = None;
         assert!(c.validate().is_err());

@@ -59,7 +59,10 @@ pub enum PointError {
         "{what} has a backslash {position}, which InfluxDB line protocol cannot carry; \
          remove it or replace it"
     )]
-    Backslash { what: String, position: &'static str },
+    Backslash {
+        what: String,
+        position: &'static str,
+    },
     #[error("{what} starts with '#', which InfluxDB reads as a comment line")]
     Comment { what: String },
     #[error("{what} is the reserved name {name:?}; rename it")]
@@ -104,7 +107,12 @@ enum NameKind {
     FieldKey,
 }
 
-fn check_name(kind: NameKind, s: &str, what: impl Fn() -> String, limits: &Limits) -> Result<(), PointError> {
+fn check_name(
+    kind: NameKind,
+    s: &str,
+    what: impl Fn() -> String,
+    limits: &Limits,
+) -> Result<(), PointError> {
     if s.is_empty() {
         return Err(PointError::EmptyName { what: what() });
     }
@@ -113,14 +121,24 @@ fn check_name(kind: NameKind, s: &str, what: impl Fn() -> String, limits: &Limit
         _ => limits.max_name_bytes,
     };
     if s.len() > max {
-        return Err(PointError::TooLong { what: what(), len: s.len(), max });
+        return Err(PointError::TooLong {
+            what: what(),
+            len: s.len(),
+            max,
+        });
     }
     if let Some(ch) = s.chars().find(|c| c.is_control()) {
-        return Err(PointError::ControlChar { what: what(), ch: ch as u32 });
+        return Err(PointError::ControlChar {
+            what: what(),
+            ch: ch as u32,
+        });
     }
     let bytes = s.as_bytes();
     if bytes.last() == Some(&b'\\') {
-        return Err(PointError::Backslash { what: what(), position: "at the end" });
+        return Err(PointError::Backslash {
+            what: what(),
+            position: "at the end",
+        });
     }
     if bytes
         .windows(2)
@@ -135,8 +153,13 @@ fn check_name(kind: NameKind, s: &str, what: impl Fn() -> String, limits: &Limit
         NameKind::Measurement if s.starts_with('#') => {
             return Err(PointError::Comment { what: what() });
         }
-        NameKind::TagKey | NameKind::FieldKey if matches!(s, "time" | "_field" | "_measurement") => {
-            return Err(PointError::Reserved { what: what(), name: s.to_string() });
+        NameKind::TagKey | NameKind::FieldKey
+            if matches!(s, "time" | "_field" | "_measurement") =>
+        {
+            return Err(PointError::Reserved {
+                what: what(),
+                name: s.to_string(),
+            });
         }
         _ => {}
     }
@@ -145,9 +168,18 @@ fn check_name(kind: NameKind, s: &str, what: impl Fn() -> String, limits: &Limit
 
 /// Check one point against the rules above and `limits`.
 pub fn check_point(p: &Point, limits: &Limits) -> Result<(), PointError> {
-    check_name(NameKind::Measurement, &p.measurement, || "measurement".into(), limits)?;
+    check_name(
+        NameKind::Measurement,
+        &p.measurement,
+        || "measurement".into(),
+        limits,
+    )?;
     if p.tags.len() > limits.max_tags {
-        return Err(PointError::TooMany { what: "tags", count: p.tags.len(), max: limits.max_tags });
+        return Err(PointError::TooMany {
+            what: "tags",
+            count: p.tags.len(),
+            max: limits.max_tags,
+        });
     }
     for (k, v) in &p.tags {
         check_name(NameKind::TagKey, k, || format!("tag key {k:?}"), limits)?;
@@ -167,7 +199,10 @@ pub fn check_point(p: &Point, limits: &Limits) -> Result<(), PointError> {
         check_name(NameKind::FieldKey, k, || format!("field key {k:?}"), limits)?;
         match v {
             FieldValue::Float(f) if !f.is_finite() => {
-                return Err(PointError::NotFinite { what: format!("fields.{k}"), value: f.to_string() });
+                return Err(PointError::NotFinite {
+                    what: format!("fields.{k}"),
+                    value: f.to_string(),
+                });
             }
             FieldValue::Str(s) if s.len() > limits.max_string_bytes => {
                 return Err(PointError::TooLong {
@@ -259,8 +294,14 @@ mod tests {
     fn point(measurement: &str, tags: &[(&str, &str)], fields: Vec<(&str, FieldValue)>) -> Point {
         Point {
             measurement: measurement.into(),
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             time_ns: 1_700_000_000_000_000_000,
             int_fields: false,
         }
@@ -278,7 +319,10 @@ mod tests {
         let p = point(
             "we ath,er",
             &[("de vice", "a=b,c d"), ("s", r"back\slash")],
-            vec![("t c", FieldValue::Str("say \"hi\"\\".into())), ("n", FieldValue::Float(21.5))],
+            vec![
+                ("t c", FieldValue::Str("say \"hi\"\\".into())),
+                ("n", FieldValue::Float(21.5)),
+            ],
         );
         assert_eq!(
             line(&p),
@@ -288,7 +332,11 @@ mod tests {
 
     #[test]
     fn integers_are_floats_unless_configured() {
-        let mut p = point("m", &[], vec![("i", FieldValue::Int(-3)), ("u", FieldValue::UInt(7))]);
+        let mut p = point(
+            "m",
+            &[],
+            vec![("i", FieldValue::Int(-3)), ("u", FieldValue::UInt(7))],
+        );
         assert_eq!(line(&p), "m i=-3.0,u=7.0 1700000000000000000\n");
         p.int_fields = true;
         assert_eq!(line(&p), "m i=-3i,u=7i 1700000000000000000\n");
@@ -313,6 +361,9 @@ mod tests {
         }
         let e = check_point(&bad[6], &l).unwrap_err();
         assert_eq!(e.code(), "invalid_field");
-        assert_eq!(e.to_string(), "fields.f is NaN, which InfluxDB cannot store; send a finite number");
+        assert_eq!(
+            e.to_string(),
+            "fields.f is NaN, which InfluxDB cannot store; send a finite number"
+        );
     }
 }

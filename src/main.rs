@@ -9,7 +9,9 @@ use wsingest::cli::{Cli, Command, ConfigCommand, LogFormat};
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
@@ -21,7 +23,9 @@ fn main() -> anyhow::Result<()> {
                 wsingest::shutdown::on_signal(shutdown.clone());
                 wsingest::server::run(listener, config, shutdown).await?;
             }
-            Command::Config(ConfigCommand::PrintDefault) => print!("{}", wsingest::config::Config::default_toml()),
+            Command::Config(ConfigCommand::PrintDefault) => {
+                print!("{}", wsingest::config::Config::default_toml())
+            }
             Command::Config(ConfigCommand::Check(args)) => {
                 let config = args.load()?;
                 print!("{}", toml::to_string_pretty(&config)?);
@@ -34,7 +38,9 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -51,7 +51,11 @@ impl Reply {
     }
 
     pub fn nack(self, error: &'static str, detail: impl Into<String>) {
-        self.permit.send(Outcome::Nacked { seq: self.seq, error, detail: detail.into() });
+        self.permit.send(Outcome::Nacked {
+            seq: self.seq,
+            error,
+            detail: detail.into(),
+        });
     }
 }
 

@@ -29,7 +29,12 @@ pub fn negotiate<'a>(offered: impl Iterator<Item = &'a str>) -> Option<(&'static
     offered
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find_map(|name| SUBPROTOCOLS.iter().find(|(p, _)| p.eq_ignore_ascii_case(name)).copied())
+        .find_map(|name| {
+            SUBPROTOCOLS
+                .iter()
+                .find(|(p, _)| p.eq_ignore_ascii_case(name))
+                .copied()
+        })
 }
 
 /// A message from the server to a device.
@@ -54,14 +59,20 @@ pub enum Downlink {
 
 impl Downlink {
     pub fn nack(seq: Option<u64>, error: &str, detail: impl Into<String>) -> Self {
-        Downlink::Nack { nack: seq, error: error.to_string(), detail: detail.into() }
+        Downlink::Nack {
+            nack: seq,
+            error: error.to_string(),
+            detail: detail.into(),
+        }
     }
 
     /// Encode in `format`: JSON as text, CBOR as binary.
     pub fn encode(&self, format: Format) -> tokio_tungstenite::tungstenite::Message {
         use tokio_tungstenite::tungstenite::Message;
         match format {
-            Format::Json => Message::text(serde_json::to_string(self).expect("downlink serializes")),
+            Format::Json => {
+                Message::text(serde_json::to_string(self).expect("downlink serializes"))
+            }
             Format::Cbor => {
                 let mut out = Vec::with_capacity(64);
                 ciborium::into_writer(self, &mut out).expect("downlink serializes");
@@ -77,8 +88,18 @@ mod tests {
 
     #[test]
     fn negotiation_follows_client_order() {
-        assert_eq!(negotiate(["wsingest.v1.json, wsingest.v1.cbor"].into_iter()).unwrap().1, Encoding::Json);
-        assert_eq!(negotiate(["chat", "wsingest.v1.cbor"].into_iter()).unwrap().0, "wsingest.v1.cbor");
+        assert_eq!(
+            negotiate(["wsingest.v1.json, wsingest.v1.cbor"].into_iter())
+                .unwrap()
+                .1,
+            Encoding::Json
+        );
+        assert_eq!(
+            negotiate(["chat", "wsingest.v1.cbor"].into_iter())
+                .unwrap()
+                .0,
+            "wsingest.v1.cbor"
+        );
         assert_eq!(negotiate(std::iter::empty()), None);
         assert_eq!(negotiate(["mqtt"].into_iter()), None);
     }
@@ -88,7 +109,11 @@ mod tests {
         let t = |d: Downlink| d.encode(Format::Json).into_text().unwrap().to_string();
         assert_eq!(t(Downlink::Ack { ack: 42 }), r#"{"ack":42}"#);
         assert_eq!(
-            t(Downlink::nack(Some(43), "invalid_field", "fields.temp_c: NaN")),
+            t(Downlink::nack(
+                Some(43),
+                "invalid_field",
+                "fields.temp_c: NaN"
+            )),
             r#"{"nack":43,"error":"invalid_field","detail":"fields.temp_c: NaN"}"#
         );
     }

@@ -62,7 +62,11 @@ struct AppState {
 
 /// Serve on `listener` until `shutdown` fires, then close sessions with 1001
 /// after flushing their acks, and return once the pipeline is drained.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     config.validate()?;
     let api = config.influx_api()?;
     let i = &config.influx;
@@ -157,8 +161,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone().layer(axum::Extension(Peer(peer))));
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(handshake_timeout);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(handshake_timeout);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let conn = connections.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -172,12 +181,17 @@ pub async fn serve(
     let grace = Duration::from_secs(state.config.server.shutdown_timeout_secs);
     let _ = tokio::time::timeout(grace, connections.shutdown()).await;
     state.sessions.close();
-    if tokio::time::timeout(grace + Duration::from_secs(3), state.sessions.wait()).await.is_err() {
+    if tokio::time::timeout(grace + Duration::from_secs(3), state.sessions.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("sessions did not finish in time");
     }
     drain.cancel();
     if tokio::time::timeout(grace, batcher).await.is_err() {
-        tracing::warn!("pipeline did not drain in time; unacked messages will be resent by devices");
+        tracing::warn!(
+            "pipeline did not drain in time; unacked messages will be resent by devices"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -219,7 +233,11 @@ async fn root(State(state): State<Arc<AppState>>, req: Request<Body>) -> Respons
     upgrade(state, None, req).await
 }
 
-async fn device(State(state): State<Arc<AppState>>, Path(id): Path<String>, req: Request<Body>) -> Response<Body> {
+async fn device(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response<Body> {
     if !is_upgrade(req.headers()) {
         return error(
             StatusCode::UPGRADE_REQUIRED,
@@ -230,10 +248,19 @@ async fn device(State(state): State<Arc<AppState>>, Path(id): Path<String>, req:
 }
 
 fn error(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{msg}\n")).into_response();
+    let mut r = (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{msg}\n"),
+    )
+        .into_response();
     if status == StatusCode::UPGRADE_REQUIRED {
-        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
     }
     r
 }
@@ -251,13 +278,27 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 
 /// A device id becomes the `device` tag: keep it to a safe alphabet.
 fn valid_device_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-async fn upgrade(state: Arc<AppState>, path_device: Option<String>, mut req: Request<Body>) -> Response<Body> {
+async fn upgrade(
+    state: Arc<AppState>,
+    path_device: Option<String>,
+    mut req: Request<Body>,
+) -> Response<Body> {
     let headers = req.headers();
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return error(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version: use Sec-WebSocket-Version: 13");
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: use Sec-WebSocket-Version: 13",
+        );
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
@@ -273,7 +314,10 @@ async fn upgrade(state: Arc<AppState>, path_device: Option<String>, mut req: Req
     }
     let device = match (path_device, state.config.auth.allow_anonymous) {
         (Some(id), true) => id,
-        (None, true) => format!("anonymous-{}", state.anonymous_ids.fetch_add(1, Ordering::Relaxed) + 1),
+        (None, true) => format!(
+            "anonymous-{}",
+            state.anonymous_ids.fetch_add(1, Ordering::Relaxed) + 1
+        ),
         (_, false) => {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -282,7 +326,10 @@ async fn upgrade(state: Arc<AppState>, path_device: Option<String>, mut req: Req
         }
     };
     let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions on this server; retry later");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many sessions on this server; retry later",
+        );
     };
     let chosen = protocol::negotiate(
         headers
@@ -320,7 +367,12 @@ async fn upgrade(state: Arc<AppState>, path_device: Option<String>, mut req: Req
                     return;
                 }
             };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config),
+            )
+            .await;
             tracing::info!(encoding = ?ctx.encoding, "session opened");
             let summary = session::run(ws, ctx, shutdown).await;
             tracing::info!(

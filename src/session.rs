@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, error::CapacityError};
+use tokio_tungstenite::tungstenite::{
+    Error as WsError, Message as WsMessage, error::CapacityError,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::{Decoder, Format, Message};
@@ -81,7 +83,8 @@ where
         Encoding::Cbor => Format::Cbor,
         _ => Format::Json,
     };
-    let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut closing: Option<Closing> = None;
     let close_after = |code: CloseCode, reason: &str| Closing {
@@ -217,7 +220,10 @@ where
     let closing = closing.expect("the loop only breaks when closing");
     summary.close_code = Some(closing.code.into());
     summary.close_reason = closing.reason.clone();
-    let frame = CloseFrame { code: closing.code, reason: closing.reason.into() };
+    let frame = CloseFrame {
+        code: closing.code,
+        reason: closing.reason.into(),
+    };
     // Finish the closing handshake briefly; a device that never answers our
     // Close must not hold the task.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -242,9 +248,10 @@ fn frame_format(encoding: Encoding, by_frame: Format) -> Format {
 /// connection is gone and nothing can be sent.
 fn read_error(e: &WsError) -> Option<(CloseCode, String)> {
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-            Some((CloseCode::Size, format!("message of {size} bytes is over the limit of {max_size}")))
-        }
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => Some((
+            CloseCode::Size,
+            format!("message of {size} bytes is over the limit of {max_size}"),
+        )),
         WsError::Capacity(c) => Some((CloseCode::Size, c.to_string())),
         WsError::Utf8(_) => Some((CloseCode::Invalid, "text frame is not valid UTF-8".into())),
         WsError::Protocol(p) => Some((CloseCode::Protocol, p.to_string())),

@@ -17,14 +17,22 @@ fn shipped_configs_are_valid() {
 fn default_file_states_the_defaults() {
     let file = Config::load(Path::new("config/wsingest.toml")).unwrap();
     let file = toml::to_string_pretty(&file).unwrap();
-    assert_eq!(file, Config::default_toml(), "config/wsingest.toml drifted from Config::default()");
+    assert_eq!(
+        file,
+        Config::default_toml(),
+        "config/wsingest.toml drifted from Config::default()"
+    );
 }
 
 #[test]
 fn binary_reports_bad_config_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\nmax_mesage_bytes = 5\n").unwrap();
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:1\"\nmax_mesage_bytes = 5\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
         .args(["config", "check", "--config"])
         .arg(&path)
@@ -32,5 +40,8 @@ fn binary_reports_bad_config_with_file_line_and_key() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("line 3") && err.contains("max_mesage_bytes"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("line 3") && err.contains("max_mesage_bytes"),
+        "{err}"
+    );
 }

@@ -26,8 +26,20 @@ async fn json_point_is_acked_and_stored() {
     )
     .await;
     assert_eq!(next_json(&mut ws).await, json!({"ack": 42}));
-    let rows = influx.rows("t1", "SELECT temp_c, ok, fw, device, site FROM weather").await;
-    assert_eq!(rows, vec![vec![json!(1732492800123000000u64), json!(21.5), json!(true), json!("1.2.0"), json!("dev-1"), json!("roof")]]);
+    let rows = influx
+        .rows("t1", "SELECT temp_c, ok, fw, device, site FROM weather")
+        .await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            json!(1732492800123000000u64),
+            json!(21.5),
+            json!(true),
+            json!("1.2.0"),
+            json!("dev-1"),
+            json!("roof")
+        ]]
+    );
     server.stop().await;
 }
 
@@ -47,10 +59,19 @@ async fn cbor_point_batch_and_timestamps() {
     )
     .await;
     assert_eq!(next_json(&mut ws).await, json!({"ack": 2}));
-    let rows = influx.rows("t2", "SELECT w, device, phase FROM power").await;
+    let rows = influx
+        .rows("t2", "SELECT w, device, phase FROM power")
+        .await;
     let times: Vec<u64> = rows.iter().map(|r| r[0].as_u64().unwrap()).collect();
     // 2024-11-25T01:00:00+01:00 is 00:00:00Z: overwrites nothing, sorts first.
-    assert_eq!(times, vec![1732492800000000000, 1732492800123456789, 1732492802000000000]);
+    assert_eq!(
+        times,
+        vec![
+            1732492800000000000,
+            1732492800123456789,
+            1732492802000000000
+        ]
+    );
     assert_eq!(rows[0][1].as_f64(), Some(2.0));
     assert_eq!(rows[1][1].as_f64(), Some(230.0));
     assert_eq!(rows[2][3], json!("L2"));
@@ -64,15 +85,27 @@ async fn subprotocols_select_the_encoding() {
     // CBOR subprotocol: replies are CBOR (binary) even to a binary message.
     let mut ws = connect(&server.ws_url("/v1/devices/c1"), Some("wsingest.v1.cbor")).await;
     send_cbor(&mut ws, json!({"seq": 5, "fields": {"x": 1.5}})).await;
-    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), futures_util::StreamExt::next(&mut ws))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(matches!(reply, Message::Binary(_)), "cbor session replies in binary: {reply:?}");
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert!(
+        matches!(reply, Message::Binary(_)),
+        "cbor session replies in binary: {reply:?}"
+    );
     // JSON subprotocol: a binary frame holding JSON is still JSON.
     let mut ws2 = connect(&server.ws_url("/v1/devices/j1"), Some("wsingest.v1.json")).await;
-    ws2.send(Message::binary(json!({"seq": 6, "fields": {"x": 2.5}}).to_string().into_bytes())).await.unwrap();
+    ws2.send(Message::binary(
+        json!({"seq": 6, "fields": {"x": 2.5}})
+            .to_string()
+            .into_bytes(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(next_json(&mut ws2).await, json!({"ack": 6}));
     assert_eq!(influx.count("t3", "telemetry", "x").await, 2);
     server.stop().await;
@@ -87,7 +120,10 @@ async fn hello_gets_a_nack_and_the_session_stays_open() {
     let reply = next_json(&mut ws).await;
     assert_eq!(reply["nack"], json!(null));
     assert_eq!(reply["error"], json!("invalid_json"));
-    assert!(reply["detail"].as_str().unwrap().contains("JSON"), "{reply}");
+    assert!(
+        reply["detail"].as_str().unwrap().contains("JSON"),
+        "{reply}"
+    );
     send_json(&mut ws, json!({"seq": 1, "fields": {"v": 1}})).await;
     assert_eq!(next_json(&mut ws).await, json!({"ack": 1}));
     let rows = influx.rows("t4", "SELECT v, device FROM telemetry").await;

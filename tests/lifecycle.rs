@@ -9,7 +9,10 @@ use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn setup(db: &str, tweak: impl FnOnce(&mut wsingest::config::Config)) -> (Influxd, TestServer) {
+async fn setup(
+    db: &str,
+    tweak: impl FnOnce(&mut wsingest::config::Config),
+) -> (Influxd, TestServer) {
     let influx = Influxd::start().await;
     influx.create_db(db).await;
     let mut config = test_config(&influx.url, db);
@@ -38,7 +41,9 @@ async fn oversize_message_is_closed_with_1009_before_buffering() {
     // buffered before checking would wait for (and allocate) the rest.
     let before = rss_kib();
     let stream = ws.get_mut();
-    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = stream else { panic!("plain tcp") };
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = stream else {
+        panic!("plain tcp")
+    };
     use tokio::io::AsyncWriteExt;
     let mut header = vec![0x82u8, 0xff]; // FIN + binary, masked, 64-bit length
     header.extend_from_slice(&(64u64 << 20).to_be_bytes());
@@ -47,7 +52,10 @@ async fn oversize_message_is_closed_with_1009_before_buffering() {
     let _ = tcp.write_all(&vec![0u8; 1 << 20]).await;
     assert_eq!(close_code(&mut ws).await, Some(1009));
     let grown = rss_kib().saturating_sub(before);
-    assert!(grown < 16 * 1024, "server memory grew by {grown} KiB for a refused 64 MiB frame");
+    assert!(
+        grown < 16 * 1024,
+        "server memory grew by {grown} KiB for a refused 64 MiB frame"
+    );
     server.stop().await;
 }
 
@@ -59,9 +67,12 @@ async fn fragmented_oversize_message_is_closed_with_1009() {
     })
     .await;
     let mut ws = connect(&server.ws_url("/v1/devices/big"), None).await;
-    ws.send(Message::text(format!("{{\"seq\": 1, \"fields\": {{\"s\": \"{}\"}}}}", "x".repeat(20_000))))
-        .await
-        .unwrap();
+    ws.send(Message::text(format!(
+        "{{\"seq\": 1, \"fields\": {{\"s\": \"{}\"}}}}",
+        "x".repeat(20_000)
+    )))
+    .await
+    .unwrap();
     assert_eq!(close_code(&mut ws).await, Some(1009));
     server.stop().await;
 }
@@ -86,7 +97,11 @@ async fn shutdown_flushes_acks_then_closes_with_1001() {
     let (influx, server) = setup("l4", |c| c.influx.flush_interval_ms = 60_000).await;
     let mut ws = connect(&server.ws_url("/v1/devices/s"), None).await;
     for seq in 1..=50u64 {
-        send_json(&mut ws, json!({"seq": seq, "ts": seq, "fields": {"v": seq}})).await;
+        send_json(
+            &mut ws,
+            json!({"seq": seq, "ts": seq, "fields": {"v": seq}}),
+        )
+        .await;
     }
     // Make sure the server has read them all before shutting down.
     send_json(&mut ws, json!({"seq": 51})).await;
@@ -94,7 +109,13 @@ async fn shutdown_flushes_acks_then_closes_with_1001() {
     let stopping = tokio::spawn(server.stop());
     let mut acked = Vec::new();
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(15), futures_util::StreamExt::next(&mut ws)).await.unwrap() {
+        match tokio::time::timeout(
+            Duration::from_secs(15),
+            futures_util::StreamExt::next(&mut ws),
+        )
+        .await
+        .unwrap()
+        {
             Some(Ok(Message::Text(t))) => {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                 acked.push(v["ack"].as_u64().expect("an ack"));
@@ -115,10 +136,28 @@ async fn shutdown_flushes_acks_then_closes_with_1001() {
 async fn plain_get_and_bad_requests_get_http_errors() {
     let (_influx, server) = setup("l5", |_| {}).await;
     let http = common::services::http();
-    let r = http.get(server.http_url("/v1/devices/x")).send().await.unwrap();
+    let r = http
+        .get(server.http_url("/v1/devices/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 426);
-    assert_eq!(http.get(server.http_url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(server.http_url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(server.http_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(server.http_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         server.ws_url("/v1/devices/bad%20id"),
     )
@@ -134,8 +173,10 @@ async fn plain_get_and_bad_requests_get_http_errors() {
 #[tokio::test]
 async fn anonymous_refused_unless_allowed() {
     let (_influx, server) = setup("l6", |c| c.auth.allow_anonymous = false).await;
-    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.ws_url("/v1/devices/x"))
-        .unwrap();
+    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        server.ws_url("/v1/devices/x"),
+    )
+    .unwrap();
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!("expected HTTP 401, got {other:?}"),

@@ -20,8 +20,8 @@ fn nasty_string(min: usize, max: usize) -> impl Strategy<Value = String> {
     // Specials line protocol must escape, mostly; now and then something it
     // cannot carry at all (control characters, backslash before a special).
     let carried: Vec<&'static str> = vec![
-        "a", "b", "Z", "0", " ", ",", "=", "\"", "'", "\\", "#", "é", "€", "😀", "_", "-", ".", "/", "{", "}",
-        "\\\\", "\u{2028}",
+        "a", "b", "Z", "0", " ", ",", "=", "\"", "'", "\\", "#", "é", "€", "😀", "_", "-", ".",
+        "/", "{", "}", "\\\\", "\u{2028}",
     ];
     let risky: Vec<&'static str> = vec!["\n", "\t", "\r", "\u{7f}", "time", "\\ ", "\\,", "\\="];
     let token = prop_oneof![12 => prop::sample::select(carried), 1 => prop::sample::select(risky)];
@@ -38,9 +38,20 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let strategy = (nasty_string(1, 6), nasty_string(1, 5), nasty_string(1, 8), nasty_string(1, 5), nasty_string(0, 12)).prop_map(
-        |(measurement, tag_key, tag_value, field_key, text)| Case { measurement, tag_key, tag_value, field_key, text },
-    );
+    let strategy = (
+        nasty_string(1, 6),
+        nasty_string(1, 5),
+        nasty_string(1, 8),
+        nasty_string(1, 5),
+        nasty_string(0, 12),
+    )
+        .prop_map(|(measurement, tag_key, tag_value, field_key, text)| Case {
+            measurement,
+            tag_key,
+            tag_value,
+            field_key,
+            text,
+        });
     let mut runner = TestRunner::new_with_rng(
         PtConfig::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
@@ -99,19 +110,35 @@ async fn random_names_are_stored_exactly_or_nacked() {
             nacked += 1;
         }
     }
-    assert!(acked.len() > CASES / 10 && nacked > 0, "a useful mix: {} acked, {nacked} nacked", acked.len());
+    assert!(
+        acked.len() > CASES / 10 && nacked > 0,
+        "a useful mix: {} acked, {nacked} nacked",
+        acked.len()
+    );
 
     // Read back every series: SELECT * FROM /.*/ names measurements and columns.
     let v = influx.query("prop", "SELECT * FROM /.*/").await;
     let mut found = 0;
-    for series in v["results"][0]["series"].as_array().cloned().unwrap_or_default() {
+    for series in v["results"][0]["series"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let name = series["name"].as_str().unwrap();
-        let columns: Vec<&str> = series["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let columns: Vec<&str> = series["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
         let col = |k: &str| columns.iter().position(|c| *c == k);
         for row in series["values"].as_array().unwrap() {
             let id = row[col("id").expect("id column")].as_f64().expect("id") as usize;
             let c = &cases[id];
-            assert!(acked.contains_key(&id), "case {id} stored but not acked: {c:?}");
+            assert!(
+                acked.contains_key(&id),
+                "case {id} stored but not acked: {c:?}"
+            );
             assert_eq!(name, c.measurement, "case {id}: measurement");
             // Across measurements a tag key may also be a field key elsewhere:
             // InfluxDB then names the second column `key_1`. The row's value
@@ -123,15 +150,26 @@ async fn random_names_are_stored_exactly_or_nacked() {
                     .enumerate()
                     .filter(|(_, col)| {
                         **col == key
-                            || (col.strip_prefix(key).and_then(|r| r.strip_prefix('_')).is_some_and(|n| n.parse::<u32>().is_ok())
+                            || (col
+                                .strip_prefix(key)
+                                .and_then(|r| r.strip_prefix('_'))
+                                .is_some_and(|n| n.parse::<u32>().is_ok())
                                 && !own.contains(col))
                     })
                     .map(|(i, _)| row[i].clone())
                     .filter(|v| !v.is_null())
                     .collect()
             };
-            assert_eq!(value_of(&c.tag_key), vec![Value::from(c.tag_value.clone())], "case {id}: tag of {c:?}");
-            assert_eq!(value_of(&c.field_key), vec![Value::from(c.text.clone())], "case {id}: string field of {c:?}");
+            assert_eq!(
+                value_of(&c.tag_key),
+                vec![Value::from(c.tag_value.clone())],
+                "case {id}: tag of {c:?}"
+            );
+            assert_eq!(
+                value_of(&c.field_key),
+                vec![Value::from(c.text.clone())],
+                "case {id}: string field of {c:?}"
+            );
             found += 1;
         }
     }

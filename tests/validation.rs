@@ -26,7 +26,9 @@ async fn special_characters_are_stored_exactly() {
     )
     .await;
     assert_eq!(next_json(&mut ws).await, json!({"ack": 1}));
-    let rows = influx.rows("v1", r#"SELECT "s p,a=ce", "k ey,=" FROM "m x,y""#).await;
+    let rows = influx
+        .rows("v1", r#"SELECT "s p,a=ce", "k ey,=" FROM "m x,y""#)
+        .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0][1], json!(text));
     assert_eq!(rows[0][2], json!(tag));
@@ -39,15 +41,51 @@ async fn what_line_protocol_cannot_carry_is_nacked_and_others_still_written() {
     let mut bad = connect(&server.ws_url("/v1/devices/bad"), None).await;
     let mut good = connect(&server.ws_url("/v1/devices/good"), None).await;
     let cases = [
-        (json!({"seq": 1, "tags": {"t": "ends with\\"}, "fields": {"v": 1}}), "invalid_name", "at the end"),
-        (json!({"seq": 2, "tags": {"t": "a\\ b"}, "fields": {"v": 1}}), "invalid_name", "before a space"),
-        (json!({"seq": 3, "measurement": "two\nlines", "fields": {"v": 1}}), "invalid_name", "U+000A"),
-        (json!({"seq": 4, "fields": {}}), "empty_fields", "at least one field"),
-        (json!({"seq": 5, "fields": {"v": [1, 2]}}), "invalid_message", "fields.v"),
-        (json!({"seq": 6, "measurement": "", "fields": {"v": 1}}), "invalid_name", "empty"),
-        (json!({"seq": 7, "fields": {"time": 1}}), "invalid_name", "reserved"),
-        (json!({"seq": 8, "tags": {"device": "spoof"}, "fields": {"v": 1}}), "reserved_tag", "session"),
-        (json!({"seq": 9, "ts": "not a time", "fields": {"v": 1}}), "invalid_timestamp", "RFC 3339"),
+        (
+            json!({"seq": 1, "tags": {"t": "ends with\\"}, "fields": {"v": 1}}),
+            "invalid_name",
+            "at the end",
+        ),
+        (
+            json!({"seq": 2, "tags": {"t": "a\\ b"}, "fields": {"v": 1}}),
+            "invalid_name",
+            "before a space",
+        ),
+        (
+            json!({"seq": 3, "measurement": "two\nlines", "fields": {"v": 1}}),
+            "invalid_name",
+            "U+000A",
+        ),
+        (
+            json!({"seq": 4, "fields": {}}),
+            "empty_fields",
+            "at least one field",
+        ),
+        (
+            json!({"seq": 5, "fields": {"v": [1, 2]}}),
+            "invalid_message",
+            "fields.v",
+        ),
+        (
+            json!({"seq": 6, "measurement": "", "fields": {"v": 1}}),
+            "invalid_name",
+            "empty",
+        ),
+        (
+            json!({"seq": 7, "fields": {"time": 1}}),
+            "invalid_name",
+            "reserved",
+        ),
+        (
+            json!({"seq": 8, "tags": {"device": "spoof"}, "fields": {"v": 1}}),
+            "reserved_tag",
+            "session",
+        ),
+        (
+            json!({"seq": 9, "ts": "not a time", "fields": {"v": 1}}),
+            "invalid_timestamp",
+            "RFC 3339",
+        ),
     ];
     for (msg, code, detail) in cases {
         let seq = msg["seq"].clone();
@@ -55,7 +93,10 @@ async fn what_line_protocol_cannot_carry_is_nacked_and_others_still_written() {
         let reply = next_json(&mut bad).await;
         assert_eq!(reply["nack"], seq, "{reply}");
         assert_eq!(reply["error"], json!(code), "{reply}");
-        assert!(reply["detail"].as_str().unwrap().contains(detail), "{reply} should mention {detail}");
+        assert!(
+            reply["detail"].as_str().unwrap().contains(detail),
+            "{reply} should mention {detail}"
+        );
     }
     // CBOR can carry NaN and infinity; JSON cannot even spell them.
     send_cbor(&mut bad, json!({"seq": 10, "fields": {"v": 1.0}})).await;
@@ -64,28 +105,53 @@ async fn what_line_protocol_cannot_carry_is_nacked_and_others_still_written() {
     ciborium::into_writer(
         &ciborium::Value::Map(vec![
             ("seq".into(), 11.into()),
-            ("fields".into(), ciborium::Value::Map(vec![("v".into(), ciborium::Value::Float(f64::NAN))])),
+            (
+                "fields".into(),
+                ciborium::Value::Map(vec![("v".into(), ciborium::Value::Float(f64::NAN))]),
+            ),
         ]),
         &mut nan,
     )
     .unwrap();
-    futures_util::SinkExt::send(&mut bad, tokio_tungstenite::tungstenite::Message::binary(nan)).await.unwrap();
+    futures_util::SinkExt::send(
+        &mut bad,
+        tokio_tungstenite::tungstenite::Message::binary(nan),
+    )
+    .await
+    .unwrap();
     let reply = next_json(&mut bad).await;
-    assert_eq!((reply["nack"].clone(), reply["error"].clone()), (json!(11), json!("invalid_field")), "{reply}");
-    futures_util::SinkExt::send(&mut bad, tokio_tungstenite::tungstenite::Message::binary(vec![0x1c, 0xff, 0x00]))
-        .await
-        .unwrap();
+    assert_eq!(
+        (reply["nack"].clone(), reply["error"].clone()),
+        (json!(11), json!("invalid_field")),
+        "{reply}"
+    );
+    futures_util::SinkExt::send(
+        &mut bad,
+        tokio_tungstenite::tungstenite::Message::binary(vec![0x1c, 0xff, 0x00]),
+    )
+    .await
+    .unwrap();
     assert_eq!(next_json(&mut bad).await["error"], json!("invalid_cbor"));
-    futures_util::SinkExt::send(&mut bad, tokio_tungstenite::tungstenite::Message::text("{\"seq\": 12, \"fields\": {\"v\": NaN}}"))
-        .await
-        .unwrap();
+    futures_util::SinkExt::send(
+        &mut bad,
+        tokio_tungstenite::tungstenite::Message::text("{\"seq\": 12, \"fields\": {\"v\": NaN}}"),
+    )
+    .await
+    .unwrap();
     assert_eq!(next_json(&mut bad).await["error"], json!("invalid_json"));
 
     send_json(&mut good, json!({"seq": 1, "fields": {"v": 2}})).await;
     assert_eq!(next_json(&mut good).await, json!({"ack": 1}));
     let rows = influx.rows("v2", "SELECT v, device FROM telemetry").await;
-    let devices: Vec<_> = rows.iter().map(|r| r[2].as_str().unwrap().to_string()).collect();
-    assert_eq!(devices, vec!["bad", "good"], "only the valid points are stored: {rows:?}");
+    let devices: Vec<_> = rows
+        .iter()
+        .map(|r| r[2].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        devices,
+        vec!["bad", "good"],
+        "only the valid points are stored: {rows:?}"
+    );
     server.stop().await;
 }
 
@@ -111,15 +177,27 @@ async fn field_type_conflict_goes_to_dead_letter_with_a_nack() {
     let reply = next_json(&mut b).await;
     assert_eq!(reply["nack"], json!(5), "{reply}");
     assert_eq!(reply["error"], json!("rejected_by_database"));
-    assert!(reply["detail"].as_str().unwrap().contains("field type conflict"), "{reply}");
+    assert!(
+        reply["detail"]
+            .as_str()
+            .unwrap()
+            .contains("field type conflict"),
+        "{reply}"
+    );
     let mut acks = vec![next_json(&mut c).await, next_json(&mut c).await];
     acks.sort_by_key(|v| v["ack"].as_u64());
     assert_eq!(acks, vec![json!({"ack": 7}), json!({"ack": 8})]);
     let text = std::fs::read_to_string(&dead).unwrap();
-    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records.len(), 1, "{text}");
     assert_eq!(records[0]["status"], json!(400));
-    assert!(records[0]["lines"].as_str().unwrap().contains("device=b"), "{text}");
+    assert!(
+        records[0]["lines"].as_str().unwrap().contains("device=b"),
+        "{text}"
+    );
     assert_eq!(influx.count("v3", "telemetry", "state").await, 2);
     assert_eq!(influx.count("v3", "telemetry", "other").await, 1);
     server.stop().await;

@@ -21,7 +21,10 @@ async fn v2_api_writes_into_victoria_metrics() {
     config.influx.bucket = Some("iot".into());
     config.influx.token = Some(Secret::new("secret-token"));
     let server = TestServer::start(config).await;
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let mut ws = connect(&server.ws_url("/v1/devices/vm-1"), Some("wsingest.v1.json")).await;
     send_json(
         &mut ws,
@@ -44,11 +47,16 @@ async fn v2_api_writes_into_victoria_metrics() {
     server.stop().await;
 }
 
+/// A recorded request: path, query, headers, body.
+type Request = (String, Option<String>, HeaderMap, String);
+/// A scripted answer: status and optional Retry-After.
+type Answer = (u16, Option<&'static str>);
+
 #[derive(Clone, Default)]
 struct Recorded {
-    requests: Arc<Mutex<Vec<(String, Option<String>, HeaderMap, String)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     /// Statuses to answer, in order; then 204.
-    script: Arc<Mutex<Vec<(u16, Option<&'static str>)>>>,
+    script: Arc<Mutex<Vec<Answer>>>,
 }
 
 async fn record(
@@ -62,10 +70,17 @@ async fn record(
         // readiness probes: answered, not recorded
         return (StatusCode::NO_CONTENT, HeaderMap::new(), String::new());
     }
-    r.requests.lock().unwrap().push((uri.path().to_string(), q, headers, body));
+    r.requests
+        .lock()
+        .unwrap()
+        .push((uri.path().to_string(), q, headers, body));
     let next = {
         let mut s = r.script.lock().unwrap();
-        if s.is_empty() { None } else { Some(s.remove(0)) }
+        if s.is_empty() {
+            None
+        } else {
+            Some(s.remove(0))
+        }
     };
     let mut h = HeaderMap::new();
     match next {
@@ -73,13 +88,17 @@ async fn record(
             if let Some(ra) = retry_after {
                 h.insert("retry-after", ra.parse().unwrap());
             }
-            (StatusCode::from_u16(status).unwrap(), h, "{\"error\":\"scripted\"}".into())
+            (
+                StatusCode::from_u16(status).unwrap(),
+                h,
+                "{\"error\":\"scripted\"}".into(),
+            )
         }
         None => (StatusCode::NO_CONTENT, h, String::new()),
     }
 }
 
-async fn recorder(script: Vec<(u16, Option<&'static str>)>) -> (String, Recorded) {
+async fn recorder(script: Vec<Answer>) -> (String, Recorded) {
     let rec = Recorded::default();
     *rec.script.lock().unwrap() = script;
     let app = axum::Router::new().fallback(record).with_state(rec.clone());
@@ -99,12 +118,19 @@ async fn v2_request_shape() {
     config.influx.token = Some(Secret::new("T0k3n"));
     let server = TestServer::start(config).await;
     let mut ws = connect(&server.ws_url("/v1/devices/d"), None).await;
-    send_json(&mut ws, json!({"seq": 9, "ts": 1500, "measurement": "m", "fields": {"x": 1}})).await;
+    send_json(
+        &mut ws,
+        json!({"seq": 9, "ts": 1500, "measurement": "m", "fields": {"x": 1}}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws).await, json!({"ack": 9}));
     let reqs = rec.requests.lock().unwrap().clone();
     let (path, query, headers, body) = &reqs[0];
     assert_eq!(path, "/api/v2/write");
-    assert_eq!(query.as_deref(), Some("org=my+org&bucket=b%2F1&precision=ns"));
+    assert_eq!(
+        query.as_deref(),
+        Some("org=my+org&bucket=b%2F1&precision=ns")
+    );
     assert_eq!(headers["authorization"], "Token T0k3n");
     assert_eq!(body, "m,device=d x=1.0 1500000000\n");
     server.stop().await;
@@ -124,7 +150,10 @@ async fn v1_request_shape_and_retry_after() {
     let started = std::time::Instant::now();
     send_json(&mut ws, json!({"seq": 1, "ts": 2, "fields": {"x": true}})).await;
     assert_eq!(next_json(&mut ws).await, json!({"ack": 1}));
-    assert!(started.elapsed() >= Duration::from_millis(900), "Retry-After: 1 was not honoured");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After: 1 was not honoured"
+    );
     let reqs = rec.requests.lock().unwrap().clone();
     assert_eq!(reqs.len(), 3);
     let (path, query, headers, body) = &reqs[2];

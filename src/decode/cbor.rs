@@ -1,14 +1,17 @@
 //! CBOR decoding of device messages (ciborium), same data model as JSON.
 
-use super::model::{SeqOnly, WireMessage};
 use super::DecodeError;
+use super::model::{SeqOnly, WireMessage};
 
 /// Nesting deeper than this is refused; the message model needs 4 levels.
 const RECURSION_LIMIT: usize = 16;
 
 pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
     let mut rest = bytes;
-    match ciborium::de::from_reader_with_recursion_limit::<WireMessage, _>(&mut rest, RECURSION_LIMIT) {
+    match ciborium::de::from_reader_with_recursion_limit::<WireMessage, _>(
+        &mut rest,
+        RECURSION_LIMIT,
+    ) {
         Ok(_) if !rest.is_empty() => Err(DecodeError::Syntax {
             seq: None,
             format: "CBOR",
@@ -16,16 +19,28 @@ pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
         }),
         Ok(m) => Ok(m),
         Err(e) => {
-            let seq = ciborium::de::from_reader_with_recursion_limit::<SeqOnly, _>(bytes, RECURSION_LIMIT)
-                .ok()
-                .and_then(|s| s.seq);
+            let seq = ciborium::de::from_reader_with_recursion_limit::<SeqOnly, _>(
+                bytes,
+                RECURSION_LIMIT,
+            )
+            .ok()
+            .and_then(|s| s.seq);
             // Well-formed CBOR of the wrong shape is a message error; anything
             // else is not CBOR at all.
-            let well_formed =
-                ciborium::de::from_reader_with_recursion_limit::<ciborium::Value, _>(bytes, RECURSION_LIMIT).is_ok();
+            let well_formed = ciborium::de::from_reader_with_recursion_limit::<ciborium::Value, _>(
+                bytes,
+                RECURSION_LIMIT,
+            )
+            .is_ok();
             Err(match e {
-                ciborium::de::Error::Semantic(_, msg) if well_formed => DecodeError::Structure { seq, detail: msg },
-                ciborium::de::Error::Semantic(_, msg) => DecodeError::Syntax { seq, format: "CBOR", detail: msg },
+                ciborium::de::Error::Semantic(_, msg) if well_formed => {
+                    DecodeError::Structure { seq, detail: msg }
+                }
+                ciborium::de::Error::Semantic(_, msg) => DecodeError::Syntax {
+                    seq,
+                    format: "CBOR",
+                    detail: msg,
+                },
                 ciborium::de::Error::Syntax(offset) => DecodeError::Syntax {
                     seq,
                     format: "CBOR",

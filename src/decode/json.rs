@@ -29,7 +29,11 @@ pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
             format!("{path}: {inner}")
         };
         if syntax {
-            DecodeError::Syntax { seq, format: "JSON", detail }
+            DecodeError::Syntax {
+                seq,
+                format: "JSON",
+                detail,
+            }
         } else {
             DecodeError::Structure { seq, detail }
         }

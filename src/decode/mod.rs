@@ -26,7 +26,10 @@ pub enum Format {
 #[derive(Debug, PartialEq)]
 pub enum Message {
     /// Telemetry: one or more points, acknowledged as one when `seq` is set.
-    Points { seq: Option<u64>, points: Vec<Point> },
+    Points {
+        seq: Option<u64>,
+        points: Vec<Point>,
+    },
     /// A device's answer to a command.
     CommandResult {
         seq: Option<u64>,
@@ -127,7 +130,13 @@ impl Decoder {
     }
 
     /// Decode one message of `device`; `now_ns` stamps points sent without `ts`.
-    pub fn decode(&self, bytes: &[u8], format: Format, device: &str, now_ns: i64) -> Result<Message, DecodeError> {
+    pub fn decode(
+        &self,
+        bytes: &[u8],
+        format: Format,
+        device: &str,
+        now_ns: i64,
+    ) -> Result<Message, DecodeError> {
         let wire = match format {
             Format::Json => json::decode(bytes)?,
             Format::Cbor => cbor::decode(bytes)?,
@@ -135,23 +144,39 @@ impl Decoder {
         self.convert(wire, device, now_ns)
     }
 
-    fn convert(&self, mut m: WireMessage, device: &str, now_ns: i64) -> Result<Message, DecodeError> {
+    fn convert(
+        &self,
+        mut m: WireMessage,
+        device: &str,
+        now_ns: i64,
+    ) -> Result<Message, DecodeError> {
         let seq = m.seq;
         let invalid = |detail: String| DecodeError::InvalidMessage { seq, detail };
         if let Some(cmd) = m.cmd_result.take() {
             if m.fields.is_some() || m.points.is_some() {
-                return Err(invalid("a message is either telemetry or a cmd_result, not both".into()));
+                return Err(invalid(
+                    "a message is either telemetry or a cmd_result, not both".into(),
+                ));
             }
-            return Ok(Message::CommandResult { seq, cmd, ok: m.ok.unwrap_or(true), detail: m.detail });
+            return Ok(Message::CommandResult {
+                seq,
+                cmd,
+                ok: m.ok.unwrap_or(true),
+                detail: m.detail,
+            });
         }
         if m.ok.is_some() || m.detail.is_some() {
-            return Err(invalid("`ok` and `detail` belong to a cmd_result message".into()));
+            return Err(invalid(
+                "`ok` and `detail` belong to a cmd_result message".into(),
+            ));
         }
         let base_time = m.ts.as_ref().map(|t| to_ns(t, "ts", seq)).transpose()?;
         let points = match m.points.take() {
             Some(list) => {
                 if m.fields.is_some() {
-                    return Err(invalid("a batch carries its fields inside `points`, not at the top level".into()));
+                    return Err(invalid(
+                        "a batch carries its fields inside `points`, not at the top level".into(),
+                    ));
                 }
                 if list.is_empty() {
                     return Err(invalid("`points` is empty: send at least one point".into()));
@@ -174,7 +199,12 @@ impl Decoder {
                 points
             }
             None => {
-                let p = WirePoint { ts: None, measurement: None, tags: None, fields: m.fields.take() };
+                let p = WirePoint {
+                    ts: None,
+                    measurement: None,
+                    tags: None,
+                    fields: m.fields.take(),
+                };
                 vec![self.point(p, &m, base_time, device, now_ns, seq, None)?]
             }
         };
@@ -202,7 +232,11 @@ impl Decoder {
             .or_else(|| base.measurement.clone())
             .unwrap_or_else(|| self.config.default_measurement.clone());
         let tags = merge_tags(base.tags.as_ref(), p.tags);
-        let point_err = |source| DecodeError::Point { seq, prefix: prefix.clone(), source };
+        let point_err = |source| DecodeError::Point {
+            seq,
+            prefix: prefix.clone(),
+            source,
+        };
         if tags.contains_key("device") {
             return Err(point_err(PointError::ReservedDeviceTag));
         }
@@ -233,8 +267,15 @@ impl Decoder {
                 (k, v)
             })
             .collect();
-        let int_fields = self.config.int_fields || self.config.int_field_measurements.contains(&measurement);
-        let point = Point { measurement, tags: tag_list, fields, time_ns, int_fields };
+        let int_fields =
+            self.config.int_fields || self.config.int_field_measurements.contains(&measurement);
+        let point = Point {
+            measurement,
+            tags: tag_list,
+            fields,
+            time_ns,
+            int_fields,
+        };
         lineproto::check_point(&point, &self.config.limits).map_err(point_err)?;
         Ok(point)
     }
@@ -259,19 +300,35 @@ fn merge_tags(
 
 /// Convert a wire timestamp to nanoseconds, within InfluxDB's range.
 fn to_ns(t: &WireTime, what: &str, seq: Option<u64>) -> Result<i64, DecodeError> {
-    let err = |detail: String| DecodeError::InvalidTime { seq, detail: format!("{what}: {detail}") };
+    let err = |detail: String| DecodeError::InvalidTime {
+        seq,
+        detail: format!("{what}: {detail}"),
+    };
     let ns: i128 = match t {
         WireTime::Millis(ms) => ms.saturating_mul(1_000_000),
         WireTime::FracMillis(ms) if ms.is_finite() => (ms * 1_000_000.0).round() as i128,
-        WireTime::FracMillis(ms) => return Err(err(format!("{ms} is not a time; send epoch milliseconds"))),
+        WireTime::FracMillis(ms) => {
+            return Err(err(format!("{ms} is not a time; send epoch milliseconds")));
+        }
         WireTime::Rfc3339(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|e| err(format!("{s:?} is not RFC 3339 ({e}); e.g. \"2024-11-25T00:00:00.123Z\"")))?
+            .map_err(|e| {
+                err(format!(
+                    "{s:?} is not RFC 3339 ({e}); e.g. \"2024-11-25T00:00:00.123Z\""
+                ))
+            })?
             .timestamp_nanos_opt()
             .map(i128::from)
-            .ok_or_else(|| err(format!("{s:?} is outside the years 1677-2262 that InfluxDB can store")))?,
+            .ok_or_else(|| {
+                err(format!(
+                    "{s:?} is outside the years 1677-2262 that InfluxDB can store"
+                ))
+            })?,
     };
     if !(MIN_TIME_NS..=MAX_TIME_NS).contains(&ns) {
-        return Err(err("outside the years 1677-2262 that InfluxDB can store; ts is in epoch milliseconds".into()));
+        return Err(err(
+            "outside the years 1677-2262 that InfluxDB can store; ts is in epoch milliseconds"
+                .into(),
+        ));
     }
     Ok(ns as i64)
 }

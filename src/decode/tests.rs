@@ -11,12 +11,20 @@ fn json(s: &str) -> Result<Message, DecodeError> {
 #[test]
 fn single_point_with_defaults() {
     let m = json(r#"{"seq": 42, "ts": 1732492800123, "tags": {"site": "roof"}, "fields": {"temp_c": 21.5, "ok": true, "fw": "1.2.0", "n": 3}}"#).unwrap();
-    let Message::Points { seq, points } = m else { panic!() };
+    let Message::Points { seq, points } = m else {
+        panic!()
+    };
     assert_eq!(seq, Some(42));
     let p = &points[0];
     assert_eq!(p.measurement, "telemetry");
     assert_eq!(p.time_ns, 1_732_492_800_123_000_000);
-    assert_eq!(p.tags, vec![("device".into(), "dev-1".into()), ("site".into(), "roof".into())]);
+    assert_eq!(
+        p.tags,
+        vec![
+            ("device".into(), "dev-1".into()),
+            ("site".into(), "roof".into())
+        ]
+    );
     assert_eq!(p.fields.len(), 4);
     assert!(p.fields.contains(&("n".into(), FieldValue::UInt(3))));
 }
@@ -26,7 +34,9 @@ fn batch_inherits_message_defaults() {
     let m = json(r#"{"seq": 1, "measurement": "w", "tags": {"a": "1"}, "points": [
         {"fields": {"x": 1}}, {"ts": "2024-11-25T00:00:00.000000001Z", "measurement": "v", "tags": {"b": "2"}, "fields": {"y": 2}}]}"#)
     .unwrap();
-    let Message::Points { points, .. } = m else { panic!() };
+    let Message::Points { points, .. } = m else {
+        panic!()
+    };
     assert_eq!(points[0].measurement, "w");
     assert_eq!(points[0].time_ns, 5);
     assert_eq!(points[1].measurement, "v");
@@ -39,16 +49,24 @@ fn batch_inherits_message_defaults() {
 #[test]
 fn cbor_is_the_same_model() {
     let value = ciborium::Value::Map(vec![
-        (ciborium::Value::Text("seq".into()), ciborium::Value::Integer(7.into())),
+        (
+            ciborium::Value::Text("seq".into()),
+            ciborium::Value::Integer(7.into()),
+        ),
         (
             ciborium::Value::Text("fields".into()),
-            ciborium::Value::Map(vec![(ciborium::Value::Text("t".into()), ciborium::Value::Float(1.5))]),
+            ciborium::Value::Map(vec![(
+                ciborium::Value::Text("t".into()),
+                ciborium::Value::Float(1.5),
+            )]),
         ),
     ]);
     let mut bytes = Vec::new();
     ciborium::into_writer(&value, &mut bytes).unwrap();
     let m = dec().decode(&bytes, Format::Cbor, "d", 1).unwrap();
-    let Message::Points { seq, points } = m else { panic!() };
+    let Message::Points { seq, points } = m else {
+        panic!()
+    };
     assert_eq!(seq, Some(7));
     assert_eq!(points[0].fields, vec![("t".into(), FieldValue::Float(1.5))]);
 }
@@ -59,14 +77,42 @@ fn refusals_have_codes_and_seq() {
         ("Hello, WebSocket!", "invalid_json", None),
         (r#"{"seq": 3, "fields": {}}"#, "empty_fields", Some(3)),
         (r#"{"seq": 4}"#, "empty_fields", Some(4)),
-        (r#"{"seq": 5, "fields": {"t": {"nested": 1}}}"#, "invalid_message", Some(5)),
-        (r#"{"seq": 6, "fields": {"t": 1}, "feilds": 2}"#, "invalid_message", Some(6)),
-        (r#"{"seq": 7, "ts": "yesterday", "fields": {"t": 1}}"#, "invalid_timestamp", Some(7)),
-        (r#"{"seq": 8, "tags": {"device": "other"}, "fields": {"t": 1}}"#, "reserved_tag", Some(8)),
-        (r#"{"seq": 9, "measurement": "a\nb", "fields": {"t": 1}}"#, "invalid_name", Some(9)),
-        (r#"{"seq": 10, "ts": 99999999999999999, "fields": {"t": 1}}"#, "invalid_timestamp", Some(10)),
+        (
+            r#"{"seq": 5, "fields": {"t": {"nested": 1}}}"#,
+            "invalid_message",
+            Some(5),
+        ),
+        (
+            r#"{"seq": 6, "fields": {"t": 1}, "feilds": 2}"#,
+            "invalid_message",
+            Some(6),
+        ),
+        (
+            r#"{"seq": 7, "ts": "yesterday", "fields": {"t": 1}}"#,
+            "invalid_timestamp",
+            Some(7),
+        ),
+        (
+            r#"{"seq": 8, "tags": {"device": "other"}, "fields": {"t": 1}}"#,
+            "reserved_tag",
+            Some(8),
+        ),
+        (
+            r#"{"seq": 9, "measurement": "a\nb", "fields": {"t": 1}}"#,
+            "invalid_name",
+            Some(9),
+        ),
+        (
+            r#"{"seq": 10, "ts": 99999999999999999, "fields": {"t": 1}}"#,
+            "invalid_timestamp",
+            Some(10),
+        ),
         (r#"{"seq": 11, "points": []}"#, "invalid_message", Some(11)),
-        (r#"{"seq": 12, "fields": {"t": 1}} trailing"#, "invalid_json", Some(12)),
+        (
+            r#"{"seq": 12, "fields": {"t": 1}} trailing"#,
+            "invalid_json",
+            Some(12),
+        ),
     ];
     for (input, code, seq) in cases {
         let e = json(input).unwrap_err();
@@ -80,10 +126,15 @@ fn refusals_have_codes_and_seq() {
 
 #[test]
 fn cbor_garbage_is_refused() {
-    let e = dec().decode(&[0xff, 0x00, 0x13], Format::Cbor, "d", 1).unwrap_err();
+    let e = dec()
+        .decode(&[0xff, 0x00, 0x13], Format::Cbor, "d", 1)
+        .unwrap_err();
     assert_eq!(e.code(), "invalid_cbor");
     let e = dec().decode(b"Hello", Format::Cbor, "d", 1).unwrap_err();
-    assert!(matches!(e.code(), "invalid_cbor" | "invalid_message"), "{e:?}");
+    assert!(
+        matches!(e.code(), "invalid_cbor" | "invalid_message"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -91,6 +142,11 @@ fn command_result() {
     let m = json(r#"{"cmd_result": "c-17", "ok": false, "detail": "busy"}"#).unwrap();
     assert_eq!(
         m,
-        Message::CommandResult { seq: None, cmd: "c-17".into(), ok: false, detail: Some("busy".into()) }
+        Message::CommandResult {
+            seq: None,
+            cmd: "c-17".into(),
+            ok: false,
+            detail: Some("busy".into())
+        }
     );
 }

@@ -25,7 +25,11 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// `path: None` keeps no file (refused points are still nacked and logged).
     pub fn new(path: Option<PathBuf>, max_bytes: u64) -> Self {
-        DeadLetter { path, max_bytes, file: Mutex::new(None) }
+        DeadLetter {
+            path,
+            max_bytes,
+            file: Mutex::new(None),
+        }
     }
 
     pub fn path(&self) -> Option<&PathBuf> {
@@ -37,7 +41,12 @@ impl DeadLetter {
     pub async fn record(&self, status: u16, error: &str, lines: &[u8]) {
         let Some(path) = &self.path else { return };
         let lines = String::from_utf8_lossy(lines);
-        let record = Record { time: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).to_rfc3339(), status, error, lines: &lines };
+        let record = Record {
+            time: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).to_rfc3339(),
+            status,
+            error,
+            lines: &lines,
+        };
         let mut text = serde_json::to_string(&record).expect("record serializes");
         text.push('\n');
         let mut guard = self.file.lock().await;
@@ -45,7 +54,12 @@ impl DeadLetter {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 let _ = tokio::fs::create_dir_all(dir).await;
             }
-            match tokio::fs::OpenOptions::new().create(true).append(true).open(path).await {
+            match tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .await
+            {
                 Ok(f) => *guard = Some(f),
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "cannot open dead-letter file; refused points are only logged");

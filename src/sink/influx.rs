@@ -72,7 +72,10 @@ pub struct InfluxClient {
 impl InfluxClient {
     pub fn new(url: &str, api: &Api, timeout: Duration, gzip: bool) -> Result<Self, ClientError> {
         crate::tls::install_crypto_provider();
-        let bad = |detail: String| ClientError::BadUrl { url: url.to_string(), detail };
+        let bad = |detail: String| ClientError::BadUrl {
+            url: url.to_string(),
+            detail,
+        };
         let base = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(bad("the scheme must be http or https".into()));
@@ -86,7 +89,12 @@ impl InfluxClient {
         let mut write_url;
         let mut basic = None;
         let auth = match api {
-            Api::V1 { db, rp, user, password } => {
+            Api::V1 {
+                db,
+                rp,
+                user,
+                password,
+            } => {
                 write_url = join("/write");
                 {
                     let mut q = write_url.query_pairs_mut();
@@ -150,8 +158,15 @@ impl InfluxClient {
         }
         let body = if self.gzip {
             req = req.header(CONTENT_ENCODING, "gzip");
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
-            Bytes::from(enc.write_all(&body).and_then(|_| enc.finish()).expect("gzip into memory cannot fail"))
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
+            Bytes::from(
+                enc.write_all(&body)
+                    .and_then(|_| enc.finish())
+                    .expect("gzip into memory cannot fail"),
+            )
         } else {
             body
         };
@@ -166,7 +181,11 @@ impl InfluxClient {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let text = resp.text().await.unwrap_or_default();
-        Err(WriteError::Status { status: status.as_u16(), message: server_message(&text), retry_after })
+        Err(WriteError::Status {
+            status: status.as_u16(),
+            message: server_message(&text),
+            retry_after,
+        })
     }
 
     /// Whether the server answers at all (any non-5xx answer to `/ping`).
@@ -184,7 +203,10 @@ impl InfluxClient {
             detail = format!("{detail}: {s}");
             source = s.source();
         }
-        WriteError::Transport { url: self.base.clone(), detail }
+        WriteError::Transport {
+            url: self.base.clone(),
+            detail,
+        }
     }
 }
 
@@ -197,7 +219,10 @@ fn server_message(body: &str) -> String {
         message: Option<String>,
     }
     match serde_json::from_str::<E>(body) {
-        Ok(E { error: Some(m), .. }) | Ok(E { message: Some(m), .. }) => m,
+        Ok(E { error: Some(m), .. })
+        | Ok(E {
+            message: Some(m), ..
+        }) => m,
         _ => body.trim().chars().take(2000).collect(),
     }
 }

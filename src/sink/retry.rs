@@ -24,13 +24,20 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max, attempt: 0 }
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The wait before the next attempt. A server's `Retry-After` wins, capped
     /// at `max` so a confused server cannot park a writer for hours.
     pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
         self.attempt += 1;
         match retry_after {
             Some(d) => d.min(self.max),
@@ -69,7 +76,10 @@ mod tests {
             assert!(b.next(None) <= Duration::from_secs(2));
         }
         assert_eq!(b.next(Some(Duration::from_secs(1))), Duration::from_secs(1));
-        assert_eq!(b.next(Some(Duration::from_secs(3600))), Duration::from_secs(2));
+        assert_eq!(
+            b.next(Some(Duration::from_secs(3600))),
+            Duration::from_secs(2)
+        );
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }

@@ -51,7 +51,12 @@ enum Final {
 
 impl InfluxSink {
     pub fn new(client: InfluxClient, dead: DeadLetter, retry: RetryConfig) -> Self {
-        InfluxSink { client, dead, retry, reachable: Arc::new(AtomicBool::new(true)) }
+        InfluxSink {
+            client,
+            dead,
+            retry,
+            reachable: Arc::new(AtomicBool::new(true)),
+        }
     }
 
     pub fn client(&self) -> &InfluxClient {
@@ -78,7 +83,12 @@ impl InfluxSink {
             };
             if !is_retryable(err.status()) {
                 self.reachable.store(true, Ordering::Relaxed);
-                let WriteError::Status { status, message, .. } = err else { unreachable!("transport errors are retryable") };
+                let WriteError::Status {
+                    status, message, ..
+                } = err
+                else {
+                    unreachable!("transport errors are retryable")
+                };
                 return Final::Refused { status, message };
             }
             if err.status().is_none() {
@@ -101,8 +111,11 @@ impl InfluxSink {
     async fn deliver_batch(&self, mut batch: Batch) {
         let n = batch.entries.len();
         let all = Bytes::from(std::mem::take(&mut batch.body));
-        let mut outcomes: Vec<Option<Result<(), (String, &'static str)>>> = (0..n).map(|_| None).collect();
-        let mut stack: Vec<Range<usize>> = vec![0..n];
+        let mut outcomes: Vec<Option<Result<(), (String, &'static str)>>> =
+            (0..n).map(|_| None).collect();
+        // Ranges of entries still to write; a refused range is split in two.
+        let mut stack: Vec<Range<usize>> = Vec::with_capacity(16);
+        stack.push(0..n);
         while let Some(range) = stack.pop() {
             let body = if range.len() == n {
                 all.clone()
@@ -116,13 +129,19 @@ impl InfluxSink {
             match self.write_with_retry(body).await {
                 Final::Written => range.for_each(|i| outcomes[i] = Some(Ok(()))),
                 Final::Unavailable(reason) => {
-                    let detail = format!("the database is unavailable ({reason}); resend this message later");
-                    range.for_each(|i| outcomes[i] = Some(Err((detail.clone(), "storage_unavailable"))));
+                    let detail = format!(
+                        "the database is unavailable ({reason}); resend this message later"
+                    );
+                    range.for_each(|i| {
+                        outcomes[i] = Some(Err((detail.clone(), "storage_unavailable")))
+                    });
                 }
                 Final::Refused { status, message } if range.len() == 1 => {
                     let i = range.start;
                     let e = &batch.entries[i];
-                    self.dead.record(status, &message, &all[e.range.clone()]).await;
+                    self.dead
+                        .record(status, &message, &all[e.range.clone()])
+                        .await;
                     tracing::warn!(status, error = %message, points = e.points, "database refused a message");
                     let detail = format!("InfluxDB refused the point(s) ({status}): {message}");
                     outcomes[i] = Some(Err((detail, "rejected_by_database")));

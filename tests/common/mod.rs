@@ -32,9 +32,15 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            wsingest::server::run(listener, config, token).await.expect("server runs");
+            wsingest::server::run(listener, config, token)
+                .await
+                .expect("server runs");
         });
-        TestServer { addr, shutdown, handle }
+        TestServer {
+            addr,
+            shutdown,
+            handle,
+        }
     }
 
     pub fn ws_url(&self, path: &str) -> String {
@@ -73,9 +79,12 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub async fn connect(url: &str, subprotocol: Option<&str>) -> Ws {
     let mut req = url.into_client_request().unwrap();
     if let Some(p) = subprotocol {
-        req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
     }
-    let (ws, _resp) = tokio_tungstenite::connect_async(req).await.expect("websocket connects");
+    let (ws, _resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket connects");
     ws
 }
 
@@ -115,7 +124,10 @@ pub async fn send_cbor(ws: &mut Ws, v: serde_json::Value) {
 /// Wait for the close frame; returns its code.
 pub async fn close_code(ws: &mut Ws) -> Option<u16> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("close within 15 s") {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("close within 15 s")
+        {
             Some(Ok(Message::Close(c))) => return c.map(|c| c.code.into()),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Find `name` on PATH (or in /usr/sbin, /usr/bin) or fail with how to install it.
@@ -110,7 +114,11 @@ bind-address = "127.0.0.1:{rpc}"
     /// Start (again) on the same port and data directory.
     pub async fn restart(&mut self) {
         let bin = require_binary("influxd", "influxdb");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let mut child = Command::new(bin)
             .arg("-config")
             .arg(&self.config_path)
@@ -118,7 +126,13 @@ bind-address = "127.0.0.1:{rpc}"
             .stderr(Stdio::from(log))
             .spawn()
             .expect("influxd starts");
-        wait_http(&format!("{}/ping", self.url), "influxd", &mut child, &self.log_path).await;
+        wait_http(
+            &format!("{}/ping", self.url),
+            "influxd",
+            &mut child,
+            &self.log_path,
+        )
+        .await;
         self.child = Some(child);
     }
 
@@ -149,7 +163,10 @@ bind-address = "127.0.0.1:{rpc}"
     /// Rows of the first series of a query, as JSON arrays (time first).
     pub async fn rows(&self, db: &str, q: &str) -> Vec<Vec<serde_json::Value>> {
         let v = self.query(db, q).await;
-        assert!(v["results"][0].get("error").is_none(), "query {q} failed: {v}");
+        assert!(
+            v["results"][0].get("error").is_none(),
+            "query {q} failed: {v}"
+        );
         let mut out = Vec::new();
         if let Some(series) = v["results"][0]["series"].as_array() {
             for s in series {
@@ -163,7 +180,12 @@ bind-address = "127.0.0.1:{rpc}"
 
     /// Count of points of `measurement` (over field `field`).
     pub async fn count(&self, db: &str, measurement: &str, field: &str) -> u64 {
-        let rows = self.rows(db, &format!("SELECT count(\"{field}\") FROM \"{measurement}\"")).await;
+        let rows = self
+            .rows(
+                db,
+                &format!("SELECT count(\"{field}\") FROM \"{measurement}\""),
+            )
+            .await;
         rows.first().and_then(|r| r[1].as_u64()).unwrap_or(0)
     }
 }
@@ -189,7 +211,10 @@ impl VictoriaMetrics {
         let log_path = dir.path().join("vm.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(bin)
-            .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .arg("-search.latencyOffset=0s")
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -197,8 +222,18 @@ impl VictoriaMetrics {
             .spawn()
             .expect("victoria-metrics starts");
         let url = format!("http://127.0.0.1:{port}");
-        wait_http(&format!("{url}/health"), "victoria-metrics", &mut child, &log_path).await;
-        VictoriaMetrics { url, child, _dir: dir }
+        wait_http(
+            &format!("{url}/health"),
+            "victoria-metrics",
+            &mut child,
+            &log_path,
+        )
+        .await;
+        VictoriaMetrics {
+            url,
+            child,
+            _dir: dir,
+        }
     }
 
     /// Exported series matching the metric name regex, one JSON object each.
@@ -212,7 +247,10 @@ impl VictoriaMetrics {
             .text()
             .await
             .unwrap();
-        text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 

@@ -183,3 +183,39 @@ async fn anonymous_refused_unless_allowed() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn full_pipeline_stops_reading_then_closes_with_1013() {
+    // A database that accepts connections and never answers: writes hang.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", black_hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = black_hole.accept().await {
+            held.push(s);
+        }
+    });
+    let mut config = test_config(&url, "db");
+    config.influx.timeout_ms = 60_000;
+    config.influx.batch_size = 1;
+    config.influx.concurrency = 1;
+    config.influx.queue_capacity = 1;
+    config.server.backpressure_timeout_ms = 500;
+    config.server.shutdown_timeout_secs = 1;
+    let server = TestServer::start(config).await;
+    let mut ws = connect(&server.ws_url("/v1/devices/d"), None).await;
+    for seq in 0..10u64 {
+        send_json(&mut ws, json!({"seq": seq, "fields": {"v": 1}})).await;
+    }
+    // No ack (nothing was written), and the session is closed with 1013.
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(15), futures_util::StreamExt::next(&mut ws)).await.unwrap() {
+            Some(Ok(Message::Close(c))) => break c.map(|c| u16::from(c.code)),
+            Some(Ok(Message::Text(t))) => panic!("nothing was written, yet the server said {t}"),
+            Some(Ok(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1013));
+    server.stop().await;
+}

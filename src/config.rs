@@ -123,6 +123,8 @@ pub struct AuthConfig {
 pub struct DecodeConfig {
     /// Measurement of points that do not name one.
     pub default_measurement: String,
+    /// Measurement of points decoded from SenML (RFC 8428) records.
+    pub senml_measurement: String,
     /// Write integers as InfluxDB integers for all measurements. Off: they are
     /// floats, so devices sending `21` and `21.5` do not conflict.
     pub int_fields: bool,
@@ -139,6 +141,7 @@ impl Default for DecodeConfig {
         let l = crate::lineproto::Limits::default();
         DecodeConfig {
             default_measurement: "telemetry".into(),
+            senml_measurement: "senml".into(),
             int_fields: false,
             max_points_per_message: 10_000,
             max_tags: l.max_tags,
@@ -270,20 +273,28 @@ impl Config {
                 "ping interval and idle timeout must be at least 1 s",
             );
         }
-        if let Err(e) = crate::lineproto::check_point(
-            &crate::point::Point {
-                measurement: self.decode.default_measurement.clone(),
-                tags: vec![],
-                fields: vec![("f".into(), crate::point::FieldValue::Bool(true))],
-                time_ns: 0,
-                int_fields: false,
-            },
-            &self.limits(),
-        ) {
-            return Err(ConfigError::Invalid {
-                key: "decode.default_measurement",
-                detail: e.to_string(),
-            });
+        for (key, measurement) in [
+            (
+                "decode.default_measurement",
+                &self.decode.default_measurement,
+            ),
+            ("decode.senml_measurement", &self.decode.senml_measurement),
+        ] {
+            if let Err(e) = crate::lineproto::check_point(
+                &crate::point::Point {
+                    measurement: measurement.clone(),
+                    tags: vec![],
+                    fields: vec![("f".into(), crate::point::FieldValue::Bool(true))],
+                    time_ns: 0,
+                    int_fields: false,
+                },
+                &self.limits(),
+            ) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    detail: e.to_string(),
+                });
+            }
         }
         Ok(())
     }
@@ -326,6 +337,7 @@ impl Config {
     pub fn decoder_config(&self) -> crate::decode::DecoderConfig {
         crate::decode::DecoderConfig {
             default_measurement: self.decode.default_measurement.clone(),
+            senml_measurement: self.decode.senml_measurement.clone(),
             int_fields: self.decode.int_fields,
             int_field_measurements: self
                 .measurements

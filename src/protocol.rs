@@ -12,14 +12,38 @@ pub enum Encoding {
     Json,
     /// `wsingest.v1.cbor`: every frame is CBOR.
     Cbor,
+    /// `senml+json`: every frame is a SenML (RFC 8428) JSON pack.
+    SenmlJson,
+    /// `senml+cbor`: every frame is a SenML (RFC 8428) CBOR pack.
+    SenmlCbor,
     /// No subprotocol: text frames are JSON, binary frames are CBOR.
     ByFrame,
+}
+
+impl Encoding {
+    /// The payload format of every frame, or `None` when the frame type decides.
+    pub fn format(self) -> Option<Format> {
+        match self {
+            Encoding::Json => Some(Format::Json),
+            Encoding::Cbor => Some(Format::Cbor),
+            Encoding::SenmlJson => Some(Format::SenmlJson),
+            Encoding::SenmlCbor => Some(Format::SenmlCbor),
+            Encoding::ByFrame => None,
+        }
+    }
+
+    /// SenML packs carry no `seq`: the session numbers them instead.
+    pub fn numbers_messages(self) -> bool {
+        matches!(self, Encoding::SenmlJson | Encoding::SenmlCbor)
+    }
 }
 
 /// Subprotocols we speak, in our order of preference.
 pub const SUBPROTOCOLS: &[(&str, Encoding)] = &[
     ("wsingest.v1.cbor", Encoding::Cbor),
     ("wsingest.v1.json", Encoding::Json),
+    ("senml+cbor", Encoding::SenmlCbor),
+    ("senml+json", Encoding::SenmlJson),
 ];
 
 /// Pick a subprotocol from the client's `Sec-WebSocket-Protocol` values; the
@@ -69,16 +93,18 @@ impl Downlink {
     /// Encode in `format`: JSON as text, CBOR as binary.
     pub fn encode(&self, format: Format) -> tokio_tungstenite::tungstenite::Message {
         use tokio_tungstenite::tungstenite::Message;
-        match format {
-            Format::Json => {
-                Message::text(serde_json::to_string(self).expect("downlink serializes"))
-            }
-            Format::Cbor => {
-                let mut out = Vec::with_capacity(64);
-                ciborium::into_writer(self, &mut out).expect("downlink serializes");
-                Message::binary(out)
-            }
+        if format.is_binary() {
+            Message::binary(self.to_cbor())
+        } else {
+            Message::text(serde_json::to_string(self).expect("downlink serializes"))
         }
+    }
+
+    /// The CBOR bytes of this message.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        ciborium::into_writer(self, &mut out).expect("downlink serializes");
+        out
     }
 }
 

@@ -79,10 +79,7 @@ where
     let mut inflight = 0usize;
     let mut invalid_run = 0u32;
     let mut last_seen = Instant::now();
-    let mut reply_format = match ctx.encoding {
-        Encoding::Cbor => Format::Cbor,
-        _ => Format::Json,
-    };
+    let mut reply_format = ctx.encoding.format().unwrap_or(Format::Json);
     let mut ping =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -155,8 +152,8 @@ where
                 };
                 last_seen = Instant::now();
                 let (bytes, format) = match frame {
-                    WsMessage::Text(t) => (t.into(), frame_format(ctx.encoding, Format::Json)),
-                    WsMessage::Binary(b) => (b, frame_format(ctx.encoding, Format::Cbor)),
+                    WsMessage::Text(t) => (t.into(), ctx.encoding.format().unwrap_or(Format::Json)),
+                    WsMessage::Binary(b) => (b, ctx.encoding.format().unwrap_or(Format::Cbor)),
                     WsMessage::Close(_) => return ended(summary, "closed by device"),
                     WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
                 };
@@ -165,8 +162,13 @@ where
                 }
                 summary.messages += 1;
                 let now_ns = now_ns();
-                let nack = match ctx.decoder.decode(&bytes, format, &ctx.device, now_ns) {
+                let decoded = ctx.decoder.decode(&bytes, format, &ctx.device, now_ns);
+                // SenML packs have no seq: the n-th message of the session is
+                // acked (or nacked) as n, so devices can still match answers.
+                let ordinal = ctx.encoding.numbers_messages().then_some(summary.messages);
+                let nack = match decoded {
                     Ok(Message::Points { seq, points }) => {
+                        let seq = seq.or(ordinal);
                         invalid_run = 0;
                         let mut lines = Vec::with_capacity(bytes.len() + 64 * points.len());
                         for p in &points {
@@ -198,7 +200,7 @@ where
                     Err(e) => {
                         invalid_run += 1;
                         tracing::debug!(error = e.code(), detail = %e, "message refused");
-                        Some(Downlink::nack(e.seq(), e.code(), e.to_string()))
+                        Some(Downlink::nack(e.seq().or(ordinal), e.code(), e.to_string()))
                     }
                 };
                 if let Some(nack) = nack {
@@ -233,15 +235,6 @@ where
     })
     .await;
     summary
-}
-
-/// The payload format of a frame under the session's encoding.
-fn frame_format(encoding: Encoding, by_frame: Format) -> Format {
-    match encoding {
-        Encoding::Json => Format::Json,
-        Encoding::Cbor => Format::Cbor,
-        Encoding::ByFrame => by_frame,
-    }
 }
 
 /// Map a read error to the close we answer it with; `None` when the

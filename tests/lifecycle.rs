@@ -209,7 +209,13 @@ async fn full_pipeline_stops_reading_then_closes_with_1013() {
     }
     // No ack (nothing was written), and the session is closed with 1013.
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(15), futures_util::StreamExt::next(&mut ws)).await.unwrap() {
+        match tokio::time::timeout(
+            Duration::from_secs(15),
+            futures_util::StreamExt::next(&mut ws),
+        )
+        .await
+        .unwrap()
+        {
             Some(Ok(Message::Close(c))) => break c.map(|c| u16::from(c.code)),
             Some(Ok(Message::Text(t))) => panic!("nothing was written, yet the server said {t}"),
             Some(Ok(_)) => continue,

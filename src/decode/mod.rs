@@ -8,6 +8,7 @@
 pub mod cbor;
 pub mod json;
 pub mod model;
+pub mod senml;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -20,6 +21,17 @@ use model::{WireField, WireMessage, WirePoint, WireTime};
 pub enum Format {
     Json,
     Cbor,
+    /// A SenML (RFC 8428) pack in JSON.
+    SenmlJson,
+    /// A SenML (RFC 8428) pack in CBOR.
+    SenmlCbor,
+}
+
+impl Format {
+    /// Whether replies in this format are binary (CBOR) rather than text (JSON).
+    pub fn is_binary(self) -> bool {
+        matches!(self, Format::Cbor | Format::SenmlCbor)
+    }
 }
 
 /// A decoded device message.
@@ -91,6 +103,8 @@ impl DecodeError {
 #[derive(Debug, Clone)]
 pub struct DecoderConfig {
     pub default_measurement: String,
+    /// Measurement of points decoded from SenML records.
+    pub senml_measurement: String,
     /// Write integers as InfluxDB integers for every measurement.
     pub int_fields: bool,
     /// Measurements whose integers are written as InfluxDB integers.
@@ -103,6 +117,7 @@ impl Default for DecoderConfig {
     fn default() -> Self {
         DecoderConfig {
             default_measurement: "telemetry".into(),
+            senml_measurement: "senml".into(),
             int_fields: false,
             int_field_measurements: HashSet::new(),
             max_points_per_message: 10_000,
@@ -112,8 +127,8 @@ impl Default for DecoderConfig {
 }
 
 /// InfluxDB's representable time range, in nanoseconds.
-const MIN_TIME_NS: i128 = -9_223_372_036_854_775_806;
-const MAX_TIME_NS: i128 = 9_223_372_036_854_775_806;
+pub(crate) const MIN_TIME_NS: i128 = -9_223_372_036_854_775_806;
+pub(crate) const MAX_TIME_NS: i128 = 9_223_372_036_854_775_806;
 
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -140,8 +155,75 @@ impl Decoder {
         let wire = match format {
             Format::Json => json::decode(bytes)?,
             Format::Cbor => cbor::decode(bytes)?,
+            Format::SenmlJson => return self.senml(senml::parse_json(bytes)?, device, now_ns),
+            Format::SenmlCbor => return self.senml(senml::parse_cbor(bytes)?, device, now_ns),
         };
         self.convert(wire, device, now_ns)
+    }
+
+    /// A SenML pack: one point per resolved record (see [`senml`]). Packs carry
+    /// no `seq`; sessions number them (see `session.rs`).
+    fn senml(
+        &self,
+        records: Vec<senml::Record>,
+        device: &str,
+        now_ns: i64,
+    ) -> Result<Message, DecodeError> {
+        let too_many = |count| DecodeError::Point {
+            seq: None,
+            prefix: String::new(),
+            source: PointError::TooMany {
+                what: "records in one pack",
+                count,
+                max: self.config.max_points_per_message,
+            },
+        };
+        if records.len() > self.config.max_points_per_message {
+            return Err(too_many(records.len()));
+        }
+        let resolved = senml::resolve(records, now_ns)?;
+        if resolved.is_empty() {
+            return Err(DecodeError::InvalidMessage {
+                seq: None,
+                detail: "the pack has no record with a value: send at least one".into(),
+            });
+        }
+        let mut points = Vec::with_capacity(resolved.len());
+        for r in resolved {
+            let mut fields = Vec::with_capacity(2);
+            match &r.value {
+                Some(senml::Value::Number(v)) => {
+                    fields.push(("v".to_owned(), FieldValue::Float(*v)))
+                }
+                Some(senml::Value::Str(s)) => {
+                    fields.push(("vs".to_owned(), FieldValue::Str(s.clone())))
+                }
+                Some(senml::Value::Bool(b)) => fields.push(("vb".to_owned(), FieldValue::Bool(*b))),
+                Some(senml::Value::Data(d)) => {
+                    fields.push(("vd".to_owned(), FieldValue::Str(d.clone())))
+                }
+                None => {}
+            }
+            if let Some(s) = r.sum {
+                fields.push(("s".to_owned(), FieldValue::Float(s)));
+            }
+            let point = Point {
+                measurement: self.config.senml_measurement.clone(),
+                tags: senml::tags(&r, device),
+                fields,
+                time_ns: r.time_ns,
+                int_fields: false,
+            };
+            lineproto::check_point(&point, &self.config.limits).map_err(|source| {
+                DecodeError::Point {
+                    seq: None,
+                    prefix: format!("records[{}]: ", r.record),
+                    source,
+                }
+            })?;
+            points.push(point);
+        }
+        Ok(Message::Points { seq: None, points })
     }
 
     fn convert(

@@ -11,6 +11,8 @@
 //! - [`server`]: accept loop, HTTP routes, WebSocket handshake; [`server::run`]
 //!   is the entry point the binary and the tests share.
 //! - [`session`]: one device session (read, decode, enqueue, ack, ping, close).
+//! - [`http_ingest`]: the HTTP fallback, `POST /v1/devices/{id}/points`;
+//!   [`ingest`]: decode-and-enqueue shared by the request-style transports.
 //! - [`protocol`]: subprotocols and downlink messages (ack, nack, command).
 //! - [`decode`]: JSON and CBOR messages into validated [`point::Point`]s.
 //! - [`lineproto`]: InfluxDB line protocol validation and encoding.
@@ -23,6 +25,8 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod http_ingest;
+pub mod ingest;
 pub mod lineproto;
 pub mod pipeline;
 pub mod point;

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::decode::Decoder;
+use crate::ingest::IngestContext;
 use crate::pipeline::{self, Pipeline, PipelineConfig};
 use crate::protocol::{self, Encoding};
 use crate::session::{self, SessionContext, SessionLimits};
@@ -58,6 +59,8 @@ struct AppState {
     shutdown: CancellationToken,
     anonymous_ids: AtomicU64,
     ws_config: WebSocketConfig,
+    /// Decode-and-enqueue for the HTTP fallback and gRPC.
+    ingest: IngestContext,
 }
 
 /// Serve on `listener` until `shutdown` fires, then close sessions with 1001
@@ -123,9 +126,17 @@ pub async fn serve(
         .max_write_buffer_size(s.max_message_bytes.max(64 * 1024))
         .max_message_size(Some(s.max_message_bytes))
         .max_frame_size(Some(s.max_frame_bytes.min(s.max_message_bytes)));
+    let decoder = Arc::new(Decoder::new(config.decoder_config()));
+    let ingest = IngestContext {
+        decoder: decoder.clone(),
+        pipeline: pipeline.clone(),
+        backpressure_timeout: Duration::from_millis(s.backpressure_timeout_ms),
+        shutdown: shutdown.clone(),
+    };
     let state = Arc::new(AppState {
-        decoder: Arc::new(Decoder::new(config.decoder_config())),
+        decoder,
         pipeline,
+        ingest,
         sink,
         sessions: TaskTracker::new(),
         session_slots: Arc::new(Semaphore::new(s.max_connections)),
@@ -205,6 +216,7 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1/devices/{device_id}", get(device))
+        .route("/v1/devices/{device_id}/points", post(http_points))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state)
@@ -284,6 +296,50 @@ fn valid_device_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
+/// Who is this request's device? The one rule for every transport (WebSocket
+/// handshake, HTTP fallback, gRPC): an error response when the device id is
+/// invalid or the request is not allowed in.
+fn authorize(
+    state: &AppState,
+    path_device: Option<String>,
+    _headers: &HeaderMap,
+) -> Result<String, Response<Body>> {
+    if let Some(id) = &path_device
+        && !valid_device_id(id)
+    {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid device id: use 1-128 characters from A-Z a-z 0-9 - _ . :",
+        ));
+    }
+    match (path_device, state.config.auth.allow_anonymous) {
+        (Some(id), true) => Ok(id),
+        (None, true) => Ok(format!(
+            "anonymous-{}",
+            state.anonymous_ids.fetch_add(1, Ordering::Relaxed) + 1
+        )),
+        (_, false) => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "a device token is required: send Authorization: Bearer <token> or ?token=<token>",
+        )),
+    }
+}
+
+/// `POST /v1/devices/{device_id}/points`: the HTTP fallback (see [`crate::http_ingest`]).
+async fn http_points(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let device = match authorize(&state, Some(id), &parts.headers) {
+        Ok(d) => d,
+        Err(resp) => return resp,
+    };
+    let max = state.config.server.max_message_bytes;
+    crate::http_ingest::post_points(&state.ingest, &device, &parts.headers, body, max).await
+}
+
 async fn upgrade(
     state: Arc<AppState>,
     path_device: Option<String>,
@@ -304,26 +360,9 @@ async fn upgrade(
         return error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
     };
     let accept = derive_accept_key(key.as_bytes());
-    if let Some(id) = &path_device
-        && !valid_device_id(id)
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid device id: use 1-128 characters from A-Z a-z 0-9 - _ . :",
-        );
-    }
-    let device = match (path_device, state.config.auth.allow_anonymous) {
-        (Some(id), true) => id,
-        (None, true) => format!(
-            "anonymous-{}",
-            state.anonymous_ids.fetch_add(1, Ordering::Relaxed) + 1
-        ),
-        (_, false) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "a device token is required: send Authorization: Bearer <token> or ?token=<token>",
-            );
-        }
+    let device = match authorize(&state, path_device, headers) {
+        Ok(d) => d,
+        Err(resp) => return resp,
     };
     let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
         return error(

@@ -1,0 +1,93 @@
+//! One message into the pipeline, for the transports other than the WebSocket
+//! session (HTTP fallback, gRPC): decode, validate, encode to line protocol,
+//! enqueue with a reply slot, and say what happened.
+//!
+//! The WebSocket session has its own loop (`session.rs`); these transports
+//! share this one so that the same payload gets the same ack or nack whichever
+//! way it came in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::decode::{DecodeError, Decoder, Format, Message};
+use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
+
+/// What the request-style transports need from the server.
+#[derive(Clone)]
+pub struct IngestContext {
+    pub decoder: Arc<Decoder>,
+    pub pipeline: Pipeline,
+    /// How long to wait on a full pipeline before answering "overloaded".
+    pub backpressure_timeout: Duration,
+    pub shutdown: CancellationToken,
+}
+
+/// How submitting one message ended.
+#[derive(Debug)]
+pub enum Submitted {
+    /// In the pipeline: its outcome will come through the permit's channel.
+    Queued { seq: Option<u64>, points: u32 },
+    /// A command result: logged, nothing to write.
+    CommandResult { seq: Option<u64> },
+    /// Refused before the pipeline (the permit is released).
+    Refused(DecodeError),
+    /// The pipeline stayed full past the backpressure timeout.
+    Overloaded { seq: Option<u64> },
+    /// The server is shutting down.
+    ShuttingDown { seq: Option<u64> },
+}
+
+impl IngestContext {
+    /// Decode `bytes` of `device` and enqueue its points with `permit` as the
+    /// way back. `ordinal` numbers messages that carry no `seq` (SenML).
+    pub async fn submit(
+        &self,
+        bytes: &[u8],
+        format: Format,
+        device: &str,
+        ordinal: Option<u64>,
+        permit: mpsc::OwnedPermit<Outcome>,
+    ) -> Submitted {
+        let (seq, points) = match self.decoder.decode(bytes, format, device, now_ns()) {
+            Ok(Message::Points { seq, points }) => (seq.or(ordinal), points),
+            Ok(Message::CommandResult {
+                seq,
+                cmd,
+                ok,
+                detail,
+            }) => {
+                tracing::info!(device, cmd, ok, detail, "command result");
+                return Submitted::CommandResult { seq };
+            }
+            Err(e) => return Submitted::Refused(e),
+        };
+        let mut lines = Vec::with_capacity(bytes.len() + 64 * points.len());
+        for p in &points {
+            crate::lineproto::encode_point(p, &mut lines);
+        }
+        let n = points.len() as u32;
+        let entry = Entry {
+            lines,
+            points: n,
+            reply: Reply::new(seq, permit),
+        };
+        tokio::select! {
+            r = tokio::time::timeout(self.backpressure_timeout, self.pipeline.send(entry)) => match r {
+                Ok(Ok(())) => Submitted::Queued { seq, points: n },
+                Ok(Err(_)) => Submitted::ShuttingDown { seq },
+                Err(_) => Submitted::Overloaded { seq },
+            },
+            _ = self.shutdown.cancelled() => Submitted::ShuttingDown { seq },
+        }
+    }
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

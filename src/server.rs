@@ -297,17 +297,17 @@ fn valid_device_id(id: &str) -> bool {
 }
 
 /// Who is this request's device? The one rule for every transport (WebSocket
-/// handshake, HTTP fallback, gRPC): an error response when the device id is
-/// invalid or the request is not allowed in.
+/// handshake, HTTP fallback, gRPC): an error status and message when the
+/// device id is invalid or the request is not allowed in.
 fn authorize(
     state: &AppState,
     path_device: Option<String>,
     _headers: &HeaderMap,
-) -> Result<String, Response<Body>> {
+) -> Result<String, (StatusCode, &'static str)> {
     if let Some(id) = &path_device
         && !valid_device_id(id)
     {
-        return Err(error(
+        return Err((
             StatusCode::BAD_REQUEST,
             "invalid device id: use 1-128 characters from A-Z a-z 0-9 - _ . :",
         ));
@@ -318,7 +318,7 @@ fn authorize(
             "anonymous-{}",
             state.anonymous_ids.fetch_add(1, Ordering::Relaxed) + 1
         )),
-        (_, false) => Err(error(
+        (_, false) => Err((
             StatusCode::UNAUTHORIZED,
             "a device token is required: send Authorization: Bearer <token> or ?token=<token>",
         )),
@@ -334,7 +334,7 @@ async fn http_points(
     let (parts, body) = req.into_parts();
     let device = match authorize(&state, Some(id), &parts.headers) {
         Ok(d) => d,
-        Err(resp) => return resp,
+        Err((status, msg)) => return error(status, msg),
     };
     let max = state.config.server.max_message_bytes;
     crate::http_ingest::post_points(&state.ingest, &device, &parts.headers, body, max).await
@@ -362,7 +362,7 @@ async fn upgrade(
     let accept = derive_accept_key(key.as_bytes());
     let device = match authorize(&state, path_device, headers) {
         Ok(d) => d,
-        Err(resp) => return resp,
+        Err((status, msg)) => return error(status, msg),
     };
     let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
         return error(

@@ -38,6 +38,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the ingest server.
     Serve(Box<ServeArgs>),
+    /// Performance scenarios, each next to a reference run (see docs/performance.md).
+    Bench(crate::bench::BenchArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -62,6 +64,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WSINGEST_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Where points go: influx, or blackhole (discard after decode, ack at once).
+    #[arg(long, value_enum, env = "WSINGEST_SINK")]
+    pub sink: Option<crate::config::SinkKind>,
     /// InfluxDB base URL, e.g. http://127.0.0.1:8086.
     #[arg(long, env = "WSINGEST_INFLUX_URL")]
     pub influx_url: Option<String>,
@@ -130,6 +135,7 @@ impl ServeArgs {
             }
         }
         set(&mut c.server.listen, &self.listen);
+        set(&mut c.server.sink, &self.sink);
         set(&mut c.influx.url, &self.influx_url);
         set_opt(&mut c.influx.db, &self.influx_db);
         set_opt(&mut c.influx.rp, &self.influx_rp);

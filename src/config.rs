@@ -63,11 +63,24 @@ pub struct Config {
     pub influx: InfluxConfig,
 }
 
+/// Where accepted points go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// InfluxDB (the `[influx]` section).
+    #[default]
+    Influx,
+    /// Discard after decode and ack at once: for benchmarks and device tests.
+    Blackhole,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where points go: `influx` or `blackhole` (discard, for benchmarks).
+    pub sink: SinkKind,
     /// Largest WebSocket message accepted; bigger ones close the session with
     /// 1009 before they are buffered.
     pub max_message_bytes: usize,
@@ -96,6 +109,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8765)),
+            sink: SinkKind::Influx,
             max_message_bytes: 1024 * 1024,
             max_frame_bytes: 1024 * 1024,
             idle_timeout_secs: 120,

@@ -20,8 +20,10 @@
 //! - [`sink`]: the InfluxDB writer, retries, dead-letter file.
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`shutdown`], [`tls`]: signals, rustls provider.
+//! - [`bench`]: `wsingest bench`, performance scenarios with reference runs.
 
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod decode;

@@ -23,6 +23,9 @@ fn main() -> anyhow::Result<()> {
                 wsingest::shutdown::on_signal(shutdown.clone());
                 wsingest::server::run(listener, config, shutdown).await?;
             }
+            Command::Bench(args) => {
+                wsingest::bench::run(args).await?;
+            }
             Command::Config(ConfigCommand::PrintDefault) => {
                 print!("{}", wsingest::config::Config::default_toml())
             }

@@ -29,13 +29,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::config::{Config, SinkKind};
 use crate::decode::Decoder;
 use crate::ingest::IngestContext;
 use crate::pipeline::{self, Pipeline, PipelineConfig};
 use crate::protocol::{self, Encoding};
 use crate::session::{self, SessionContext, SessionLimits};
 use crate::sink::Sink;
+use crate::sink::blackhole::Blackhole;
 use crate::sink::deadletter::DeadLetter;
 use crate::sink::influx::InfluxClient;
 use crate::sink::writer::{InfluxSink, RetryConfig};
@@ -71,6 +72,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    if config.server.sink == SinkKind::Blackhole {
+        tracing::warn!("sink = blackhole: points are acked and discarded, nothing is stored");
+        return serve(listener, config, Arc::new(Blackhole::default()), shutdown).await;
+    }
     let api = config.influx_api()?;
     let i = &config.influx;
     let client = InfluxClient::new(&i.url, &api, Duration::from_millis(i.timeout_ms), i.gzip)?;

@@ -1,7 +1,8 @@
 //! Where batches go: the InfluxDB writer ([`writer::InfluxSink`]), with its
 //! HTTP client ([`influx`]), retry policy ([`retry`]) and dead-letter file
-//! ([`deadletter`]).
+//! ([`deadletter`]); and [`blackhole::Blackhole`], which discards.
 
+pub mod blackhole;
 pub mod deadletter;
 pub mod influx;
 pub mod retry;

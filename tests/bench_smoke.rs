@@ -1,0 +1,48 @@
+//! `wsingest bench all --smoke` completes and reports every figure (the
+//! numbers of a smoke run mean nothing; the full runs are in docs/performance.md).
+
+#[test]
+fn every_scenario_completes_and_prints_every_figure() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
+        .args(["bench", "all", "--smoke", "--json"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["blackhole", "batch-cbor", "influx", "sessions", "latency"]
+    );
+    for r in reports.as_array().unwrap() {
+        let figures = r["figures"].as_array().unwrap();
+        assert!(figures.len() >= 4, "{r}");
+        for f in figures {
+            assert!(
+                f["value"]
+                    .as_f64()
+                    .is_some_and(|v| v.is_finite() && v >= 0.0),
+                "{} has no value: {f}",
+                r["scenario"]
+            );
+        }
+        assert!(r["goal_met"].is_boolean(), "{r}");
+    }
+    let influx = &reports[2];
+    assert_eq!(
+        influx["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "nacked messages")
+            .unwrap()["value"],
+        0.0
+    );
+}

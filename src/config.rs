@@ -61,6 +61,7 @@ pub struct Config {
     /// Per-measurement settings, e.g. `[measurements.meter] int_fields = true`.
     pub measurements: BTreeMap<String, MeasurementConfig>,
     pub influx: InfluxConfig,
+    pub observe: ObserveConfig,
 }
 
 /// Where accepted points go.
@@ -230,6 +231,39 @@ impl Default for InfluxConfig {
             retry_max_elapsed_ms: 60_000,
             dead_letter_path: Some(PathBuf::from("data/dead-letter.jsonl")),
             dead_letter_max_bytes: 100 * 1024 * 1024,
+        }
+    }
+}
+
+/// Metrics, stats written to InfluxDB and the live view (`[observe]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserveConfig {
+    /// Write `wsingest_device`, `wsingest_stats` and `wsingest_session` points
+    /// this often, in milliseconds. 0: never.
+    pub stats_interval_ms: u64,
+    /// The `instance` tag of those points. Empty: the host name.
+    pub instance: String,
+    /// Forget a device's live numbers this long after its last session ended.
+    pub device_retention_secs: u64,
+    /// Serve the live view at `/live` (and `/` without upgrade).
+    pub live: bool,
+    /// Token the live view asks for (`?token=`) when anonymous devices are not
+    /// allowed. Without one, the live view is only served with anonymous on.
+    pub operator_token: Option<Secret>,
+    /// Devices listed in one live view update (the busiest first).
+    pub live_max_devices: usize,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig {
+            stats_interval_ms: 10_000,
+            instance: String::new(),
+            device_retention_secs: 600,
+            live: true,
+            operator_token: None,
+            live_max_devices: 200,
         }
     }
 }

@@ -21,15 +21,21 @@
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`shutdown`], [`tls`]: signals, rustls provider.
 //! - [`bench`]: `wsingest bench`, performance scenarios with reference runs.
+//! - Observability: [`metrics`] (Prometheus, `GET /metrics`), [`fleet`]
+//!   (per-device live counters), [`stats`] (`wsingest_device`/`wsingest_stats`
+//!   written to InfluxDB), [`live`] (the live web view at `GET /live`).
 
 pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod fleet;
 pub mod http_ingest;
 pub mod ingest;
 pub mod lineproto;
+pub mod live;
+pub mod metrics;
 pub mod pipeline;
 pub mod point;
 pub mod protocol;
@@ -37,4 +43,5 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod sink;
+pub mod stats;
 pub mod tls;

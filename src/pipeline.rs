@@ -89,6 +89,11 @@ impl Pipeline {
     pub async fn send(&self, entry: Entry) -> Result<(), Entry> {
         self.tx.send(entry).await.map_err(|e| e.0)
     }
+
+    /// Messages waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }
 
 /// Start the batcher. It flushes at once when `shutdown` fires, and exits

@@ -31,7 +31,9 @@ use tracing::Instrument;
 
 use crate::config::{Config, SinkKind};
 use crate::decode::Decoder;
+use crate::fleet::Fleet;
 use crate::ingest::IngestContext;
+use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline, PipelineConfig};
 use crate::protocol::{self, Encoding};
 use crate::session::{self, SessionContext, SessionLimits};
@@ -62,6 +64,9 @@ struct AppState {
     ws_config: WebSocketConfig,
     /// Decode-and-enqueue for the HTTP fallback and gRPC.
     ingest: IngestContext,
+    metrics: Arc<Metrics>,
+    fleet: Arc<Fleet>,
+    live: Arc<crate::live::Live>,
 }
 
 /// Serve on `listener` until `shutdown` fires, then close sessions with 1001
@@ -80,15 +85,19 @@ pub async fn run(
     let i = &config.influx;
     let client = InfluxClient::new(&i.url, &api, Duration::from_millis(i.timeout_ms), i.gzip)?;
     tracing::info!(url = client.write_url(), "writing to InfluxDB");
-    let sink = Arc::new(InfluxSink::new(
-        client,
-        DeadLetter::new(i.dead_letter_path.clone(), i.dead_letter_max_bytes),
-        RetryConfig {
-            initial_backoff: Duration::from_millis(i.retry_initial_ms),
-            max_backoff: Duration::from_millis(i.retry_max_ms),
-            max_elapsed: Duration::from_millis(i.retry_max_elapsed_ms),
-        },
-    ));
+    let metrics = Arc::new(Metrics::new());
+    let sink = Arc::new(
+        InfluxSink::new(
+            client,
+            DeadLetter::new(i.dead_letter_path.clone(), i.dead_letter_max_bytes),
+            RetryConfig {
+                initial_backoff: Duration::from_millis(i.retry_initial_ms),
+                max_backoff: Duration::from_millis(i.retry_max_ms),
+                max_elapsed: Duration::from_millis(i.retry_max_elapsed_ms),
+            },
+        )
+        .with_metrics(metrics.clone()),
+    );
     let probe_sink = sink.clone();
     let probe_stop = shutdown.clone();
     tokio::spawn(async move {
@@ -100,7 +109,7 @@ pub async fn run(
             }
         }
     });
-    serve(listener, config, sink, shutdown).await
+    serve_with_metrics(listener, config, sink, metrics, shutdown).await
 }
 
 /// [`run`] with any sink.
@@ -108,6 +117,17 @@ pub async fn serve(
     listener: TcpListener,
     config: Config,
     sink: Arc<dyn Sink>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    serve_with_metrics(listener, config, sink, Arc::new(Metrics::new()), shutdown).await
+}
+
+/// [`serve`] reporting into `metrics` (which the sink may share).
+pub async fn serve_with_metrics(
+    listener: TcpListener,
+    config: Config,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     config.validate()?;
@@ -138,7 +158,38 @@ pub async fn serve(
         backpressure_timeout: Duration::from_millis(s.backpressure_timeout_ms),
         shutdown: shutdown.clone(),
     };
+    let o = &config.observe;
+    let fleet = Arc::new(Fleet::new(
+        metrics.clone(),
+        Duration::from_secs(o.device_retention_secs),
+        s.max_connections.saturating_mul(2),
+    ));
+    let stats_stop = CancellationToken::new();
+    let stats = (o.stats_interval_ms > 0).then(|| {
+        crate::stats::spawn(
+            fleet.clone(),
+            pipeline.clone(),
+            Duration::from_millis(o.stats_interval_ms),
+            crate::stats::instance_name(&o.instance),
+            stats_stop.clone(),
+        )
+    });
+    let live_access = match (&config.auth.allow_anonymous, &o.operator_token) {
+        (true, _) => crate::live::Access::Open,
+        (false, Some(token)) => crate::live::Access::Token(token.clone()),
+        (false, None) => crate::live::Access::Closed,
+    };
+    let live = Arc::new(crate::live::Live::new(
+        fleet.clone(),
+        live_access,
+        crate::stats::instance_name(&o.instance),
+        o.live_max_devices,
+        shutdown.clone(),
+    ));
     let state = Arc::new(AppState {
+        metrics,
+        fleet,
+        live,
         decoder,
         pipeline,
         ingest,
@@ -203,6 +254,11 @@ pub async fn serve(
     {
         tracing::warn!("sessions did not finish in time");
     }
+    // A last stats sample, before the pipeline drains.
+    stats_stop.cancel();
+    if let Some(stats) = stats {
+        let _ = tokio::time::timeout(Duration::from_secs(2), stats).await;
+    }
     drain.cancel();
     if tokio::time::timeout(grace, batcher).await.is_err() {
         tracing::warn!(
@@ -224,6 +280,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/devices/{device_id}/points", post(http_points))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/live", get(live_page))
+        .route("/live/feed", get(|State(s): State<Arc<AppState>>, req: Request<Body>| async move { s.live.feed(req) }))
         .with_state(state)
 }
 
@@ -237,7 +296,43 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
+async fn live_page(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response<Body> {
+    if !state.config.observe.live {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the live view is off (observe.live = false)",
+        );
+    }
+    state.live.page(&req)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    state
+        .metrics
+        .queue_depth
+        .set(state.pipeline.queued() as i64);
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (
+            state.metrics.encode_openmetrics(),
+            crate::metrics::OPENMETRICS_CONTENT_TYPE,
+        )
+    } else {
+        (
+            state.metrics.encode_prometheus(),
+            crate::metrics::PROMETHEUS_CONTENT_TYPE,
+        )
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 async fn root(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response<Body> {
+    if !is_upgrade(req.headers()) && state.config.observe.live {
+        return state.live.page(&req);
+    }
     if !is_upgrade(req.headers()) {
         return (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -282,7 +377,7 @@ fn error(status: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
-fn is_upgrade(h: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
     let has = |name: header::HeaderName, token: &str| {
         h.get_all(name)
             .iter()
@@ -348,6 +443,19 @@ async fn http_points(
 async fn upgrade(
     state: Arc<AppState>,
     path_device: Option<String>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let metrics = state.metrics.clone();
+    let resp = upgrade_device(state, path_device, req).await;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        metrics.handshake_refused(resp.status().as_u16());
+    }
+    resp
+}
+
+async fn upgrade_device(
+    state: Arc<AppState>,
+    path_device: Option<String>,
     mut req: Request<Body>,
 ) -> Response<Body> {
     let headers = req.headers();
@@ -384,7 +492,9 @@ async fn upgrade(
     let peer = req.extensions().get::<Peer>().map(|p| p.0);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let s = &state.config.server;
+    let session_stats = state.fleet.open_session(&device);
     let ctx = SessionContext {
+        observer: session_stats.observer(),
         device: device.clone(),
         encoding: chosen.map(|(_, e)| e).unwrap_or(Encoding::ByFrame),
         decoder: state.decoder.clone(),
@@ -428,6 +538,7 @@ async fn upgrade(
                 reason = %summary.close_reason,
                 "session closed"
             );
+            session_stats.close(summary.close_code, &summary.close_reason);
             drop(slot);
         }
         .instrument(span),

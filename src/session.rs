@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::{Decoder, Format, Message};
+use crate::fleet::SessionObserver;
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
 use crate::protocol::{Downlink, Encoding};
 
@@ -47,6 +48,8 @@ pub struct SessionContext {
     pub decoder: Arc<Decoder>,
     pub pipeline: Pipeline,
     pub limits: SessionLimits,
+    /// Counts for metrics, stats and the live view.
+    pub observer: SessionObserver,
 }
 
 /// What a session did, for its closing log line and for tests.
@@ -109,13 +112,18 @@ where
                 let mut msgs = Vec::with_capacity(batch.len());
                 for outcome in batch {
                     let d = match outcome {
-                        Outcome::Acked { seq: None } => continue,
+                        Outcome::Acked { seq: None } => {
+                            ctx.observer.acked();
+                            continue;
+                        }
                         Outcome::Acked { seq: Some(seq) } => {
                             summary.acks += 1;
+                            ctx.observer.acked();
                             Downlink::Ack { ack: seq }
                         }
                         Outcome::Nacked { seq, error, detail } => {
                             summary.nacks += 1;
+                            ctx.observer.nacked(error, &detail);
                             Downlink::nack(seq, error, detail)
                         }
                     };
@@ -161,6 +169,7 @@ where
                     reply_format = format;
                 }
                 summary.messages += 1;
+                ctx.observer.message(bytes.len());
                 let now_ns = now_ns();
                 let decoded = ctx.decoder.decode(&bytes, format, &ctx.device, now_ns);
                 // SenML packs have no seq: the n-th message of the session is
@@ -175,9 +184,11 @@ where
                             crate::lineproto::encode_point(p, &mut lines);
                         }
                         summary.points += points.len() as u64;
+                        let n_points = points.len() as u32;
+                        ctx.observer.points(points);
                         let permit = out_tx.clone().try_reserve_owned().expect("inflight below channel capacity");
                         inflight += 1;
-                        let entry = Entry { lines, points: points.len() as u32, reply: Reply::new(seq, permit) };
+                        let entry = Entry { lines, points: n_points, reply: Reply::new(seq, permit) };
                         match enqueue(&ctx.pipeline, entry, limits.backpressure_timeout, &shutdown).await {
                             Ok(()) => None,
                             Err(code) => {
@@ -200,7 +211,9 @@ where
                     Err(e) => {
                         invalid_run += 1;
                         tracing::debug!(error = e.code(), detail = %e, "message refused");
-                        Some(Downlink::nack(e.seq().or(ordinal), e.code(), e.to_string()))
+                        let detail = e.to_string();
+                        ctx.observer.decode_error(e.code(), &detail);
+                        Some(Downlink::nack(e.seq().or(ordinal), e.code(), detail))
                     }
                 };
                 if let Some(nack) = nack {

@@ -26,6 +26,7 @@ use super::deadletter::DeadLetter;
 use super::influx::{InfluxClient, WriteError};
 use super::retry::{Backoff, is_retryable};
 use crate::batch::Batch;
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
@@ -40,6 +41,7 @@ pub struct InfluxSink {
     dead: DeadLetter,
     retry: RetryConfig,
     reachable: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 /// How writing a body ended, after retries.
@@ -56,7 +58,14 @@ impl InfluxSink {
             dead,
             retry,
             reachable: Arc::new(AtomicBool::new(true)),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Report writes, retries and batch sizes into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn client(&self) -> &InfluxClient {
@@ -74,7 +83,15 @@ impl InfluxSink {
         let started = Instant::now();
         let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
         loop {
-            let err = match self.client.write(body.clone()).await {
+            let attempt = Instant::now();
+            let result = self.client.write(body.clone()).await;
+            let status = match &result {
+                Ok(()) => Some(204),
+                Err(e) => e.status(),
+            };
+            self.metrics
+                .write_request(status, attempt.elapsed().as_secs_f64());
+            let err = match result {
                 Ok(()) => {
                     self.reachable.store(true, Ordering::Relaxed);
                     return Final::Written;
@@ -104,12 +121,15 @@ impl InfluxSink {
                 return Final::Unavailable(err.to_string());
             }
             tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "write failed, retrying");
+            self.metrics.write_retries.inc();
             tokio::time::sleep(wait).await;
         }
     }
 
     async fn deliver_batch(&self, mut batch: Batch) {
         let n = batch.entries.len();
+        self.metrics.batch_points.observe(batch.points as f64);
+        self.metrics.batch_bytes.observe(batch.body.len() as f64);
         let all = Bytes::from(std::mem::take(&mut batch.body));
         let mut outcomes: Vec<Option<Result<(), (String, &'static str)>>> =
             (0..n).map(|_| None).collect();
@@ -127,7 +147,14 @@ impl InfluxSink {
                 Bytes::from(part)
             };
             match self.write_with_retry(body).await {
-                Final::Written => range.for_each(|i| outcomes[i] = Some(Ok(()))),
+                Final::Written => {
+                    let points: u64 = batch.entries[range.clone()]
+                        .iter()
+                        .map(|e| u64::from(e.points))
+                        .sum();
+                    self.metrics.points_written.inc_by(points);
+                    range.for_each(|i| outcomes[i] = Some(Ok(())));
+                }
                 Final::Unavailable(reason) => {
                     let detail = format!(
                         "the database is unavailable ({reason}); resend this message later"
@@ -142,6 +169,7 @@ impl InfluxSink {
                     self.dead
                         .record(status, &message, &all[e.range.clone()])
                         .await;
+                    self.metrics.dead_letters.inc();
                     tracing::warn!(status, error = %message, points = e.points, "database refused a message");
                     let detail = format!("InfluxDB refused the point(s) ({status}): {message}");
                     outcomes[i] = Some(Err((detail, "rejected_by_database")));

@@ -14,6 +14,8 @@ declare -A PACKAGES=(
   [mosquitto]=/usr/sbin/mosquitto
   [mosquitto-clients]=/usr/bin/mosquitto_pub
   [curl]=/usr/bin/curl
+  # The live view's browser test drives headless Chromium over DevTools.
+  [chromium]=/usr/bin/chromium
 )
 
 missing=()

@@ -2,6 +2,7 @@
 //! on free ports with their data in temp dirs, stopped on drop.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod services;
 
 use std::net::SocketAddr;

@@ -408,7 +408,13 @@ mod tests {
             shutdown.clone(),
             CancellationToken::new(),
         );
+        let fleet = Arc::new(crate::fleet::Fleet::new(
+            Arc::new(crate::metrics::Metrics::new()),
+            Duration::from_secs(60),
+            100,
+        ));
         let ctx = SessionContext {
+            observer: fleet.open_session("d").observer(),
             device: "d".into(),
             encoding: Encoding::ByFrame,
             decoder: Arc::new(Decoder::new(DecoderConfig::default())),

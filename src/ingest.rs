@@ -51,7 +51,19 @@ impl IngestContext {
         ordinal: Option<u64>,
         permit: mpsc::OwnedPermit<Outcome>,
     ) -> Submitted {
-        let (seq, points) = match self.decoder.decode(bytes, format, device, now_ns()) {
+        let decoded = self.decoder.decode(bytes, format, device, now_ns());
+        self.submit_decoded(decoded, device, ordinal, permit).await
+    }
+
+    /// Enqueue an already decoded message (see [`IngestContext::submit`]).
+    pub async fn submit_decoded(
+        &self,
+        decoded: Result<Message, DecodeError>,
+        device: &str,
+        ordinal: Option<u64>,
+        permit: mpsc::OwnedPermit<Outcome>,
+    ) -> Submitted {
+        let (seq, points) = match decoded {
             Ok(Message::Points { seq, points }) => (seq.or(ordinal), points),
             Ok(Message::CommandResult {
                 seq,
@@ -64,7 +76,7 @@ impl IngestContext {
             }
             Err(e) => return Submitted::Refused(e),
         };
-        let mut lines = Vec::with_capacity(bytes.len() + 64 * points.len());
+        let mut lines = Vec::with_capacity(96 * points.len());
         for p in &points {
             crate::lineproto::encode_point(p, &mut lines);
         }

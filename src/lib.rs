@@ -12,7 +12,8 @@
 //!   is the entry point the binary and the tests share.
 //! - [`session`]: one device session (read, decode, enqueue, ack, ping, close).
 //! - [`http_ingest`]: the HTTP fallback, `POST /v1/devices/{id}/points`;
-//!   [`ingest`]: decode-and-enqueue shared by the request-style transports.
+//!   [`grpc`]: bidirectional streaming ingest (tonic codegen, our hyper);
+//!   [`ingest`]: decode-and-enqueue shared by both.
 //! - [`protocol`]: subprotocols and downlink messages (ack, nack, command).
 //! - [`decode`]: JSON and CBOR messages into validated [`point::Point`]s.
 //! - [`lineproto`]: InfluxDB line protocol validation and encoding.
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod fleet;
+pub mod grpc;
 pub mod http_ingest;
 pub mod ingest;
 pub mod lineproto;

@@ -201,7 +201,20 @@ pub async fn serve_with_metrics(
         ws_config,
         config,
     });
-    let app = router(state.clone());
+    let auth_state = state.clone();
+    let grpc = crate::grpc::GrpcIngest {
+        ctx: state.ingest.clone(),
+        authorize: Arc::new(move |headers: &HeaderMap| {
+            let id = headers
+                .get(crate::grpc::DEVICE_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            authorize(&auth_state, id, headers)
+        }),
+        max_inflight: state.config.server.max_inflight_messages,
+        close_timeout: Duration::from_secs(state.config.server.shutdown_timeout_secs),
+    };
+    let app = router(state.clone(), grpc);
     let handshake_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let conn_slots = Arc::new(Semaphore::new(state.config.server.max_connections));
@@ -273,11 +286,12 @@ pub async fn serve_with_metrics(
 #[derive(Clone, Copy)]
 struct Peer(SocketAddr);
 
-fn router(state: Arc<AppState>) -> Router {
+fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1/devices/{device_id}", get(device))
         .route("/v1/devices/{device_id}/points", post(http_points))
+        .route_service("/wsingest.v1.Ingest/{*method}", grpc.into_service())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

@@ -226,6 +226,17 @@ impl Decoder {
         Ok(Message::Points { seq: None, points })
     }
 
+    /// Decode a message already in the wire model (gRPC's protobuf telemetry
+    /// is converted to it), with the same checks as JSON and CBOR.
+    pub fn decode_wire(
+        &self,
+        wire: WireMessage,
+        device: &str,
+        now_ns: i64,
+    ) -> Result<Message, DecodeError> {
+        self.convert(wire, device, now_ns)
+    }
+
     fn convert(
         &self,
         mut m: WireMessage,

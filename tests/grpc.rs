@@ -1,0 +1,206 @@
+//! gRPC streaming ingest end to end: protobuf telemetry and raw payloads in,
+//! acks and nacks out once InfluxDB has the points.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use wsingest::grpc::proto::{self, downlink, uplink, value};
+
+fn value_f(f: f64) -> proto::Value {
+    proto::Value {
+        kind: Some(value::Kind::F(f)),
+    }
+}
+
+fn telemetry(seq: u64, ts_ms: i64, fields: &[(&str, proto::Value)]) -> proto::Uplink {
+    proto::Uplink {
+        body: Some(uplink::Body::Telemetry(proto::Telemetry {
+            seq: Some(seq),
+            ts_ms: Some(ts_ms),
+            measurement: "grpc".into(),
+            tags: HashMap::from([("site".to_owned(), "lab".to_owned())]),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            points: vec![],
+        })),
+    }
+}
+
+async fn client(
+    server: &TestServer,
+    device: Option<&str>,
+) -> (
+    tokio::sync::mpsc::Sender<proto::Uplink>,
+    tonic::Streaming<proto::Downlink>,
+) {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut c = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(d) = device {
+        req.metadata_mut()
+            .insert(wsingest::grpc::DEVICE_METADATA, d.parse().unwrap());
+    }
+    let replies = c.session(req).await.expect("stream opens").into_inner();
+    (tx, replies)
+}
+
+async fn next(replies: &mut tonic::Streaming<proto::Downlink>) -> downlink::Body {
+    tokio::time::timeout(Duration::from_secs(10), replies.message())
+        .await
+        .expect("a reply within 10 s")
+        .expect("no stream error")
+        .expect("stream open")
+        .body
+        .unwrap()
+}
+
+#[tokio::test]
+async fn grpc_stream_acks_once_stored() {
+    let influx = Influxd::start().await;
+    influx.create_db("g").await;
+    let server = TestServer::start(test_config(&influx.url, "g")).await;
+    let (tx, mut replies) = client(&server, Some("gw-1")).await;
+
+    tx.send(telemetry(
+        1,
+        1732492800000,
+        &[
+            ("t", value_f(21.5)),
+            (
+                "ok",
+                proto::Value {
+                    kind: Some(value::Kind::B(true)),
+                },
+            ),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 1 })
+    );
+
+    // A batch, acked as one.
+    let batch = proto::Uplink {
+        body: Some(uplink::Body::Telemetry(proto::Telemetry {
+            seq: Some(2),
+            measurement: "grpc".into(),
+            points: (1..=3)
+                .map(|i| proto::Point {
+                    ts_ms: Some(1732492800000 + i * 1000),
+                    fields: HashMap::from([("t".to_owned(), value_f(i as f64))]),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })),
+    };
+    tx.send(batch).await.unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 2 })
+    );
+
+    // A WebSocket-style payload, and SenML numbered by its ordinal (4th message).
+    let payload = |encoding: proto::Encoding, data: &[u8]| proto::Uplink {
+        body: Some(uplink::Body::Payload(proto::Payload {
+            encoding: encoding as i32,
+            data: data.to_vec(),
+        })),
+    };
+    tx.send(payload(
+        proto::Encoding::Json,
+        br#"{"seq": 3, "ts": 1732492900000, "measurement": "grpc", "fields": {"t": 9}}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 3 })
+    );
+    tx.send(payload(
+        proto::Encoding::SenmlJson,
+        br#"[{"n":"x","v":1,"bt":1732492900}]"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 4 })
+    );
+
+    // Refused: nacked with the decoder's reason.
+    tx.send(telemetry(5, 1732492800000, &[("t", value_f(f64::NAN))]))
+        .await
+        .unwrap();
+    match next(&mut replies).await {
+        downlink::Body::Nack(n) => assert_eq!(
+            (n.seq, n.error.as_str()),
+            (Some(5), "invalid_field"),
+            "{n:?}"
+        ),
+        other => panic!("expected a nack, got {other:?}"),
+    }
+    tx.send(telemetry(
+        6,
+        1732492800000,
+        &[("t", proto::Value { kind: None })],
+    ))
+    .await
+    .unwrap();
+    match next(&mut replies).await {
+        downlink::Body::Nack(n) => assert_eq!(
+            (n.seq, n.error.as_str()),
+            (Some(6), "invalid_message"),
+            "{n:?}"
+        ),
+        other => panic!("expected a nack, got {other:?}"),
+    }
+
+    let rows = influx
+        .rows("g", "SELECT t, ok, device, site FROM grpc")
+        .await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(
+        rows[0][1..],
+        [json!(21.5), json!(true), json!("gw-1"), json!("lab")]
+    );
+    assert_eq!(influx.count("g", "senml", "v").await, 1);
+
+    // Half-close: the server ends the stream cleanly.
+    drop(tx);
+    let end = tokio::time::timeout(Duration::from_secs(10), replies.message())
+        .await
+        .unwrap();
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_needs_the_same_auth_as_websockets() {
+    let mut config = test_config("http://127.0.0.1:9", "x");
+    config.auth.allow_anonymous = false;
+    let server = TestServer::start(config).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut c = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
+        .await
+        .unwrap();
+    let (_tx, rx) = tokio::sync::mpsc::channel::<proto::Uplink>(1);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert(wsingest::grpc::DEVICE_METADATA, "d1".parse().unwrap());
+    let status = c.session(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    server.stop().await;
+}

@@ -5,6 +5,11 @@ use super::DecodeError;
 use super::model::{SeqOnly, WireMessage};
 
 pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
+    // The fast path: tracking the key path costs on every value, so it is only
+    // done again, for the error detail, when a message is refused.
+    if let Ok(m) = serde_json::from_slice::<WireMessage>(bytes) {
+        return Ok(m);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = serde_path_to_error::deserialize::<_, WireMessage>(&mut de)
         .map_err(|e| {

@@ -225,3 +225,83 @@ async fn full_pipeline_stops_reading_then_closes_with_1013() {
     assert_eq!(code, Some(1013));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_to_the_binary_flushes_acks_and_closes_with_1001() {
+    let influx = Influxd::start().await;
+    influx.create_db("l7").await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
+        .args([
+            "serve",
+            "--allow-anonymous",
+            "--influx-db",
+            "l7",
+            "--flush-interval",
+            "60000",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--influx-url",
+            &influx.url,
+        ])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/v1/devices/term");
+    let mut ws = eventually(30, "the server to accept", || async {
+        let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )
+        .unwrap();
+        tokio_tungstenite::connect_async(req)
+            .await
+            .ok()
+            .map(|(ws, _)| ws)
+    })
+    .await;
+    for seq in 1..=20u64 {
+        send_json(
+            &mut ws,
+            json!({"seq": seq, "ts": seq, "fields": {"v": seq}}),
+        )
+        .await;
+    }
+    send_json(&mut ws, json!({"seq": 21})).await; // nacked: proves the 20 were read
+    assert_eq!(next_json(&mut ws).await["nack"], json!(21));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut acked = Vec::new();
+    let code = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(15),
+            futures_util::StreamExt::next(&mut ws),
+        )
+        .await
+        .unwrap()
+        {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                acked.push(v["ack"].as_u64().expect("an ack"));
+            }
+            Some(Ok(Message::Close(c))) => break c.map(|c| u16::from(c.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    acked.sort_unstable();
+    assert_eq!(acked, (1..=20).collect::<Vec<_>>());
+    assert_eq!(code, Some(1001));
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "graceful exit, got {exit}");
+    assert_eq!(influx.count("l7", "telemetry", "v").await, 20);
+}

@@ -23,6 +23,10 @@ const MAX_ERRORS: usize = 100;
 const MAX_CLOSED: usize = 10_000;
 /// Error details are cut to this many characters.
 const MAX_DETAIL: usize = 240;
+/// Measurements counted by name; the names come from devices, so the rest
+/// are counted under [`OTHER_MEASUREMENTS`].
+const MAX_MEASUREMENTS: usize = 1000;
+pub const OTHER_MEASUREMENTS: &str = "_other";
 
 /// Counters of one device, updated by its sessions.
 #[derive(Debug)]
@@ -82,6 +86,15 @@ impl DeviceStats {
         }
     }
 
+    /// The measurement of the last point this device sent.
+    pub fn last_measurement(&self) -> Option<String> {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.measurement.clone())
+    }
+
     /// The last point this device sent.
     pub fn last_point(&self) -> Option<Point> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -115,6 +128,7 @@ pub struct Fleet {
     errors: Mutex<VecDeque<ErrorEvent>>,
     closed: Mutex<VecDeque<ClosedSession>>,
     closed_dropped: AtomicU64,
+    measurements: Mutex<HashMap<Arc<str>, Arc<AtomicU64>>>,
     retention: Duration,
     max_devices: usize,
 }
@@ -127,6 +141,7 @@ impl Fleet {
             errors: Mutex::new(VecDeque::with_capacity(MAX_ERRORS)),
             closed: Mutex::new(VecDeque::new()),
             closed_dropped: AtomicU64::new(0),
+            measurements: Mutex::new(HashMap::new()),
             retention,
             max_devices: max_devices.max(1),
         }
@@ -155,6 +170,7 @@ impl Fleet {
         self.metrics.sessions_open.inc();
         let start = stats.counters();
         let observer = SessionObserver {
+            measurement: Arc::new(Mutex::new(None)),
             fleet: self.clone(),
             device: stats,
         };
@@ -164,6 +180,29 @@ impl Fleet {
             start,
             closed: false,
         }
+    }
+
+    /// Points received per measurement since start.
+    pub fn measurement_points(&self) -> Vec<(Arc<str>, u64)> {
+        lock(&self.measurements)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    fn measurement_counter(&self, name: &str) -> (Arc<str>, Arc<AtomicU64>) {
+        let mut m = lock(&self.measurements);
+        if let Some((k, v)) = m.get_key_value(name) {
+            return (k.clone(), v.clone());
+        }
+        let key: Arc<str> = if m.len() < MAX_MEASUREMENTS {
+            Arc::from(name)
+        } else {
+            Arc::from(OTHER_MEASUREMENTS)
+        };
+        let counter = m.entry(key.clone()).or_default().clone();
+        // The session caches by the name it saw, even when counted as `_other`.
+        (Arc::from(name), counter)
     }
 
     /// Every tracked device, in no particular order.
@@ -231,6 +270,9 @@ fn evict(devices: &mut HashMap<Arc<str>, Arc<DeviceStats>>, cutoff: Option<i64>)
 pub struct SessionObserver {
     fleet: Arc<Fleet>,
     device: Arc<DeviceStats>,
+    /// The counter of the measurement this session sent last: devices send
+    /// one measurement, so the fleet-wide map is rarely locked.
+    measurement: Arc<Mutex<Option<(Arc<str>, Arc<AtomicU64>)>>>,
 }
 
 impl SessionObserver {
@@ -250,6 +292,21 @@ impl SessionObserver {
         let n = points.len() as u64;
         self.fleet.metrics.points.inc_by(n);
         self.device.points.fetch_add(n, Ordering::Relaxed);
+        {
+            let mut cached = lock(&self.measurement);
+            for p in &points {
+                match &*cached {
+                    Some((name, counter)) if **name == *p.measurement => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        let (name, counter) = self.fleet.measurement_counter(&p.measurement);
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        *cached = Some((name, counter));
+                    }
+                }
+            }
+        }
         if let Some(p) = points.pop() {
             *self.device.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
         }
@@ -403,6 +460,11 @@ mod tests {
             (1, 2, 10, 1, 1, 1)
         );
         assert_eq!(fleet.device("d1").unwrap().last_point(), Some(point(2.0)));
+        assert_eq!(
+            fleet.device("d1").unwrap().last_measurement().as_deref(),
+            Some("m")
+        );
+        assert_eq!(fleet.measurement_points(), vec![(Arc::from("m"), 2)]);
         g.close(Some(1007), "20 invalid messages in a row");
         assert_eq!(fleet.online(), 0);
         let (closed, dropped) = fleet.take_closed();
@@ -451,6 +513,33 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         zero.sweep();
         assert!(zero.devices().is_empty());
+    }
+
+    #[test]
+    fn measurement_names_are_capped() {
+        let fleet = Arc::new(Fleet::new(
+            Arc::new(Metrics::new()),
+            Duration::from_secs(1),
+            10,
+        ));
+        let o = fleet.open_session("d").observer();
+        for i in 0..(MAX_MEASUREMENTS + 5) {
+            let mut p = point(1.0);
+            p.measurement = format!("m{i}");
+            o.points(vec![p.clone(), p]);
+        }
+        let counts = fleet.measurement_points();
+        assert_eq!(counts.len(), MAX_MEASUREMENTS + 1);
+        let other = counts
+            .iter()
+            .find(|(k, _)| &**k == OTHER_MEASUREMENTS)
+            .unwrap()
+            .1;
+        assert_eq!(other, 10);
+        assert_eq!(
+            counts.iter().map(|(_, n)| n).sum::<u64>(),
+            2 * (MAX_MEASUREMENTS as u64 + 5)
+        );
     }
 
     #[test]

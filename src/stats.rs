@@ -9,6 +9,10 @@
 //!   open now, `online` (0/1) and `last_seen_ms` (epoch ms).
 //! - `wsingest_stats` (tag `instance`): the service's totals for the interval
 //!   and its gauges (see [`stats_point`]).
+//!   The string field `measurement` names the device's last measurement (the
+//!   Grafana "Device detail" dashboard charts that one).
+//! - `wsingest_measurement` (tags `measurement`, `instance`): points received
+//!   per measurement in the interval, `points` and `points_per_s`.
 //! - `wsingest_session` (tags `device`, `instance`, `code`): one point per
 //!   session that ended, with its duration, messages, points and reason.
 //!
@@ -33,6 +37,7 @@ use crate::point::{FieldValue, Point};
 pub const DEVICE_MEASUREMENT: &str = "wsingest_device";
 pub const STATS_MEASUREMENT: &str = "wsingest_stats";
 pub const SESSION_MEASUREMENT: &str = "wsingest_session";
+pub const MEASUREMENT_MEASUREMENT: &str = "wsingest_measurement";
 
 /// Samples waiting for their outcome at once.
 const OUTSTANDING: usize = 8;
@@ -132,6 +137,7 @@ pub struct Sampler {
     instance: String,
     prev: Snapshot,
     prev_devices: HashMap<Arc<str>, (Arc<DeviceStats>, DeviceCounters)>,
+    prev_measurements: HashMap<Arc<str>, u64>,
 }
 
 impl Sampler {
@@ -140,6 +146,7 @@ impl Sampler {
             instance,
             prev: start,
             prev_devices: HashMap::new(),
+            prev_measurements: HashMap::new(),
         }
     }
 
@@ -169,7 +176,7 @@ impl Sampler {
             if active {
                 let points = delta(now.points, before.points);
                 let bytes = delta(now.bytes, before.bytes);
-                let p = Point {
+                let mut p = Point {
                     measurement: DEVICE_MEASUREMENT.into(),
                     tags: vec![
                         ("device".into(), d.id.to_string()),
@@ -195,11 +202,38 @@ impl Sampler {
                     time_ns,
                     int_fields: true,
                 };
+                if let Some(m) = d.last_measurement() {
+                    p.fields.push(("measurement".into(), FieldValue::Str(m)));
+                }
                 crate::lineproto::encode_point(&p, &mut out);
             }
             next.insert(d.id.clone(), (d, now));
         }
         self.prev_devices = next;
+
+        let mut measurements = fleet.measurement_points();
+        measurements.sort();
+        for (name, total) in &measurements {
+            let before = self.prev_measurements.get(name).copied().unwrap_or(0);
+            let points = total.saturating_sub(before);
+            if points > 0 {
+                let p = Point {
+                    measurement: MEASUREMENT_MEASUREMENT.into(),
+                    tags: vec![
+                        ("instance".into(), self.instance.clone()),
+                        ("measurement".into(), name.to_string()),
+                    ],
+                    fields: vec![
+                        int("points", points),
+                        float("points_per_s", points as f64 / secs),
+                    ],
+                    time_ns,
+                    int_fields: true,
+                };
+                crate::lineproto::encode_point(&p, &mut out);
+            }
+        }
+        self.prev_measurements = measurements.into_iter().collect();
 
         let now = fleet.metrics().snapshot();
         let p = stats_point(&self.instance, &self.prev, &now, online, secs, time_ns);

@@ -1,0 +1,569 @@
+//! The Grafana dashboards work: Grafana is not installable here, so this
+//! test does what it would do. Realistic data (every device profile, six
+//! hours of history, sent through a real server) goes into a real influxd
+//! while the server writes its own stats; then every dashboard is checked
+//! for the fields Grafana requires and every panel query, with `$timeFilter`,
+//! `$__interval` and the template variables substituted as Grafana does, is
+//! run against InfluxDB and must return data.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use yaml_rust2::{Yaml, YamlLoader};
+
+const DB: &str = "dash";
+const HOURS: i64 = 6;
+
+fn yaml(path: &str) -> Yaml {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    YamlLoader::load_from_str(&text)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .remove(0)
+}
+
+/// The provisioned datasource: its uid and type.
+fn datasource() -> (String, String) {
+    let y = yaml("grafana/provisioning/datasources/influxdb.yaml");
+    assert_eq!(y["apiVersion"].as_i64(), Some(1));
+    let ds = &y["datasources"][0];
+    assert_eq!(ds["type"].as_str(), Some("influxdb"));
+    assert_eq!(
+        ds["jsonData"]["dbName"].as_str(),
+        Some("wsingest"),
+        "the database wsingest writes to by default"
+    );
+    assert_eq!(ds["access"].as_str(), Some("proxy"));
+    (
+        ds["uid"].as_str().unwrap().to_string(),
+        ds["jsonData"]["timeInterval"].as_str().unwrap().to_string(),
+    )
+}
+
+// ---------------------------------------------------------------- data
+
+/// A deterministic wobble in [-1, 1] (no RNG needed for "realistic").
+fn wobble(i: i64, k: f64) -> f64 {
+    ((i as f64) * 0.37 * k).sin() * 0.6 + ((i as f64) * 0.11 + k).cos() * 0.4
+}
+
+const WIND: [&str; 8] = ["N", "NE", "E", "SE", "S", "SW", "W", "NW"];
+
+/// One point of a device of `profile` at minute `i` (time `ts` in ms).
+fn point(profile: &str, dev: usize, i: i64, ts: i64, energy: &mut f64) -> Value {
+    let h = ((ts / 1000) % 86_400) as f64 / 3600.0;
+    let day = (std::f64::consts::PI * 2.0 * (h - 9.0) / 24.0).sin();
+    let d = dev as f64;
+    match profile {
+        "weather" => json!({"ts": ts, "fields": {
+            "temp_c": 14.0 + 10.0 * day + wobble(i, d),
+            "humidity_pct": 65.0 - 25.0 * day + 3.0 * wobble(i, d + 1.0),
+            "pressure_hpa": 1012.0 + 4.0 * wobble(i / 30, d),
+            "wind_ms": 4.0 + 3.0 * wobble(i, d + 2.0).abs(),
+            "wind_dir": WIND[((i / 20) as usize + dev) % 8]}}),
+        "meter" => {
+            let power = 400.0 + 300.0 * wobble(i, d).abs() + if i % 47 == 0 { 2500.0 } else { 0.0 };
+            *energy += power * 60.0 / 3600.0;
+            json!({"ts": ts, "fields": {
+                "power_w": power, "energy_wh": *energy, "voltage_v": 230.0 + 3.0 * wobble(i, d + 3.0),
+                "frequency_hz": 50.0 + 0.05 * wobble(i, d + 4.0), "relay_closed": true}})
+        }
+        "vehicle" => {
+            let a = (i as f64) / 40.0 + d;
+            json!({"ts": ts, "fields": {
+                "lat": 52.51 + 0.01 * a.sin(), "lon": 13.40 + 0.02 * a.cos(),
+                "speed_kmh": 30.0 + 25.0 * wobble(i, d), "heading_deg": ((i * 7) % 360) as f64,
+                "battery_pct": 100.0 - (i as f64) * 0.1 - 5.0 * d}})
+        }
+        "vibration" => json!({"ts": ts, "fields": {
+            "ax_g": 0.8 * wobble(i, d), "ay_g": 0.8 * wobble(i, d + 1.5), "az_g": 1.0 + 0.3 * wobble(i, d + 2.5),
+            "rms_g": 0.3 + 0.1 * wobble(i, d).abs()}}),
+        "soil" => json!({"ts": ts, "fields": {
+            "moisture_pct": 30.0 + 5.0 * wobble(i / 10, d), "soil_temp_c": 12.0 + 4.0 * day,
+            "battery_v": 3.55 - 0.0002 * i as f64, "rssi_dbm": -90.0 + 8.0 * wobble(i, d)}}),
+        _ => unreachable!(),
+    }
+}
+
+/// Profiles as devices/*.toml define them: measurement, device id prefix, tags.
+const PROFILES: &[(&str, &str, &str, &[&str])] = &[
+    ("weather", "weather", "site", &["roof", "harbour", "farm"]),
+    ("meter", "meter", "phase", &["L1", "L2", "L3"]),
+    ("vehicle", "van", "fleet", &["north", "south", "east"]),
+    ("vibration", "vib", "machine", &["pump-a", "pump-b", "fan"]),
+    (
+        "soil",
+        "soil",
+        "field",
+        &["orchard", "greenhouse", "north-field"],
+    ),
+];
+
+const TARIFFS: [&str; 3] = ["standard", "night", "dynamic"];
+
+/// Six hours of minute readings per device, an hour per message, through
+/// the server; then a few live messages and one bad one.
+async fn write_fleet(server: &TestServer) -> usize {
+    let now_ms = wsingest::fleet::now_ms();
+    let start = now_ms - HOURS * 3_600_000;
+    let mut devices = 0;
+    for (measurement, prefix, tag, values) in PROFILES {
+        for (dev, value) in values.iter().enumerate() {
+            let id = format!("{prefix}-{:04}", dev + 1);
+            let mut tags = json!({ *tag: value });
+            match *measurement {
+                "weather" => tags["model"] = json!("WS-2000"),
+                "meter" => tags["tariff"] = json!(TARIFFS[dev]),
+                "vehicle" => tags["vehicle_type"] = json!("van"),
+                _ => {}
+            }
+            let mut ws = connect(
+                &server.ws_url(&format!("/v1/devices/{id}")),
+                Some("wsingest.v1.json"),
+            )
+            .await;
+            let mut energy = 1_000_000.0 * (dev + 1) as f64;
+            let minutes = HOURS * 60;
+            for (seq, hour) in (0..minutes).step_by(60).enumerate() {
+                let points: Vec<Value> = (hour..(hour + 60).min(minutes))
+                    .map(|i| point(measurement, dev, i, start + i * 60_000, &mut energy))
+                    .collect();
+                let msg =
+                    json!({"seq": seq, "measurement": measurement, "tags": tags, "points": points});
+                send_json(&mut ws, msg).await;
+                assert_eq!(next_json(&mut ws).await, json!({"ack": seq}), "{id}");
+            }
+            if *measurement == "vibration" {
+                // The vibration profile's shape: a 100-point batch at 100 Hz.
+                let points: Vec<Value> = (0..100)
+                    .map(|k| point(measurement, dev, k, now_ms - 2_000 + k * 10, &mut energy))
+                    .collect();
+                send_json(
+                    &mut ws,
+                    json!({"seq": 100, "measurement": measurement, "tags": tags, "points": points}),
+                )
+                .await;
+                assert_eq!(next_json(&mut ws).await, json!({"ack": 100}));
+            }
+            if dev == 0 {
+                ws.send(Message::text("{\"fields\": {\"temp_c\": NaN}}"))
+                    .await
+                    .unwrap();
+                next_json(&mut ws).await;
+            }
+            ws.close(None).await.unwrap();
+            devices += 1;
+        }
+    }
+    devices
+}
+
+// ---------------------------------------------------------------- Grafana's substitutions
+
+/// `now-6h` → 6 h in ms.
+fn relative_ms(from: &str) -> i64 {
+    let d = from
+        .strip_prefix("now-")
+        .unwrap_or_else(|| panic!("relative time ranges only: {from}"));
+    duration_ms(d)
+}
+
+fn duration_ms(d: &str) -> i64 {
+    let (n, unit) = d.split_at(d.find(|c: char| !c.is_ascii_digit()).unwrap());
+    let n: i64 = n.parse().unwrap();
+    n * match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => panic!("unit {unit}"),
+    }
+}
+
+/// Grafana's `$__interval`: the range over the panel's data points (about
+/// its width in pixels), at least the datasource's minimum, rounded to a
+/// "nice" interval like `kbn.roundInterval`.
+fn grafana_interval(range_ms: i64, min_ms: i64) -> (String, i64) {
+    const NICE: &[(&str, i64)] = &[
+        ("1s", 1000),
+        ("2s", 2000),
+        ("5s", 5000),
+        ("10s", 10_000),
+        ("15s", 15_000),
+        ("20s", 20_000),
+        ("30s", 30_000),
+        ("1m", 60_000),
+        ("2m", 120_000),
+        ("5m", 300_000),
+        ("10m", 600_000),
+        ("15m", 900_000),
+        ("30m", 1_800_000),
+        ("1h", 3_600_000),
+        ("2h", 7_200_000),
+        ("6h", 21_600_000),
+        ("12h", 43_200_000),
+        ("1d", 86_400_000),
+    ];
+    let raw = (range_ms / 1000).max(min_ms);
+    let (name, ms) = NICE
+        .iter()
+        .rev()
+        .find(|(_, ms)| *ms <= raw)
+        .copied()
+        .unwrap_or(NICE[0]);
+    (name.to_string(), ms)
+}
+
+struct Vars {
+    time_filter: String,
+    interval: (String, i64),
+    values: BTreeMap<String, String>,
+}
+
+impl Vars {
+    fn apply(&self, q: &str) -> String {
+        let mut q = q
+            .replace("$timeFilter", &self.time_filter)
+            .replace("$__interval_ms", &self.interval.1.to_string())
+            .replace("$__interval", &self.interval.0);
+        // Longest names first, so `$device_type` is not cut by `$device`.
+        let mut names: Vec<&String> = self.values.keys().collect();
+        names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        for n in names {
+            q = q
+                .replace(&format!("${{{n}}}"), &self.values[n])
+                .replace(&format!("${n}"), &self.values[n]);
+        }
+        let unresolved = q.match_indices('$').any(|(i, _)| {
+            q[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '{')
+        });
+        assert!(!unresolved, "unsubstituted variable in {q}");
+        q
+    }
+}
+
+/// Values of a variable query as Grafana's InfluxDB `metricFindQuery` reads
+/// them: the column after time (or the only column) of every row.
+fn find_values(answer: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in answer["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for row in s["values"].as_array().unwrap() {
+            let v = row.get(1).unwrap_or(&row[0]);
+            match v {
+                Value::String(s) => out.push(s.clone()),
+                Value::Null => {}
+                other => out.push(other.to_string()),
+            }
+        }
+    }
+    out
+}
+
+/// Grafana escapes regex characters of a value used inside `/.../`.
+fn regex_escape(s: &str) -> String {
+    s.chars().fold(String::new(), |mut o, c| {
+        if "\\^$.|?*+()[]{}/".contains(c) {
+            o.push('\\');
+        }
+        o.push(c);
+        o
+    })
+}
+
+// ---------------------------------------------------------------- checks
+
+/// The fields Grafana requires, the datasource uids, ids and layout.
+fn check_structure(file: &str, d: &Value, ds_uid: &str) {
+    let uid = d["uid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{file}: no uid"));
+    assert!(
+        !uid.is_empty() && uid.len() <= 40,
+        "{file}: uid must be 1-40 characters"
+    );
+    assert!(
+        d["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{file}: title"
+    );
+    assert!(
+        d["schemaVersion"].as_i64().is_some_and(|v| v >= 36),
+        "{file}: schemaVersion >= 36"
+    );
+    assert!(
+        d.get("id").is_none_or(Value::is_null),
+        "{file}: provisioned dashboards carry no id"
+    );
+    assert!(
+        d["time"]["from"].is_string() && d["time"]["to"] == json!("now"),
+        "{file}: time range"
+    );
+    for v in d["templating"]["list"].as_array().unwrap() {
+        assert_eq!(
+            v["datasource"]["uid"],
+            json!(ds_uid),
+            "{file}: variable {} datasource",
+            v["name"]
+        );
+        assert_eq!(v["type"], json!("query"), "{file}: variable {}", v["name"]);
+        assert_eq!(
+            v["regex"].as_str().unwrap_or(""),
+            "",
+            "{file}: regex filters are not validated here"
+        );
+    }
+    let mut ids = HashSet::new();
+    let panels = d["panels"].as_array().unwrap();
+    assert!(!panels.is_empty(), "{file}: no panels");
+    for p in panels {
+        let title = p["title"].as_str().unwrap_or("?");
+        assert!(
+            ids.insert(p["id"].as_i64().expect("panel id")),
+            "{file}: duplicate panel id in {title}"
+        );
+        assert!(
+            [
+                "timeseries",
+                "stat",
+                "table",
+                "geomap",
+                "gauge",
+                "bargauge",
+                "barchart",
+                "piechart",
+                "text"
+            ]
+            .contains(&p["type"].as_str().unwrap()),
+            "{file}: {title}: panel type"
+        );
+        let g = &p["gridPos"];
+        let (x, w) = (g["x"].as_i64().unwrap(), g["w"].as_i64().unwrap());
+        assert!(
+            x >= 0 && w > 0 && x + w <= 24 && g["h"].as_i64().unwrap() > 0,
+            "{file}: {title}: gridPos"
+        );
+        assert_eq!(
+            p["datasource"]["type"],
+            json!("influxdb"),
+            "{file}: {title}"
+        );
+        assert_eq!(
+            p["datasource"]["uid"],
+            json!(ds_uid),
+            "{file}: {title}: datasource uid"
+        );
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{file}: {title}: no queries");
+        for t in targets {
+            assert_eq!(
+                t["datasource"]["uid"],
+                json!(ds_uid),
+                "{file}: {title}: target datasource uid"
+            );
+            assert_eq!(t["rawQuery"], json!(true), "{file}: {title}: raw InfluxQL");
+            let q = t["query"].as_str().unwrap();
+            // `$tag_x` aliases need `x` in GROUP BY.
+            if let Some(alias) = t["alias"].as_str() {
+                for tag in alias.split("$tag_").skip(1) {
+                    let tag: String = tag
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    let group_by = q.rsplit("GROUP BY").next().unwrap();
+                    assert!(
+                        group_by.contains(&format!("\"{tag}\"")),
+                        "{file}: {title}: alias $tag_{tag}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Run `q`; it must succeed and return at least one non-null value.
+async fn returns_data(influx: &Influxd, what: &str, q: &str) -> usize {
+    let answer = influx.query(DB, q).await;
+    let r = &answer["results"][0];
+    assert!(
+        r.get("error").is_none(),
+        "{what}: InfluxDB refused\n  {q}\n  {answer}"
+    );
+    let series = r["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no data for\n  {q}"));
+    let values: usize = series
+        .iter()
+        .flat_map(|s| s["values"].as_array().unwrap())
+        .map(|row| {
+            row.as_array().unwrap()[1..]
+                .iter()
+                .filter(|v| !v.is_null())
+                .count()
+        })
+        .sum();
+    assert!(values > 0, "{what}: only nulls for\n  {q}\n  {answer}");
+    values
+}
+
+#[tokio::test]
+async fn every_panel_query_returns_data() {
+    let (ds_uid, min_interval) = datasource();
+    let provider = yaml("grafana/provisioning/dashboards/wsingest.yaml");
+    assert_eq!(provider["providers"][0]["type"].as_str(), Some("file"));
+    assert!(
+        provider["providers"][0]["options"]["path"]
+            .as_str()
+            .is_some()
+    );
+
+    let influx = Influxd::start().await;
+    influx.create_db(DB).await;
+    let mut config = test_config(&influx.url, DB);
+    config.observe.stats_interval_ms = 200;
+    config.observe.instance = "validator".into();
+    let server = TestServer::start(config).await;
+    let devices = write_fleet(&server).await;
+    // The server's own stats: every device's numbers and the ended sessions.
+    eventually(30, "stats for every device and session", || async {
+        let per_device = influx
+            .rows(
+                DB,
+                "SELECT sum(points) FROM wsingest_device GROUP BY device",
+            )
+            .await;
+        let sessions = influx.count(DB, "wsingest_session", "messages").await;
+        let measurements = influx
+            .rows(
+                DB,
+                "SELECT sum(points) FROM wsingest_measurement GROUP BY \"measurement\"",
+            )
+            .await;
+
+        (per_device.len() == devices
+            && sessions == devices as u64
+            && measurements.len() == PROFILES.len())
+        .then_some(())
+    })
+    .await;
+
+    let mut files: Vec<_> = std::fs::read_dir("grafana/dashboards")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "dashboards: {files:?}");
+    let mut uids = HashSet::new();
+    let mut checked = 0;
+    let mut report = Vec::new();
+    let dashboards: Vec<(String, Value)> = files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                serde_json::from_str(&text).unwrap(),
+            )
+        })
+        .collect();
+    for (file, d) in &dashboards {
+        check_structure(file, d, &ds_uid);
+        assert!(
+            uids.insert(d["uid"].as_str().unwrap().to_string()),
+            "{file}: duplicate uid"
+        );
+    }
+    for (file, d) in &dashboards {
+        let range = relative_ms(d["time"]["from"].as_str().unwrap());
+        let mut vars = Vars {
+            // Grafana's rendering of a relative range ending now.
+            time_filter: format!(
+                "time >= now() - {}",
+                &d["time"]["from"].as_str().unwrap()[4..]
+            ),
+            interval: grafana_interval(range, duration_ms(&min_interval)),
+            values: BTreeMap::new(),
+        };
+        for v in d["templating"]["list"].as_array().unwrap() {
+            let name = v["name"].as_str().unwrap().to_string();
+            let q = vars.apply(v["query"].as_str().unwrap());
+            let found = find_values(&influx.query(DB, &q).await);
+            assert!(
+                !found.is_empty(),
+                "{file}: variable {name} has no values: {q}"
+            );
+            // Grafana's default selection: All (as a regex alternation) or the first value.
+            let value = if v["includeAll"] == json!(true) {
+                format!(
+                    "({})",
+                    found
+                        .iter()
+                        .map(|s| regex_escape(s))
+                        .collect::<Vec<_>>()
+                        .join("|")
+                )
+            } else {
+                found[0].clone()
+            };
+            vars.values.insert(name, value);
+        }
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let q = vars.apply(t["query"].as_str().unwrap());
+                let what = format!("{file}: panel {:?} query {}", p["title"], t["refId"]);
+                let n = returns_data(&influx, &what, &q).await;
+                report.push(format!(
+                    "{n:>6} values  {file}: {}",
+                    p["title"].as_str().unwrap()
+                ));
+                checked += 1;
+            }
+        }
+        // Data links point at dashboards that exist.
+        let text = d.to_string();
+        for link in text.split("/d/").skip(1) {
+            let uid: String = link
+                .chars()
+                .take_while(|c| *c != '/' && *c != '?' && *c != '"')
+                .collect();
+            assert!(
+                uids.contains(&uid),
+                "{file}: link to unknown dashboard {uid}"
+            );
+        }
+    }
+    eprintln!(
+        "{checked} panel queries returned data:\n{}",
+        report.join("\n")
+    );
+    assert!(checked >= 40, "{checked} queries checked");
+    server.stop().await;
+}
+
+#[test]
+fn dashboards_only_name_what_devices_send() {
+    // Measurements and fields charted by the profile dashboards are the ones
+    // this test's fleet (and the device profiles) send.
+    let sent: HashSet<&str> = PROFILES.iter().map(|p| p.0).collect();
+    for entry in std::fs::read_dir("grafana/dashboards").unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for chunk in text.split("FROM \\\"").skip(1) {
+            let m: String = chunk.chars().take_while(|c| *c != '\\').collect();
+            assert!(
+                m.starts_with("wsingest_") || m == "$measurement" || sent.contains(m.as_str()),
+                "{}: measurement {m} is neither ours nor a profile's",
+                path.display()
+            );
+        }
+    }
+}

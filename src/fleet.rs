@@ -190,7 +190,7 @@ impl Fleet {
             .collect()
     }
 
-    fn measurement_counter(&self, name: &str) -> (Arc<str>, Arc<AtomicU64>) {
+    fn measurement_counter(&self, name: &str) -> NamedCounter {
         let mut m = lock(&self.measurements);
         if let Some((k, v)) = m.get_key_value(name) {
             return (k.clone(), v.clone());
@@ -265,6 +265,9 @@ fn evict(devices: &mut HashMap<Arc<str>, Arc<DeviceStats>>, cutoff: Option<i64>)
     });
 }
 
+/// A measurement's name and its points counter.
+type NamedCounter = (Arc<str>, Arc<AtomicU64>);
+
 /// A session's handle on its device's counters. Cheap to clone.
 #[derive(Clone)]
 pub struct SessionObserver {
@@ -272,7 +275,7 @@ pub struct SessionObserver {
     device: Arc<DeviceStats>,
     /// The counter of the measurement this session sent last: devices send
     /// one measurement, so the fleet-wide map is rarely locked.
-    measurement: Arc<Mutex<Option<(Arc<str>, Arc<AtomicU64>)>>>,
+    measurement: Arc<Mutex<Option<NamedCounter>>>,
 }
 
 impl SessionObserver {

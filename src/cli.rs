@@ -40,6 +40,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Performance scenarios, each next to a reference run (see docs/performance.md).
     Bench(crate::bench::BenchArgs),
+    /// Measure WebSocket (JSON, CBOR), MQTT, HTTP/1.1, HTTP/2 and gRPC on one
+    /// workload: handshake, bytes per point, throughput, latency, CPU, memory.
+    Compare(crate::compare::CompareArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -29,6 +29,7 @@
 pub mod batch;
 pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod decode;
 pub mod fleet;

@@ -23,6 +23,9 @@ fn main() -> anyhow::Result<()> {
                 wsingest::shutdown::on_signal(shutdown.clone());
                 wsingest::server::run(listener, config, shutdown).await?;
             }
+            Command::Compare(args) => {
+                wsingest::compare::run(args).await?;
+            }
             Command::Bench(args) => {
                 wsingest::bench::run(args).await?;
             }

@@ -8,7 +8,7 @@
 //! so its CPU and memory are measured apart from the load generator's.
 
 mod load;
-mod procs;
+pub(crate) mod procs;
 mod scenarios;
 
 use std::fmt::Write as _;

@@ -22,6 +22,8 @@
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`shutdown`], [`tls`]: signals, rustls provider.
 //! - [`bench`]: `wsingest bench`, performance scenarios with reference runs.
+//! - [`compare`]: `wsingest compare`, one workload over WebSocket, MQTT,
+//!   HTTP/1.1, HTTP/2 and gRPC, measured the same way.
 //! - Observability: [`metrics`] (Prometheus, `GET /metrics`), [`fleet`]
 //!   (per-device live counters), [`stats`] (`wsingest_device`/`wsingest_stats`
 //!   written to InfluxDB), [`live`] (the live web view at `GET /live`).

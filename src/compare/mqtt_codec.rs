@@ -181,7 +181,8 @@ mod tests {
         // A payload over 127 bytes needs a two-byte remaining length.
         let mut out = BytesMut::new();
         publish(&mut out, "t", 0, 0, &[b'x'; 300]);
-        assert_eq!(&out[..3], &[0x30, 0xb3, 0x02]);
+        // 2 + 1 + 300 = 303 = 47 + 2 * 128.
+        assert_eq!(&out[..3], &[0x30, 0x80 | 47, 0x02]);
         let Packet::Publish { payload, pid, .. } = decode(&mut out).unwrap().unwrap() else {
             panic!()
         };

@@ -46,6 +46,9 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage the device registry (tokens are shown once, stored hashed).
+    #[command(subcommand)]
+    Device(crate::auth::cli::DeviceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +112,15 @@ pub struct ServeArgs {
     /// Dead-letter file for points InfluxDB refused.
     #[arg(long, env = "WSINGEST_DEAD_LETTER")]
     pub dead_letter: Option<PathBuf>,
+    /// TLS certificate chain (PEM): serve wss:// (needs --tls-key).
+    #[arg(long, env = "WSINGEST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "WSINGEST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Device registry file (see `wsingest device`).
+    #[arg(long, env = "WSINGEST_REGISTRY")]
+    pub registry: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -163,6 +175,9 @@ impl ServeArgs {
         set(&mut c.influx.batch_size, &self.batch_size);
         set(&mut c.influx.flush_interval_ms, &self.flush_interval);
         set_opt(&mut c.influx.dead_letter_path, &self.dead_letter);
+        set_opt(&mut c.tls.cert, &self.tls_cert);
+        set_opt(&mut c.tls.key, &self.tls_key);
+        set_opt(&mut c.auth.registry_path, &self.registry);
     }
 }
 

@@ -62,6 +62,8 @@ pub struct Config {
     pub measurements: BTreeMap<String, MeasurementConfig>,
     pub influx: InfluxConfig,
     pub observe: ObserveConfig,
+    pub limits: crate::limits::LimitsConfig,
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// Where accepted points go.
@@ -125,12 +127,33 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Let clients without a token in; their device id is the path's, or
     /// `anonymous-<n>` on `/`. Off by default; on in the demo config.
     pub allow_anonymous: bool,
+    /// The device registry file (see `wsingest device`). Unset: no devices.
+    pub registry_path: Option<PathBuf>,
+    /// How often the server checks the registry file for changes.
+    pub reload_interval_ms: u64,
+    /// Browser origins allowed to connect (e.g. "https://app.example.com");
+    /// empty: no check. Requests without `Origin` (devices) always pass.
+    pub allowed_origins: Vec<String>,
+    /// Named per-device policies, referenced by a registry entry's `profile`.
+    pub profiles: BTreeMap<String, crate::auth::DevicePolicy>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: false,
+            registry_path: None,
+            reload_interval_ms: 1000,
+            allowed_origins: Vec::new(),
+            profiles: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -149,6 +172,9 @@ pub struct DecodeConfig {
     pub max_name_bytes: usize,
     pub max_tag_value_bytes: usize,
     pub max_string_bytes: usize,
+    /// Deepest nesting of JSON/CBOR arrays and maps in a message (the message
+    /// model needs 4).
+    pub max_depth: usize,
 }
 
 impl Default for DecodeConfig {
@@ -164,6 +190,7 @@ impl Default for DecodeConfig {
             max_name_bytes: l.max_name_bytes,
             max_tag_value_bytes: l.max_tag_value_bytes,
             max_string_bytes: l.max_string_bytes,
+            max_depth: 8,
         }
     }
 }
@@ -321,6 +348,29 @@ impl Config {
                 "ping interval and idle timeout must be at least 1 s",
             );
         }
+        if self.decode.max_depth < 4 {
+            return invalid(
+                "decode.max_depth",
+                "must be at least 4 (a batch nests 4 levels)",
+            );
+        }
+        if self.auth.reload_interval_ms == 0 {
+            return invalid("auth.reload_interval_ms", "must be at least 1");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls.cert", "set both tls.cert and tls.key, or neither");
+        }
+        let l = &self.limits;
+        if l.burst_secs <= 0.0
+            || l.burst_secs.is_nan()
+            || l.messages_per_sec < 0.0
+            || l.points_per_sec < 0.0
+        {
+            return invalid(
+                "limits",
+                "rates must be >= 0 (0: unlimited) and burst_secs > 0",
+            );
+        }
         for (key, measurement) in [
             (
                 "decode.default_measurement",
@@ -394,6 +444,7 @@ impl Config {
                 .map(|(name, _)| name.clone())
                 .collect(),
             max_points_per_message: self.decode.max_points_per_message,
+            max_depth: self.decode.max_depth,
             limits: self.limits(),
         }
     }

@@ -10,6 +10,7 @@
 //!
 //! - [`server`]: accept loop, HTTP routes, WebSocket handshake; [`server::run`]
 //!   is the entry point the binary and the tests share.
+//! - [`conn`]: one connection: TLS, hyper, the handshake deadline (slowloris).
 //! - [`session`]: one device session (read, decode, enqueue, ack, ping, close).
 //! - [`http_ingest`]: the HTTP fallback, `POST /v1/devices/{id}/points`;
 //!   [`grpc`]: bidirectional streaming ingest (tonic codegen, our hyper);
@@ -20,7 +21,9 @@
 //! - [`pipeline`]: bounded queue and batcher task; [`batch`]: the batcher's logic.
 //! - [`sink`]: the InfluxDB writer, retries, dead-letter file.
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
-//! - [`shutdown`], [`tls`]: signals, rustls provider.
+//! - [`auth`]: device registry (hashed tokens), handshake auth, `wsingest device`.
+//! - [`limits`]: per-device sessions, rate limits, cardinality guard, their metrics.
+//! - [`shutdown`], [`tls`]: signals, rustls (ring) provider and the wss acceptor.
 //! - [`bench`]: `wsingest bench`, performance scenarios with reference runs.
 //! - [`compare`]: `wsingest compare`, one workload over WebSocket, MQTT,
 //!   HTTP/1.1, HTTP/2 and gRPC, measured the same way.
@@ -28,16 +31,19 @@
 //!   (per-device live counters), [`stats`] (`wsingest_device`/`wsingest_stats`
 //!   written to InfluxDB), [`live`] (the live web view at `GET /live`).
 
+pub mod auth;
 pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod conn;
 pub mod decode;
 pub mod fleet;
 pub mod grpc;
 pub mod http_ingest;
 pub mod ingest;
+pub mod limits;
 pub mod lineproto;
 pub mod live;
 pub mod metrics;

@@ -32,6 +32,7 @@ fn main() -> anyhow::Result<()> {
             Command::Config(ConfigCommand::PrintDefault) => {
                 print!("{}", wsingest::config::Config::default_toml())
             }
+            Command::Device(cmd) => print!("{}", wsingest::auth::cli::run(cmd)?),
             Command::Config(ConfigCommand::Check(args)) => {
                 let config = args.load()?;
                 print!("{}", toml::to_string_pretty(&config)?);

@@ -6,9 +6,7 @@
 //! `WebSocketConfig` is entirely ours: size limits checked before buffering,
 //! small buffers so many idle sessions stay cheap.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,9 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
@@ -29,10 +25,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::auth::{Auth, AuthSettings, Identity, RegistryError};
 use crate::config::{Config, SinkKind};
+use crate::conn::{Conn, Peer};
 use crate::decode::Decoder;
 use crate::fleet::Fleet;
 use crate::ingest::IngestContext;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline, PipelineConfig};
 use crate::protocol::{self, Encoding};
@@ -49,6 +48,10 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Client(#[from] crate::sink::influx::ClientError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Shared by every request handler.
@@ -60,7 +63,8 @@ struct AppState {
     sessions: TaskTracker,
     session_slots: Arc<Semaphore>,
     shutdown: CancellationToken,
-    anonymous_ids: AtomicU64,
+    auth: Arc<Auth>,
+    limits: Arc<Limits>,
     ws_config: WebSocketConfig,
     /// Decode-and-enqueue for the HTTP fallback and gRPC.
     ingest: IngestContext,
@@ -131,6 +135,8 @@ pub async fn serve_with_metrics(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    let (auth, limits) = security(&config, &shutdown)?;
+    let tls = crate::tls::acceptor(&config.tls)?;
     let drain = CancellationToken::new();
     let (pipeline, batcher) = pipeline::start(
         PipelineConfig {
@@ -197,7 +203,8 @@ pub async fn serve_with_metrics(
         sessions: TaskTracker::new(),
         session_slots: Arc::new(Semaphore::new(s.max_connections)),
         shutdown: shutdown.clone(),
-        anonymous_ids: AtomicU64::new(0),
+        auth,
+        limits,
         ws_config,
         config,
     });
@@ -209,7 +216,9 @@ pub async fn serve_with_metrics(
                 .get(crate::grpc::DEVICE_METADATA)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            authorize(&auth_state, id, headers)
+            // gRPC has no query string: the token comes in `authorization`.
+            authorize(&auth_state, id, headers, &axum::http::Uri::from_static("/"))
+                .map(|who| who.device)
         }),
         max_inflight: state.config.server.max_inflight_messages,
         close_timeout: Duration::from_secs(state.config.server.shutdown_timeout_secs),
@@ -219,7 +228,7 @@ pub async fn serve_with_metrics(
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let conn_slots = Arc::new(Semaphore::new(state.config.server.max_connections));
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "listening");
+        tracing::info!(%addr, tls = tls.is_some(), "listening");
     }
     loop {
         let permit = tokio::select! {
@@ -238,21 +247,16 @@ pub async fn serve_with_metrics(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(Peer(peer))));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(handshake_timeout);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = connections.watch(conn);
+        let conn = Conn {
+            app: app.clone(),
+            peer,
+            watcher: connections.watcher(),
+            deadline: tokio::time::Instant::now() + handshake_timeout,
+            tls: tls.clone(),
+            limits: state.limits.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            conn.run(stream).await;
             drop(permit);
         });
     }
@@ -282,9 +286,38 @@ pub async fn serve_with_metrics(
     Ok(())
 }
 
-/// The peer address of a connection, for logs.
-#[derive(Clone, Copy)]
-struct Peer(SocketAddr);
+/// The device auth and limits of a server; the registry reloads itself.
+fn security(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(Arc<Auth>, Arc<Limits>), ServeError> {
+    let a = &config.auth;
+    let auth = Arc::new(Auth::new(AuthSettings {
+        allow_anonymous: a.allow_anonymous,
+        registry_path: a.registry_path.clone(),
+        allowed_origins: a.allowed_origins.clone(),
+        profiles: a.profiles.clone(),
+    })?);
+    let limits = Limits::new(config.limits.clone());
+    if let Some(path) = a.registry_path.clone() {
+        let (l, au) = (limits.clone(), auth.clone());
+        let interval = Duration::from_millis(a.reload_interval_ms);
+        crate::auth::reload::spawn(
+            auth.clone(),
+            path,
+            interval,
+            shutdown.clone(),
+            move |registry| {
+                l.revalidate(|device, token| match token {
+                    Some(t) => au.still_valid(device, t),
+                    // An anonymous session under an id that is now registered.
+                    None => registry.get(device).is_none(),
+                })
+            },
+        );
+    }
+    Ok((auth, limits))
+}
 
 fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
     Router::new()
@@ -335,10 +368,11 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             crate::metrics::OPENMETRICS_CONTENT_TYPE,
         )
     } else {
-        (
-            state.metrics.encode_prometheus(),
-            crate::metrics::PROMETHEUS_CONTENT_TYPE,
-        )
+        // The security counters (see [`crate::limits::metrics`]) follow
+        // in the Prometheus text format.
+        let mut text = state.metrics.encode_prometheus();
+        state.limits.metrics.render(&mut text);
+        (text, crate::metrics::PROMETHEUS_CONTENT_TYPE)
     };
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
@@ -402,41 +436,25 @@ pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-/// A device id becomes the `device` tag: keep it to a safe alphabet.
-fn valid_device_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-}
-
 /// Who is this request's device? The one rule for every transport (WebSocket
-/// handshake, HTTP fallback, gRPC): an error status and message when the
-/// device id is invalid or the request is not allowed in.
+/// handshake, HTTP fallback, gRPC), see [`crate::auth`]: an error status and
+/// message when the request is not allowed in. Refusals are counted and
+/// logged with the request target redacted (tokens never reach the logs).
 fn authorize(
     state: &AppState,
     path_device: Option<String>,
-    _headers: &HeaderMap,
-) -> Result<String, (StatusCode, &'static str)> {
-    if let Some(id) = &path_device
-        && !valid_device_id(id)
-    {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "invalid device id: use 1-128 characters from A-Z a-z 0-9 - _ . :",
-        ));
-    }
-    match (path_device, state.config.auth.allow_anonymous) {
-        (Some(id), true) => Ok(id),
-        (None, true) => Ok(format!(
-            "anonymous-{}",
-            state.anonymous_ids.fetch_add(1, Ordering::Relaxed) + 1
-        )),
-        (_, false) => Err((
-            StatusCode::UNAUTHORIZED,
-            "a device token is required: send Authorization: Bearer <token> or ?token=<token>",
-        )),
-    }
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<Identity, (StatusCode, String)> {
+    state
+        .auth
+        .authenticate(path_device.as_deref(), headers, uri)
+        .map_err(|denied| {
+            state.limits.metrics.handshake_refused(denied.reason());
+            let target = crate::auth::token::redact(uri);
+            tracing::info!(%target, reason = denied.reason(), "request refused");
+            (denied.status(), denied.to_string())
+        })
 }
 
 /// `POST /v1/devices/{device_id}/points`: the HTTP fallback (see [`crate::http_ingest`]).
@@ -446,9 +464,9 @@ async fn http_points(
     req: Request<Body>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let device = match authorize(&state, Some(id), &parts.headers) {
-        Ok(d) => d,
-        Err((status, msg)) => return error(status, msg),
+    let device = match authorize(&state, Some(id), &parts.headers, &parts.uri) {
+        Ok(who) => who.device,
+        Err((status, msg)) => return error(status, &msg),
     };
     let max = state.config.server.max_message_bytes;
     crate::http_ingest::post_points(&state.ingest, &device, &parts.headers, body, max).await
@@ -487,15 +505,21 @@ async fn upgrade_device(
         return error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
     };
     let accept = derive_accept_key(key.as_bytes());
-    let device = match authorize(&state, path_device, headers) {
-        Ok(d) => d,
-        Err((status, msg)) => return error(status, msg),
+    let who = match authorize(&state, path_device, headers, req.uri()) {
+        Ok(who) => who,
+        Err((status, msg)) => return error(status, &msg),
     };
+    let device = who.device.clone();
     let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
+        state.limits.metrics.handshake_refused("server_full");
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many sessions on this server; retry later",
         );
+    };
+    let guard = match state.limits.admit(&who) {
+        Ok(g) => g,
+        Err(e) => return error(StatusCode::CONFLICT, &e.to_string()),
     };
     let chosen = protocol::negotiate(
         headers
@@ -522,10 +546,12 @@ async fn upgrade_device(
             close_timeout: Duration::from_secs(s.shutdown_timeout_secs),
             send_timeout: Duration::from_secs(s.idle_timeout_secs.max(10)),
         },
+        guard,
     };
     let span = tracing::info_span!("session", peer = ?peer, device = %device);
     let ws_config = state.ws_config;
     let shutdown = state.shutdown.clone();
+    let limits = state.limits.clone();
     state.sessions.spawn(
         async move {
             let upgraded = match on_upgrade.await {
@@ -553,6 +579,7 @@ async fn upgrade_device(
                 "session closed"
             );
             session_stats.close(summary.close_code, &summary.close_reason);
+            limits.metrics.session_closed(summary.close_code);
             drop(slot);
         }
         .instrument(span),

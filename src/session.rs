@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decode::{Decoder, Format, Message};
 use crate::fleet::SessionObserver;
+use crate::limits::SessionGuard;
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
 use crate::protocol::{Downlink, Encoding};
 
@@ -50,6 +51,8 @@ pub struct SessionContext {
     pub limits: SessionLimits,
     /// Counts for metrics, stats and the live view.
     pub observer: SessionObserver,
+    /// Per-device limits, and the signal to close (token revoked, replaced).
+    pub guard: SessionGuard,
 }
 
 /// What a session did, for its closing log line and for tests.
@@ -72,11 +75,16 @@ struct Closing {
     deadline: Instant,
 }
 
-pub async fn run<S>(mut ws: S, ctx: SessionContext, shutdown: CancellationToken) -> SessionSummary
+pub async fn run<S>(
+    mut ws: S,
+    mut ctx: SessionContext,
+    shutdown: CancellationToken,
+) -> SessionSummary
 where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
     let limits = ctx.limits.clone();
+    let kick = ctx.guard.kick().clone();
     let (out_tx, mut out_rx) = mpsc::channel::<Outcome>(limits.max_inflight);
     let mut summary = SessionSummary::default();
     let mut inflight = 0usize;
@@ -102,6 +110,9 @@ where
             biased;
             _ = shutdown.cancelled(), if closing.is_none() => {
                 closing = Some(close_after(CloseCode::Away, "server shutting down"));
+            }
+            (code, reason) = kick.wait(), if closing.is_none() => {
+                closing = Some(close_after(CloseCode::from(code), &reason));
             }
             Some(outcome) = out_rx.recv() => {
                 let mut batch = vec![outcome];
@@ -176,8 +187,14 @@ where
                 // acked (or nacked) as n, so devices can still match answers.
                 let ordinal = ctx.encoding.numbers_messages().then_some(summary.messages);
                 let nack = match decoded {
-                    Ok(Message::Points { seq, points }) => {
+                    Ok(Message::Points { seq, points }) => 'points: {
                         let seq = seq.or(ordinal);
+                        if let Err(refused) = ctx.guard.check(&points) {
+                            if let Some(reason) = refused.close {
+                                closing = Some(close_after(CloseCode::Policy, &reason));
+                            }
+                            break 'points Some(Downlink::nack(seq, refused.error, refused.detail));
+                        }
                         invalid_run = 0;
                         let mut lines = Vec::with_capacity(bytes.len() + 64 * points.len());
                         for p in &points {
@@ -420,6 +437,7 @@ mod tests {
             decoder: Arc::new(Decoder::new(DecoderConfig::default())),
             pipeline,
             limits,
+            guard: crate::limits::SessionGuard::unlimited("d"),
         };
         (in_tx, out_rx, tokio::spawn(run(duplex, ctx, shutdown)))
     }

@@ -1,17 +1,14 @@
 //! CBOR decoding of device messages (ciborium), same data model as JSON.
 
-use super::DecodeError;
 use super::model::{SeqOnly, WireMessage};
+use super::{DecodeError, depth};
 
-/// Nesting deeper than this is refused; the message model needs 4 levels.
-const RECURSION_LIMIT: usize = 16;
-
-pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
+/// Decode one message; arrays and maps nested deeper than `max_depth` are
+/// refused (the message model needs 4 levels).
+pub fn decode(bytes: &[u8], max_depth: usize) -> Result<WireMessage, DecodeError> {
+    let limit = max_depth.max(1);
     let mut rest = bytes;
-    match ciborium::de::from_reader_with_recursion_limit::<WireMessage, _>(
-        &mut rest,
-        RECURSION_LIMIT,
-    ) {
+    match ciborium::de::from_reader_with_recursion_limit::<WireMessage, _>(&mut rest, limit) {
         Ok(_) if !rest.is_empty() => Err(DecodeError::Syntax {
             seq: None,
             format: "CBOR",
@@ -19,19 +16,19 @@ pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
         }),
         Ok(m) => Ok(m),
         Err(e) => {
-            let seq = ciborium::de::from_reader_with_recursion_limit::<SeqOnly, _>(
-                bytes,
-                RECURSION_LIMIT,
-            )
-            .ok()
-            .and_then(|s| s.seq);
+            let seq = ciborium::de::from_reader_with_recursion_limit::<SeqOnly, _>(bytes, limit)
+                .ok()
+                .and_then(|s| s.seq);
             // Well-formed CBOR of the wrong shape is a message error; anything
             // else is not CBOR at all.
-            let well_formed = ciborium::de::from_reader_with_recursion_limit::<ciborium::Value, _>(
-                bytes,
-                RECURSION_LIMIT,
-            )
-            .is_ok();
+            // The model refuses unknown keys and nested values before it
+            // recurses, so depth shows up here, in the generic parse.
+            let generic =
+                ciborium::de::from_reader_with_recursion_limit::<ciborium::Value, _>(bytes, limit);
+            if matches!(generic, Err(ciborium::de::Error::RecursionLimitExceeded)) {
+                return Err(depth::too_deep(seq, max_depth));
+            }
+            let well_formed = generic.is_ok();
             Err(match e {
                 ciborium::de::Error::Semantic(_, msg) if well_formed => {
                     DecodeError::Structure { seq, detail: msg }
@@ -51,11 +48,7 @@ pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
                     format: "CBOR",
                     detail: "message ends in the middle of a CBOR item".into(),
                 },
-                ciborium::de::Error::RecursionLimitExceeded => DecodeError::Syntax {
-                    seq,
-                    format: "CBOR",
-                    detail: format!("nested deeper than {RECURSION_LIMIT} levels"),
-                },
+                ciborium::de::Error::RecursionLimitExceeded => depth::too_deep(seq, max_depth),
             })
         }
     }

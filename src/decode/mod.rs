@@ -6,6 +6,7 @@
 //! `detail`). The `device` tag always comes from the session.
 
 pub mod cbor;
+pub mod depth;
 pub mod json;
 pub mod model;
 pub mod senml;
@@ -110,6 +111,8 @@ pub struct DecoderConfig {
     /// Measurements whose integers are written as InfluxDB integers.
     pub int_field_measurements: HashSet<String>,
     pub max_points_per_message: usize,
+    /// Deepest nesting of arrays and maps accepted (checked before parsing).
+    pub max_depth: usize,
     pub limits: Limits,
 }
 
@@ -121,6 +124,7 @@ impl Default for DecoderConfig {
             int_fields: false,
             int_field_measurements: HashSet::new(),
             max_points_per_message: 10_000,
+            max_depth: 8,
             limits: Limits::default(),
         }
     }
@@ -152,9 +156,13 @@ impl Decoder {
         device: &str,
         now_ns: i64,
     ) -> Result<Message, DecodeError> {
+        let max_depth = self.config.max_depth;
+        if matches!(format, Format::Json | Format::SenmlJson) {
+            depth::check_json(bytes, max_depth)?;
+        }
         let wire = match format {
             Format::Json => json::decode(bytes)?,
-            Format::Cbor => cbor::decode(bytes)?,
+            Format::Cbor => cbor::decode(bytes, max_depth)?,
             Format::SenmlJson => return self.senml(senml::parse_json(bytes)?, device, now_ns),
             Format::SenmlCbor => return self.senml(senml::parse_cbor(bytes)?, device, now_ns),
         };

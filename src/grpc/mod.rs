@@ -40,8 +40,7 @@ pub const DEVICE_METADATA: &str = "device-id";
 
 /// Decides which device a stream belongs to, from its request headers; the
 /// same rule as the WebSocket handshake (see `server.rs`).
-pub type Authorize =
-    Arc<dyn Fn(&HeaderMap) -> Result<String, (StatusCode, &'static str)> + Send + Sync>;
+pub type Authorize = Arc<dyn Fn(&HeaderMap) -> Result<String, (StatusCode, String)> + Send + Sync>;
 
 /// The `Ingest` service.
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
+pub mod security;
 pub mod services;
 
 use std::net::SocketAddr;

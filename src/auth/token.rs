@@ -1,0 +1,278 @@
+//! Device tokens: 256 random bits, shown once, stored only as their SHA-256
+//! hash, compared in constant time; where a request carries one; and how a
+//! request target is written to logs without it.
+//!
+//! SHA-256 (not argon2) is enough because the secret is 256 random bits, not
+//! a password: nobody can brute-force a preimage, so a slow hash would only
+//! cost CPU at every handshake.
+
+use std::fmt;
+
+use axum::http::{HeaderMap, Uri, header};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Every token starts with this, so leaked tokens are easy to grep for
+/// (secret scanners) and easy to tell from other credentials.
+pub const PREFIX: &str = "wsi_";
+
+/// A token as presented by a client. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(s: impl Into<String>) -> Token {
+        Token(s.into())
+    }
+
+    /// The secret itself, for the one place that prints it (`device add`).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// A fresh token: `wsi_` and 64 hex digits (256 bits from the OS-seeded CSPRNG).
+pub fn generate() -> Token {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let mut s = String::with_capacity(PREFIX.len() + 64);
+    s.push_str(PREFIX);
+    s.push_str(&to_hex(&bytes));
+    Token(s)
+}
+
+/// The SHA-256 of a token: what the registry stores.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Constant-time equality, so response timing says nothing about how
+    /// many bytes of a stored hash a guess matched.
+    pub fn ct_eq(&self, other: &TokenHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<TokenHash> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+            out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        }
+        Some(TokenHash(out))
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A prefix is enough to tell hashes apart in a debug dump.
+        write!(f, "TokenHash({}…)", &self.to_hex()[..8])
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Why the token of a request could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the Authorization header is not `Bearer <token>`")]
+    BadHeader,
+    #[error("a token was given both in the Authorization header and in ?token=, and they differ")]
+    Conflicting,
+    #[error("the token query parameter is given more than once")]
+    Repeated,
+}
+
+/// The token of a request: `Authorization: Bearer <token>` or `?token=`
+/// (browsers cannot set headers on a WebSocket). `Ok(None)`: no token.
+pub fn from_request(headers: &HeaderMap, uri: &Uri) -> Result<Option<Token>, TokenError> {
+    let from_header = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| TokenError::BadHeader)?;
+            let (scheme, rest) = v.trim().split_once(' ').ok_or(TokenError::BadHeader)?;
+            if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
+                return Err(TokenError::BadHeader);
+            }
+            Some(rest.trim().to_string())
+        }
+    };
+    let mut from_query = None;
+    for (k, v) in query_pairs(uri.query().unwrap_or("")) {
+        if k == "token" {
+            if from_query.is_some() {
+                return Err(TokenError::Repeated);
+            }
+            from_query = Some(v);
+        }
+    }
+    match (from_header, from_query) {
+        (Some(h), Some(q)) if h != q => Err(TokenError::Conflicting),
+        (Some(t), _) | (None, Some(t)) => Ok(Some(Token(t))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `key=value` pairs of a query string, percent-decoded (`+` is a space).
+fn query_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex_digit(b[i + 1]), hex_digit(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The request target for logs: the value of every `token` query parameter
+/// replaced by `***`.
+pub fn redact(uri: &Uri) -> String {
+    let path = uri.path();
+    let Some(q) = uri.query() else {
+        return path.to_string();
+    };
+    let parts: Vec<String> = q
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if percent_decode(k) == "token" => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_256_bit_and_distinct() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a, b);
+        assert!(a.expose().starts_with(PREFIX));
+        assert_eq!(a.expose().len(), PREFIX.len() + 64);
+        assert!(!format!("{a:?}").contains(&a.expose()[4..]));
+    }
+
+    #[test]
+    fn hash_round_trips_through_hex() {
+        let h = Token::new("wsi_abc").hash();
+        assert_eq!(TokenHash::from_hex(&h.to_hex()), Some(h));
+        assert!(h.ct_eq(&Token::new("wsi_abc").hash()));
+        assert!(!h.ct_eq(&Token::new("wsi_abd").hash()));
+        assert_eq!(TokenHash::from_hex("zz"), None);
+        assert_eq!(TokenHash::from_hex(&"g".repeat(64)), None);
+    }
+
+    fn req(auth: Option<&str>, uri: &str) -> Result<Option<Token>, TokenError> {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, a.parse().unwrap());
+        }
+        from_request(&h, &uri.parse().unwrap())
+    }
+
+    #[test]
+    fn token_from_header_or_query() {
+        assert_eq!(
+            req(Some("Bearer wsi_1"), "/").unwrap(),
+            Some(Token::new("wsi_1"))
+        );
+        assert_eq!(
+            req(Some("bearer  wsi_1 "), "/").unwrap(),
+            Some(Token::new("wsi_1"))
+        );
+        assert_eq!(
+            req(None, "/?a=1&token=wsi_2").unwrap(),
+            Some(Token::new("wsi_2"))
+        );
+        assert_eq!(
+            req(None, "/?token=wsi%5F3").unwrap(),
+            Some(Token::new("wsi_3"))
+        );
+        assert_eq!(
+            req(Some("Bearer x"), "/?token=x").unwrap(),
+            Some(Token::new("x"))
+        );
+        assert_eq!(req(None, "/v1/devices/a").unwrap(), None);
+        assert_eq!(req(Some("Basic dXNlcg=="), "/"), Err(TokenError::BadHeader));
+        assert_eq!(req(Some("Bearer "), "/"), Err(TokenError::BadHeader));
+        assert_eq!(
+            req(Some("Bearer x"), "/?token=y"),
+            Err(TokenError::Conflicting)
+        );
+        assert_eq!(req(None, "/?token=x&token=y"), Err(TokenError::Repeated));
+    }
+
+    #[test]
+    fn percent_decoding_edges() {
+        assert_eq!(percent_decode("a%"), "a%");
+        assert_eq!(percent_decode("a%4"), "a%4");
+        assert_eq!(percent_decode("a%41"), "aA");
+        assert_eq!(percent_decode("%zz+b"), "%zz b");
+    }
+
+    #[test]
+    fn redaction_hides_every_token_parameter() {
+        let u: Uri = "/v1/devices/a?x=1&token=wsi_secret&%74oken=wsi_secret2"
+            .parse()
+            .unwrap();
+        let r = redact(&u);
+        assert!(!r.contains("secret"), "{r}");
+        assert_eq!(r, "/v1/devices/a?x=1&token=***&%74oken=***");
+        assert_eq!(redact(&"/".parse().unwrap()), "/");
+    }
+}

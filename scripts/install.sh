@@ -16,6 +16,8 @@ declare -A PACKAGES=(
   [curl]=/usr/bin/curl
   # The live view's browser test drives headless Chromium over DevTools.
   [chromium]=/usr/bin/chromium
+  # The wss test runs the notes' Python client (websockets) against the server.
+  [python3-websockets]=/usr/lib/python3/dist-packages/websockets/__init__.py
 )
 
 missing=()

@@ -1,0 +1,19 @@
+//! Arbitrary bytes as a JSON (and SenML JSON) message: a nack, never a panic;
+//! accepted points encode to one line.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wsingest::decode::{Decoder, DecoderConfig, Format, Message};
+
+fuzz_target!(|data: &[u8]| {
+    let d = Decoder::new(DecoderConfig::default());
+    for format in [Format::Json, Format::SenmlJson] {
+        if let Ok(Message::Points { points, .. }) = d.decode(data, format, "dev", 0) {
+            for p in &points {
+                let mut out = Vec::new();
+                wsingest::lineproto::encode_point(p, &mut out);
+                assert_eq!(out.last(), Some(&b'\n'));
+            }
+        }
+    }
+});

@@ -18,7 +18,9 @@
 //! - [`decode`]: JSON and CBOR messages into validated [`point::Point`]s.
 //! - [`lineproto`]: InfluxDB line protocol validation and encoding.
 //! - [`pipeline`]: bounded queue and batcher task; [`batch`]: the batcher's logic.
-//! - [`sink`]: the InfluxDB writer, retries, dead-letter file.
+//! - [`sink`]: the InfluxDB writer, retries, dead-letter file, and the disk
+//!   spool (`sink::spool`) for batches InfluxDB cannot take.
+//! - [`dedupe`]: resent messages without `ts` are not written twice.
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`shutdown`], [`tls`]: signals, rustls provider.
 //! - [`bench`]: `wsingest bench`, performance scenarios with reference runs.
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod decode;
+pub mod dedupe;
 pub mod fleet;
 pub mod grpc;
 pub mod http_ingest;

@@ -266,7 +266,8 @@ impl InfluxSink {
     ) -> Vec<MsgResult> {
         let n = which.len();
         let mut out: Vec<Option<MsgResult>> = vec![None; n];
-        let mut stack: Vec<Range<usize>> = vec![0..n];
+        let mut stack: Vec<Range<usize>> = Vec::with_capacity(8);
+        stack.push(0..n);
         let contiguous = which.windows(2).all(|w| w[1] == w[0] + 1)
             && which.first().is_some_and(|&f| ranges[f].start == 0)
             && which.last().is_some_and(|&l| ranges[l].end == all.len());

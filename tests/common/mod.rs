@@ -16,6 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use wsingest::config::Config;
 
+#[allow(unused_imports)] // not every test binary uses every service
 pub use services::{Influxd, VictoriaMetrics, free_port};
 
 /// A wsingest server running in this process on a free port.
@@ -23,11 +24,19 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: tokio::task::JoinHandle<()>,
+    /// The spool's temp dir when the config left the default (shared) one.
+    _spool_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
-    /// Start `wsingest::server::run` with `config` (its listen address is ignored).
-    pub async fn start(config: Config) -> TestServer {
+    /// Start `wsingest::server::run` with `config` (its listen address is
+    /// ignored; a default spool dir is replaced by a temp dir of its own).
+    pub async fn start(mut config: Config) -> TestServer {
+        let spool_dir = (config.spool.dir == wsingest::sink::spool::SpoolConfig::default().dir).then(|| {
+            let d = tempfile::tempdir().unwrap();
+            config.spool.dir = d.path().join("spool");
+            d
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -37,11 +46,7 @@ impl TestServer {
                 .await
                 .expect("server runs");
         });
-        TestServer {
-            addr,
-            shutdown,
-            handle,
-        }
+        TestServer { addr, shutdown, handle, _spool_dir: spool_dir }
     }
 
     pub fn ws_url(&self, path: &str) -> String {

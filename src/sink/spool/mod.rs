@@ -477,7 +477,7 @@ pub struct Reader {
 impl Reader {
     /// The next record, or `None` when the reader is at the end (wait for
     /// [`Spool::appended`]). Blocking I/O.
-    pub fn next(&mut self) -> Result<Option<OwnedRecord>, SpoolError> {
+    pub fn next_record(&mut self) -> Result<Option<OwnedRecord>, SpoolError> {
         loop {
             let (first_seq, path, len, has_next, checkpoint) = {
                 let st = self.spool.lock();

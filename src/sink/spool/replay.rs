@@ -89,7 +89,7 @@ pub async fn run(sink: Arc<InfluxSink>, spool: Arc<Spool>, slots: usize, shutdow
 async fn next_record(reader: &mut Option<Reader>) -> Result<Option<OwnedRecord>, super::SpoolError> {
     let mut r = reader.take().expect("reader is put back after each read");
     let (r, next) = tokio::task::spawn_blocking(move || {
-        let next = r.next();
+        let next = r.next_record();
         (r, next)
     })
     .await

@@ -33,7 +33,7 @@ fn append(s: &Spool, b: &[u8]) -> Result<u64, SpoolError> {
 }
 
 fn read_all(r: &mut Reader) -> Vec<OwnedRecord> {
-    std::iter::from_fn(|| r.next().unwrap()).collect()
+    std::iter::from_fn(|| r.next_record().unwrap()).collect()
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn draining_deletes_every_segment_and_full_is_reported() {
     assert_eq!(fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg")).count(), 0);
     // The reader follows into the segment started after the drain.
     assert_eq!(append(&s, b"y f=1 1\n").unwrap(), n);
-    assert_eq!(r.next().unwrap().unwrap().seq, n);
+    assert_eq!(r.next_record().unwrap().unwrap().seq, n);
     let too_big = vec![b'z'; 20 * 1024];
     assert!(matches!(append(&s, &too_big), Err(SpoolError::TooLarge { .. })));
 }
@@ -222,7 +222,7 @@ proptest! {
                     }
                 }
                 Op::Read => {
-                    let got = reader.next().unwrap();
+                    let got = reader.next_record().unwrap();
                     match pending.get(read) {
                         Some((seq, b)) => {
                             let got = got.expect("an acked record is readable");

@@ -350,7 +350,10 @@ impl Config {
         let sp = &self.spool;
         if sp.enabled {
             if sp.dir.as_os_str().is_empty() {
-                return invalid("spool.dir", "must name a directory (or set spool.enabled = false)");
+                return invalid(
+                    "spool.dir",
+                    "must name a directory (or set spool.enabled = false)",
+                );
             }
             if sp.max_bytes < 64 * 1024 {
                 return invalid("spool.max_bytes", "must be at least 65536");

@@ -81,7 +81,9 @@ impl Dedupe {
     fn shard(&self, device: &str, seq: u64) -> std::sync::MutexGuard<'_, Shard> {
         let mut h = DefaultHasher::new();
         (device, seq).hash(&mut h);
-        self.shards[h.finish() as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[h.finish() as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Look a message up, remembering it when new.
@@ -96,11 +98,23 @@ impl Dedupe {
         if let Some(slot) = shard.map.get(&key)
             && slot.hash == hash
         {
-            return if slot.acked { Seen::Acked } else { Seen::InFlight { ts_ns: slot.ts_ns } };
+            return if slot.acked {
+                Seen::Acked
+            } else {
+                Seen::InFlight { ts_ns: slot.ts_ns }
+            };
         }
         shard.generation += 1;
         let generation = shard.generation;
-        shard.map.insert(key.clone(), Slot { hash, ts_ns: now_ns, acked: false, generation });
+        shard.map.insert(
+            key.clone(),
+            Slot {
+                hash,
+                ts_ns: now_ns,
+                acked: false,
+                generation,
+            },
+        );
         shard.order.push_back((key, now, generation));
         shard.expire(now, self.window, self.per_shard);
         Seen::New
@@ -126,7 +140,11 @@ impl Shard {
             if !old && self.order.len() <= cap {
                 break;
             }
-            if self.map.get(key).is_some_and(|s| s.generation == *generation) {
+            if self
+                .map
+                .get(key)
+                .is_some_and(|s| s.generation == *generation)
+            {
                 self.map.remove(key);
             }
             self.order.pop_front();
@@ -168,7 +186,10 @@ mod tests {
         }
         let total: usize = d.shards.iter().map(|s| s.lock().unwrap().map.len()).sum();
         let order: usize = d.shards.iter().map(|s| s.lock().unwrap().order.len()).sum();
-        assert!(total <= 64 + SHARDS && order <= 64 + SHARDS, "{total} {order}");
+        assert!(
+            total <= 64 + SHARDS && order <= 64 + SHARDS,
+            "{total} {order}"
+        );
         // The newest are kept.
         assert_eq!(d.check(&dev, 9_999, 7, 2), Seen::InFlight { ts_ns: 1 });
     }

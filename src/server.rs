@@ -109,7 +109,12 @@ pub async fn run(
     let sink = Arc::new(sink.with_metrics(metrics.clone()));
     let replay = spool.map(|spool| {
         let slots = config.spool.replay_slots(i.concurrency);
-        tokio::spawn(crate::sink::spool::replay::run(sink.clone(), spool, slots, shutdown.clone()))
+        tokio::spawn(crate::sink::spool::replay::run(
+            sink.clone(),
+            spool,
+            slots,
+            shutdown.clone(),
+        ))
     });
     let probe_sink = sink.clone();
     let probe_stop = shutdown.clone();
@@ -135,7 +140,10 @@ pub async fn run(
                 "stopped with points neither in InfluxDB nor in the spool; they were not acked and devices will resend them"
             ),
             crate::config::AckMode::Received => {
-                tracing::error!(points = held, "stopped with points acked on receipt but not stored: they are lost")
+                tracing::error!(
+                    points = held,
+                    "stopped with points acked on receipt but not stored: they are lost"
+                )
             }
         }
     }
@@ -143,7 +151,9 @@ pub async fn run(
 }
 
 /// Open the spool (recovery reads every segment: a blocking thread).
-async fn open_spool(config: &crate::sink::spool::SpoolConfig) -> Result<Arc<crate::sink::spool::Spool>, ServeError> {
+async fn open_spool(
+    config: &crate::sink::spool::SpoolConfig,
+) -> Result<Arc<crate::sink::spool::Spool>, ServeError> {
     let c = config.clone();
     let (spool, report) = tokio::task::spawn_blocking(move || crate::sink::spool::Spool::open(&c))
         .await
@@ -248,7 +258,10 @@ pub async fn serve_with_metrics(
         anonymous_ids: AtomicU64::new(0),
         ws_config,
         dedupe: (s.dedupe_window_secs > 0).then(|| {
-            Arc::new(crate::dedupe::Dedupe::new(Duration::from_secs(s.dedupe_window_secs), s.dedupe_max_entries))
+            Arc::new(crate::dedupe::Dedupe::new(
+                Duration::from_secs(s.dedupe_window_secs),
+                s.dedupe_max_entries,
+            ))
         }),
         config,
     });
@@ -357,7 +370,10 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     } else if state.sink.ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "InfluxDB is unavailable and the spool cannot take data\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "InfluxDB is unavailable and the spool cannot take data\n",
+        )
     }
 }
 

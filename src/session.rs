@@ -120,7 +120,9 @@ where
         } else if blocked_since.is_none() {
             blocked_since = Some(Instant::now());
         }
-        let blocked_deadline = blocked_since.filter(|_| closing.is_none()).map(|t| t + limits.backpressure_timeout);
+        let blocked_deadline = blocked_since
+            .filter(|_| closing.is_none())
+            .map(|t| t + limits.backpressure_timeout);
         let deadline = closing.as_ref().map(|c| c.deadline);
         tokio::select! {
             biased;

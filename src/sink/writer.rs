@@ -159,7 +159,9 @@ impl InfluxSink {
 
     pub(crate) fn set_degraded(&self) {
         if !self.degraded.swap(true, Ordering::Relaxed) {
-            tracing::warn!("InfluxDB is unavailable: batches go to the spool until a write succeeds");
+            tracing::warn!(
+                "InfluxDB is unavailable: batches go to the spool until a write succeeds"
+            );
         }
     }
 
@@ -188,7 +190,8 @@ impl InfluxSink {
             Ok(()) => Some(204),
             Err(e) => e.status(),
         };
-        self.metrics.write_request(status, started.elapsed().as_secs_f64());
+        self.metrics
+            .write_request(status, started.elapsed().as_secs_f64());
         match &r {
             Ok(()) => {
                 self.reachable.store(true, Ordering::Relaxed);
@@ -196,7 +199,9 @@ impl InfluxSink {
                     tracing::info!("InfluxDB takes writes again");
                 }
             }
-            Err(e) => self.reachable.store(e.status().is_some(), Ordering::Relaxed),
+            Err(e) => self
+                .reachable
+                .store(e.status().is_some(), Ordering::Relaxed),
         }
         r
     }
@@ -226,7 +231,12 @@ impl InfluxSink {
                 Err(e) => e,
             };
             if !is_retryable(err.status()) {
-                let WriteError::Status { status, message, .. } = err else { unreachable!("transport errors are retryable") };
+                let WriteError::Status {
+                    status, message, ..
+                } = err
+                else {
+                    unreachable!("transport errors are retryable")
+                };
                 return Final::Refused { status, message };
             }
             if attempts == Attempts::Once || self.spool_now() {
@@ -286,17 +296,24 @@ impl InfluxSink {
             };
             match self.write_with_retry(body, attempts).await {
                 Final::Written => {
-                    let n: u64 = which[part.clone()].iter().map(|&i| u64::from(points[i])).sum();
+                    let n: u64 = which[part.clone()]
+                        .iter()
+                        .map(|&i| u64::from(points[i]))
+                        .sum();
                     self.metrics.points_written.inc_by(n);
                     part.for_each(|i| out[i] = Some(MsgResult::Written));
                 }
-                Final::Unavailable(reason) => part.for_each(|i| out[i] = Some(MsgResult::Unavailable(reason.clone()))),
+                Final::Unavailable(reason) => {
+                    part.for_each(|i| out[i] = Some(MsgResult::Unavailable(reason.clone())))
+                }
                 Final::Refused { status, message } if part.len() == 1 => {
                     let range = ranges[which[part.start]].clone();
                     self.dead.record(status, &message, &all[range]).await;
                     self.metrics.dead_letters.inc();
                     tracing::warn!(status, error = %message, "database refused a message");
-                    out[part.start] = Some(MsgResult::Refused(format!("InfluxDB refused the point(s) ({status}): {message}")));
+                    out[part.start] = Some(MsgResult::Refused(format!(
+                        "InfluxDB refused the point(s) ({status}): {message}"
+                    )));
                 }
                 Final::Refused { status, message } => {
                     tracing::info!(status, error = %message, messages = part.len(), "batch refused, splitting to isolate the refused points");
@@ -306,7 +323,9 @@ impl InfluxSink {
                 }
             }
         }
-        out.into_iter().map(|r| r.expect("every message is written, refused or unavailable")).collect()
+        out.into_iter()
+            .map(|r| r.expect("every message is written, refused or unavailable"))
+            .collect()
     }
 
     async fn deliver_batch(&self, mut batch: Batch) {
@@ -320,13 +339,17 @@ impl InfluxSink {
         let mut results = if self.spool_now() {
             vec![MsgResult::Unavailable("InfluxDB is unavailable".into()); n]
         } else {
-            self.write_split(&all, &ranges, &points, &every, Attempts::Budget).await
+            self.write_split(&all, &ranges, &points, &every, Attempts::Budget)
+                .await
         };
-        let unavailable: Vec<usize> = (0..n).filter(|&i| matches!(results[i], MsgResult::Unavailable(_))).collect();
+        let unavailable: Vec<usize> = (0..n)
+            .filter(|&i| matches!(results[i], MsgResult::Unavailable(_)))
+            .collect();
         if !unavailable.is_empty()
             && let Some(spool) = &self.spool
         {
-            self.spool_or_hold(spool, &all, &ranges, &points, unavailable, &mut results).await;
+            self.spool_or_hold(spool, &all, &ranges, &points, unavailable, &mut results)
+                .await;
         }
         for (entry, result) in batch.entries.into_iter().zip(results) {
             match result {
@@ -360,22 +383,35 @@ impl InfluxSink {
             freed.as_mut().enable();
             let meta: Vec<MessageMeta> = which
                 .iter()
-                .map(|&i| MessageMeta { bytes: ranges[i].len() as u32, points: points[i] })
+                .map(|&i| MessageMeta {
+                    bytes: ranges[i].len() as u32,
+                    points: points[i],
+                })
                 .collect();
             let body = if which.len() == ranges.len() {
                 all.clone()
             } else {
-                Bytes::from(which.iter().flat_map(|&i| all[ranges[i].clone()].iter().copied()).collect::<Vec<u8>>())
+                Bytes::from(
+                    which
+                        .iter()
+                        .flat_map(|&i| all[ranges[i].clone()].iter().copied())
+                        .collect::<Vec<u8>>(),
+                )
             };
             let s = spool.clone();
-            let appended = tokio::task::spawn_blocking(move || s.append(&meta, &body)).await.expect("append does not panic");
+            let appended = tokio::task::spawn_blocking(move || s.append(&meta, &body))
+                .await
+                .expect("append does not panic");
             let n_points: u64 = which.iter().map(|&i| u64::from(points[i])).sum();
             let error = match appended {
                 Ok(_) => {
                     which.iter().for_each(|&i| results[i] = MsgResult::Written);
                     self.spooled_points.fetch_add(n_points, Ordering::Relaxed);
                     let m = self.metrics.spool();
-                    m.spooled(n_points, which.iter().map(|&i| ranges[i].len() as u64).sum());
+                    m.spooled(
+                        n_points,
+                        which.iter().map(|&i| ranges[i].len() as u64).sum(),
+                    );
                     let st = spool.stats();
                     m.set_size(st.bytes, st.pending_records);
                     m.replay_pending_bytes.set(st.bytes as i64);
@@ -383,7 +419,9 @@ impl InfluxSink {
                 }
                 Err(e @ SpoolError::TooLarge { .. }) => {
                     tracing::error!(error = %e, "batch cannot be spooled; its messages are nacked");
-                    which.iter().for_each(|&i| results[i] = MsgResult::Unavailable(e.to_string()));
+                    which
+                        .iter()
+                        .for_each(|&i| results[i] = MsgResult::Unavailable(e.to_string()));
                     break;
                 }
                 Err(e) => e,
@@ -398,7 +436,9 @@ impl InfluxSink {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             if !self.degraded() {
-                let again = self.write_split(all, ranges, points, &which, Attempts::Budget).await;
+                let again = self
+                    .write_split(all, ranges, points, &which, Attempts::Budget)
+                    .await;
                 for (&i, r) in which.iter().zip(again) {
                     results[i] = r;
                 }
@@ -422,6 +462,9 @@ impl Sink for InfluxSink {
     /// Ready when InfluxDB takes writes or the spool can take a batch.
     fn ready(&self) -> bool {
         (self.reachable.load(Ordering::Relaxed) && !self.degraded())
-            || self.spool.as_ref().is_some_and(|s| s.has_room(self.ready_room))
+            || self
+                .spool
+                .as_ref()
+                .is_some_and(|s| s.has_room(self.ready_room))
     }
 }

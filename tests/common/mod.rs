@@ -32,11 +32,12 @@ impl TestServer {
     /// Start `wsingest::server::run` with `config` (its listen address is
     /// ignored; a default spool dir is replaced by a temp dir of its own).
     pub async fn start(mut config: Config) -> TestServer {
-        let spool_dir = (config.spool.dir == wsingest::sink::spool::SpoolConfig::default().dir).then(|| {
-            let d = tempfile::tempdir().unwrap();
-            config.spool.dir = d.path().join("spool");
-            d
-        });
+        let spool_dir = (config.spool.dir == wsingest::sink::spool::SpoolConfig::default().dir)
+            .then(|| {
+                let d = tempfile::tempdir().unwrap();
+                config.spool.dir = d.path().join("spool");
+                d
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -46,7 +47,12 @@ impl TestServer {
                 .await
                 .expect("server runs");
         });
-        TestServer { addr, shutdown, handle, _spool_dir: spool_dir }
+        TestServer {
+            addr,
+            shutdown,
+            handle,
+            _spool_dir: spool_dir,
+        }
     }
 
     pub fn ws_url(&self, path: &str) -> String {

@@ -147,12 +147,17 @@ pub enum SpoolError {
     Io { path: PathBuf, source: io::Error },
     #[error("spool is full: {used} of {max} bytes used, a record of {needed} bytes does not fit")]
     Full { used: u64, max: u64, needed: u64 },
-    #[error("a batch of {bytes} bytes can never fit in a spool of {max} bytes (raise spool.max_bytes)")]
+    #[error(
+        "a batch of {bytes} bytes can never fit in a spool of {max} bytes (raise spool.max_bytes)"
+    )]
     TooLarge { bytes: u64, max: u64 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io { path: path.to_path_buf(), source }
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What [`Spool::open`] found, for the start-up log line and tests.
@@ -245,7 +250,10 @@ impl Spool {
         }
         let (ckpt, checkpoint) = Checkpoint::open(&dir).map_err(io_err(&dir))?;
         let found = segment::list(&dir).map_err(io_err(&dir))?;
-        let mut report = OpenReport { checkpoint, ..OpenReport::default() };
+        let mut report = OpenReport {
+            checkpoint,
+            ..OpenReport::default()
+        };
         let mut segments = VecDeque::new();
         let mut next_seq = checkpoint;
         let n = found.len();
@@ -279,7 +287,12 @@ impl Spool {
             report.records += r.records;
             report.points += r.points;
             report.bytes += r.len;
-            segments.push_back(Segment { first_seq, path, len: r.len, last_seq: r.last_seq });
+            segments.push_back(Segment {
+                first_seq,
+                path,
+                len: r.len,
+                last_seq: r.last_seq,
+            });
         }
         let spool = Spool {
             max_bytes: config.max_bytes,
@@ -317,17 +330,26 @@ impl Spool {
     pub fn append(&self, messages: &[MessageMeta], body: &[u8]) -> Result<u64, SpoolError> {
         let rec_len = record::encoded_len(messages.len(), body.len()) as u64;
         if rec_len + SEGMENT_HEADER_LEN > self.max_bytes || rec_len > record::MAX_PAYLOAD as u64 {
-            return Err(SpoolError::TooLarge { bytes: rec_len, max: self.max_bytes });
+            return Err(SpoolError::TooLarge {
+                bytes: rec_len,
+                max: self.max_bytes,
+            });
         }
         let mut guard = self.lock();
         let st = &mut *guard;
         let need_new = match (&st.active, st.segments.back()) {
-            (Some(_), Some(back)) => back.last_seq.is_some() && back.len + rec_len > self.segment_bytes,
+            (Some(_), Some(back)) => {
+                back.last_seq.is_some() && back.len + rec_len > self.segment_bytes
+            }
             _ => true,
         };
         let extra = if need_new { SEGMENT_HEADER_LEN } else { 0 };
         if st.bytes + extra + rec_len > self.max_bytes {
-            return Err(SpoolError::Full { used: st.bytes, max: self.max_bytes, needed: rec_len + extra });
+            return Err(SpoolError::Full {
+                used: st.bytes,
+                max: self.max_bytes,
+                needed: rec_len + extra,
+            });
         }
         if need_new {
             self.start_segment(st)?;
@@ -338,7 +360,10 @@ impl Spool {
         let back = st.segments.back_mut().expect("a segment was just ensured");
         let file = st.active.as_ref().expect("active segment");
         let offset = back.len;
-        if let Err(e) = file.write_all_at(&st.buf, offset).and_then(|()| file.sync_data()) {
+        if let Err(e) = file
+            .write_all_at(&st.buf, offset)
+            .and_then(|()| file.sync_data())
+        {
             // Nothing past `offset` is trusted: cut it, seal the segment.
             let _ = file.set_len(offset);
             st.active = None;
@@ -372,7 +397,12 @@ impl Spool {
         let path = segment::segment_path(&self.dir, st.next_seq);
         match segment::create(&self.dir, st.next_seq) {
             Ok(f) => {
-                st.segments.push_back(Segment { first_seq: st.next_seq, path, len: SEGMENT_HEADER_LEN, last_seq: None });
+                st.segments.push_back(Segment {
+                    first_seq: st.next_seq,
+                    path,
+                    len: SEGMENT_HEADER_LEN,
+                    last_seq: None,
+                });
                 st.bytes += SEGMENT_HEADER_LEN;
                 st.active = Some(f);
                 Ok(())
@@ -394,7 +424,10 @@ impl Spool {
             return Ok(());
         }
         st.checkpoint = seq + 1;
-        debug_assert!(st.checkpoint <= st.next_seq, "committed a record never appended");
+        debug_assert!(
+            st.checkpoint <= st.next_seq,
+            "committed a record never appended"
+        );
         st.ckpt.store(st.checkpoint).map_err(io_err(&self.dir))?;
         let mut freed = false;
         while let Some(front) = st.segments.front() {
@@ -454,7 +487,11 @@ impl Spool {
 
     /// A reader from the oldest record not yet replayed.
     pub fn reader(self: &Arc<Self>) -> Reader {
-        Reader { spool: self.clone(), pos: None, file: None }
+        Reader {
+            spool: self.clone(),
+            pos: None,
+            file: None,
+        }
     }
 }
 
@@ -488,10 +525,20 @@ impl Reader {
                 };
                 let Some(idx) = idx else { return Ok(None) };
                 let s = &st.segments[idx];
-                (s.first_seq, s.path.clone(), s.len, idx + 1 < st.segments.len(), st.checkpoint)
+                (
+                    s.first_seq,
+                    s.path.clone(),
+                    s.len,
+                    idx + 1 < st.segments.len(),
+                    st.checkpoint,
+                )
             };
             if self.pos.is_none_or(|p| p.segment != first_seq) {
-                self.pos = Some(Pos { segment: first_seq, offset: SEGMENT_HEADER_LEN, done: false });
+                self.pos = Some(Pos {
+                    segment: first_seq,
+                    offset: SEGMENT_HEADER_LEN,
+                    done: false,
+                });
                 self.file = None;
             }
             let pos = self.pos.as_mut().expect("set above");
@@ -514,14 +561,19 @@ impl Reader {
             let avail = len - pos.offset;
             let mut header = [0u8; HEADER_LEN];
             let want = if avail >= HEADER_LEN as u64 {
-                file.read_exact_at(&mut header, pos.offset).map_err(io_err(&path))?;
-                HEADER_LEN as u64 + u64::from(u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")))
+                file.read_exact_at(&mut header, pos.offset)
+                    .map_err(io_err(&path))?;
+                HEADER_LEN as u64
+                    + u64::from(u32::from_le_bytes(
+                        header[4..8].try_into().expect("4 bytes"),
+                    ))
             } else {
                 avail
             };
             if header[..4] == record::MAGIC && want <= avail {
                 let mut buf = vec![0u8; want as usize];
-                file.read_exact_at(&mut buf, pos.offset).map_err(io_err(&path))?;
+                file.read_exact_at(&mut buf, pos.offset)
+                    .map_err(io_err(&path))?;
                 if let Decoded::Record { record, len } = record::decode(&buf) {
                     pos.offset += len as u64;
                     if record.seq < checkpoint {
@@ -531,15 +583,23 @@ impl Reader {
                     let messages = record.messages;
                     let body_start = buf.len() - record.body.len();
                     let body = Bytes::from(buf).slice(body_start..);
-                    return Ok(Some(OwnedRecord { seq, messages, body }));
+                    return Ok(Some(OwnedRecord {
+                        seq,
+                        messages,
+                        body,
+                    }));
                 }
             }
             // Corruption inside synced bytes (bit rot since start): keep the
             // bad bytes aside and resynchronise on the next valid record.
             let mut rest = vec![0u8; avail as usize];
-            file.read_exact_at(&mut rest, pos.offset).map_err(io_err(&path))?;
+            file.read_exact_at(&mut rest, pos.offset)
+                .map_err(io_err(&path))?;
             let skip = record::find_next(&rest, 1).unwrap_or(rest.len());
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("segment");
             let aside = segment::save_aside(&self.spool.dir, name, pos.offset, &rest[..skip]);
             tracing::error!(
                 segment = %path.display(), offset = pos.offset, bytes = skip,

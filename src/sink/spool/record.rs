@@ -78,9 +78,15 @@ pub fn encoded_len(messages: usize, body_len: usize) -> usize {
 /// Append one record to `out`. The caller guarantees that the message table
 /// describes `body` (its byte counts sum to `body.len()`).
 pub fn encode(seq: u64, messages: &[MessageMeta], body: &[u8], out: &mut Vec<u8>) {
-    debug_assert_eq!(messages.iter().map(|m| m.bytes as usize).sum::<usize>(), body.len());
+    debug_assert_eq!(
+        messages.iter().map(|m| m.bytes as usize).sum::<usize>(),
+        body.len()
+    );
     let payload_len = PAYLOAD_FIXED + messages.len() * MESSAGE_META + body.len();
-    assert!(payload_len <= MAX_PAYLOAD, "record of {payload_len} bytes is over the limit");
+    assert!(
+        payload_len <= MAX_PAYLOAD,
+        "record of {payload_len} bytes is over the limit"
+    );
     let start = out.len();
     out.reserve(HEADER_LEN + payload_len);
     out.extend_from_slice(&MAGIC);
@@ -113,7 +119,11 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     if buf.len() < HEADER_LEN {
         // A prefix of the magic at the very end is a torn header.
         let n = buf.len().min(4);
-        return if buf[..n] == MAGIC[..n] { Decoded::Incomplete } else { Decoded::Corrupt(Corruption::BadMagic) };
+        return if buf[..n] == MAGIC[..n] {
+            Decoded::Incomplete
+        } else {
+            Decoded::Corrupt(Corruption::BadMagic)
+        };
     }
     if buf[..4] != MAGIC {
         return Decoded::Corrupt(Corruption::BadMagic);
@@ -129,7 +139,10 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
         return Decoded::Corrupt(Corruption::BadChecksum);
     }
     match parse_payload(payload) {
-        Some(record) => Decoded::Record { record, len: HEADER_LEN + len },
+        Some(record) => Decoded::Record {
+            record,
+            len: HEADER_LEN + len,
+        },
         // A valid checksum over an invalid table: written by a buggy
         // version, or a checksum collision. Either way not replayable.
         None => Decoded::Corrupt(Corruption::BadMessageTable),
@@ -139,15 +152,24 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
 fn parse_payload(p: &[u8]) -> Option<RecordRef<'_>> {
     let seq = u64::from_le_bytes(p[..8].try_into().ok()?);
     let count = u32_at(p, 8) as usize;
-    let table_end = count.checked_mul(MESSAGE_META)?.checked_add(PAYLOAD_FIXED)?;
+    let table_end = count
+        .checked_mul(MESSAGE_META)?
+        .checked_add(PAYLOAD_FIXED)?;
     let table = p.get(PAYLOAD_FIXED..table_end)?;
     let messages: Vec<MessageMeta> = table
         .chunks_exact(MESSAGE_META)
-        .map(|c| MessageMeta { bytes: u32_at(c, 0), points: u32_at(c, 4) })
+        .map(|c| MessageMeta {
+            bytes: u32_at(c, 0),
+            points: u32_at(c, 4),
+        })
         .collect();
     let body = &p[table_end..];
     let sum: u64 = messages.iter().map(|m| u64::from(m.bytes)).sum();
-    (sum == body.len() as u64).then_some(RecordRef { seq, messages, body })
+    (sum == body.len() as u64).then_some(RecordRef {
+        seq,
+        messages,
+        body,
+    })
 }
 
 /// The offset of the first valid record at or after `from`, if any. Used to
@@ -214,7 +236,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn record(seq: u64, msgs: &[&str]) -> Vec<u8> {
-        let meta: Vec<MessageMeta> = msgs.iter().map(|m| MessageMeta { bytes: m.len() as u32, points: 1 }).collect();
+        let meta: Vec<MessageMeta> = msgs
+            .iter()
+            .map(|m| MessageMeta {
+                bytes: m.len() as u32,
+                points: 1,
+            })
+            .collect();
         let body: Vec<u8> = msgs.concat().into_bytes();
         let mut out = Vec::new();
         encode(seq, &meta, &body, &mut out);
@@ -225,10 +253,24 @@ mod tests {
     fn round_trip() {
         let r = record(7, &["a f=1 1\n", "b f=2 2\nc f=3 3\n"]);
         assert_eq!(r.len(), encoded_len(2, 24));
-        let Decoded::Record { record, len } = decode(&r) else { panic!() };
+        let Decoded::Record { record, len } = decode(&r) else {
+            panic!()
+        };
         assert_eq!(len, r.len());
         assert_eq!(record.seq, 7);
-        assert_eq!(record.messages, vec![MessageMeta { bytes: 8, points: 1 }, MessageMeta { bytes: 16, points: 1 }]);
+        assert_eq!(
+            record.messages,
+            vec![
+                MessageMeta {
+                    bytes: 8,
+                    points: 1
+                },
+                MessageMeta {
+                    bytes: 16,
+                    points: 1
+                }
+            ]
+        );
         assert_eq!(record.body, b"a f=1 1\nb f=2 2\nc f=3 3\n");
     }
 
@@ -259,7 +301,10 @@ mod tests {
         buf[a.len() + HEADER_LEN + 3] ^= 0xFF; // inside b's payload
         buf.extend_from_slice(&c[..c.len() / 2]); // a torn fourth record
         let s = scan(&buf, 0);
-        assert_eq!(s.records.iter().map(|r| r.2).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            s.records.iter().map(|r| r.2).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert_eq!(s.corrupt, vec![a.len()..a.len() + b.len()]);
         assert_eq!(s.tail, a.len() + b.len() + c.len()..buf.len());
         assert!(s.tail_torn);

@@ -35,7 +35,12 @@ pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Run replay until `shutdown`. Records in flight when it fires are not
 /// committed: the next start replays them again (idempotent).
-pub async fn run(sink: Arc<InfluxSink>, spool: Arc<Spool>, slots: usize, shutdown: CancellationToken) {
+pub async fn run(
+    sink: Arc<InfluxSink>,
+    spool: Arc<Spool>,
+    slots: usize,
+    shutdown: CancellationToken,
+) {
     let slots = slots.max(1);
     let mut reader = Some(spool.reader());
     let mut inflight = FuturesOrdered::new();
@@ -86,7 +91,9 @@ pub async fn run(sink: Arc<InfluxSink>, spool: Arc<Spool>, slots: usize, shutdow
     }
 }
 
-async fn next_record(reader: &mut Option<Reader>) -> Result<Option<OwnedRecord>, super::SpoolError> {
+async fn next_record(
+    reader: &mut Option<Reader>,
+) -> Result<Option<OwnedRecord>, super::SpoolError> {
     let mut r = reader.take().expect("reader is put back after each read");
     let (r, next) = tokio::task::spawn_blocking(move || {
         let next = r.next_record();
@@ -101,7 +108,11 @@ async fn next_record(reader: &mut Option<Reader>) -> Result<Option<OwnedRecord>,
 /// Write one record until every message is in InfluxDB or dead-lettered:
 /// its seq, points, body bytes, and whether it had to wait for InfluxDB.
 /// `None` when shut down first.
-async fn replay_record(sink: &InfluxSink, rec: OwnedRecord, shutdown: &CancellationToken) -> Option<(u64, u64, u64, bool)> {
+async fn replay_record(
+    sink: &InfluxSink,
+    rec: OwnedRecord,
+    shutdown: &CancellationToken,
+) -> Option<(u64, u64, u64, bool)> {
     let mut ranges: Vec<Range<usize>> = Vec::with_capacity(rec.messages.len());
     let mut at = 0;
     for m in &rec.messages {
@@ -111,7 +122,10 @@ async fn replay_record(sink: &InfluxSink, rec: OwnedRecord, shutdown: &Cancellat
     let points: Vec<u32> = rec.messages.iter().map(|m| m.points).collect();
     let mut pending: Vec<usize> = (0..ranges.len()).collect();
     let retry = sink.retry_config();
-    let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff.min(MAX_PROBE_INTERVAL));
+    let mut backoff = Backoff::new(
+        retry.initial_backoff,
+        retry.max_backoff.min(MAX_PROBE_INTERVAL),
+    );
     let mut reported = false;
     loop {
         let results = tokio::select! {
@@ -154,7 +168,12 @@ impl Drain {
     fn start(&mut self, spool: &Spool, rec: &OwnedRecord) {
         if self.started.is_none() {
             let st = spool.stats();
-            tracing::info!(from_seq = rec.seq, pending_records = st.pending_records, bytes = st.bytes, "replaying the spool");
+            tracing::info!(
+                from_seq = rec.seq,
+                pending_records = st.pending_records,
+                bytes = st.bytes,
+                "replaying the spool"
+            );
             self.started = Some(Instant::now());
         }
     }

@@ -32,7 +32,9 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else { continue };
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+            continue;
+        };
         if stem.len() == 20
             && let Ok(seq) = stem.parse::<u64>()
         {
@@ -52,7 +54,11 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// then the directory, so a record acked in this file cannot lose its file.
 pub fn create(dir: &Path, first_seq: u64) -> io::Result<File> {
     let path = segment_path(dir, first_seq);
-    let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
     f.write_all(&SEGMENT_MAGIC)?;
     f.sync_data()?;
     sync_dir(dir)?;
@@ -88,10 +94,15 @@ pub struct Recovered {
 ///   is simply removed.
 pub fn recover(dir: &Path, path: &Path, last: bool) -> io::Result<Recovered> {
     let buf = fs::read(path)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment").to_string();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("segment")
+        .to_string();
     let mut r = Recovered::default();
     if buf.len() < SEGMENT_MAGIC.len() || buf[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-        let torn_header = last && buf.len() < SEGMENT_MAGIC.len() && SEGMENT_MAGIC.starts_with(&buf);
+        let torn_header =
+            last && buf.len() < SEGMENT_MAGIC.len() && SEGMENT_MAGIC.starts_with(&buf);
         if torn_header {
             r.torn_bytes = buf.len() as u64;
         } else {
@@ -104,7 +115,12 @@ pub fn recover(dir: &Path, path: &Path, last: bool) -> io::Result<Recovered> {
         sync_dir(dir)?;
         return Ok(r);
     }
-    let Scan { records, corrupt, tail, tail_torn } = record::scan(&buf, SEGMENT_MAGIC.len());
+    let Scan {
+        records,
+        corrupt,
+        tail,
+        tail_torn,
+    } = record::scan(&buf, SEGMENT_MAGIC.len());
     r.records = records.len() as u64;
     r.points = records.iter().map(|x| x.3).sum();
     r.last_seq = records.last().map(|x| x.2);
@@ -156,7 +172,11 @@ pub fn save_aside(dir: &Path, segment: &str, offset: u64, bytes: &[u8]) -> io::R
     // Never overwrite earlier evidence (a seq can be reused after a torn write).
     let mut n = 0;
     let (path, mut f) = loop {
-        let suffix = if n == 0 { String::new() } else { format!(".{n}") };
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!(".{n}")
+        };
         let path = cdir.join(format!("{segment}.{offset}{suffix}.bad"));
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(f) => break (path, f),
@@ -179,7 +199,12 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn open(dir: &Path) -> io::Result<(Checkpoint, u64)> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(CHECKPOINT))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(CHECKPOINT))?;
         let mut buf = [0u8; 16];
         let value = match file.read_exact_at(&mut buf, 0) {
             Ok(()) => decode_checkpoint(&buf).unwrap_or(0),
@@ -222,7 +247,15 @@ mod tests {
 
     fn rec(seq: u64, body: &str) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(seq, &[MessageMeta { bytes: body.len() as u32, points: 1 }], body.as_bytes(), &mut out);
+        encode(
+            seq,
+            &[MessageMeta {
+                bytes: body.len() as u32,
+                points: 1,
+            }],
+            body.as_bytes(),
+            &mut out,
+        );
         out
     }
 
@@ -249,24 +282,44 @@ mod tests {
         let mut bytes = [&SEGMENT_MAGIC[..], &a, &b[..b.len() - 3]].concat();
         fs::write(&path, &bytes).unwrap();
         let r = recover(dir.path(), &path, true).unwrap();
-        assert_eq!((r.records, r.last_seq, r.torn_bytes, r.corrupt_bytes), (1, Some(1), b.len() as u64 - 3, 0));
+        assert_eq!(
+            (r.records, r.last_seq, r.torn_bytes, r.corrupt_bytes),
+            (1, Some(1), b.len() as u64 - 3, 0)
+        );
         bytes.truncate(8 + a.len());
         assert_eq!(fs::read(&path).unwrap(), bytes);
-        assert_eq!(fs::read_dir(dir.path().join(CORRUPT_DIR)).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path().join(CORRUPT_DIR)).unwrap().count(),
+            1
+        );
     }
 
     #[test]
     fn corrupt_middle_record_is_moved_aside_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = segment_path(dir.path(), 1);
-        let (a, b, c) = (rec(1, "a f=1 1\n"), rec(2, "b f=1 1\n"), rec(3, "c f=1 1\n"));
+        let (a, b, c) = (
+            rec(1, "a f=1 1\n"),
+            rec(2, "b f=1 1\n"),
+            rec(3, "c f=1 1\n"),
+        );
         let mut bytes = [&SEGMENT_MAGIC[..], &a, &b, &c].concat();
         bytes[8 + a.len() + 14] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
         let r = recover(dir.path(), &path, false).unwrap();
-        assert_eq!((r.records, r.corrupt_regions, r.corrupt_bytes), (2, 1, b.len() as u64));
-        assert_eq!(fs::read(&path).unwrap(), [&SEGMENT_MAGIC[..], &a, &c].concat());
-        let aside = fs::read_dir(dir.path().join(CORRUPT_DIR)).unwrap().next().unwrap().unwrap();
+        assert_eq!(
+            (r.records, r.corrupt_regions, r.corrupt_bytes),
+            (2, 1, b.len() as u64)
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            [&SEGMENT_MAGIC[..], &a, &c].concat()
+        );
+        let aside = fs::read_dir(dir.path().join(CORRUPT_DIR))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(fs::read(aside.path()).unwrap().len(), b.len());
     }
 

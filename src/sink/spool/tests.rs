@@ -14,7 +14,12 @@ use super::segment::{CORRUPT_DIR, SEGMENT_HEADER_LEN};
 use super::*;
 
 fn config(dir: &Path, max_bytes: u64, segment_bytes: u64) -> SpoolConfig {
-    SpoolConfig { dir: dir.to_path_buf(), max_bytes, segment_bytes, ..SpoolConfig::default() }
+    SpoolConfig {
+        dir: dir.to_path_buf(),
+        max_bytes,
+        segment_bytes,
+        ..SpoolConfig::default()
+    }
 }
 
 fn open(c: &SpoolConfig) -> (Arc<Spool>, OpenReport) {
@@ -29,7 +34,13 @@ fn body(i: u64, len: usize) -> Vec<u8> {
 }
 
 fn append(s: &Spool, b: &[u8]) -> Result<u64, SpoolError> {
-    s.append(&[MessageMeta { bytes: b.len() as u32, points: 1 }], b)
+    s.append(
+        &[MessageMeta {
+            bytes: b.len() as u32,
+            points: 1,
+        }],
+        b,
+    )
 }
 
 fn read_all(r: &mut Reader) -> Vec<OwnedRecord> {
@@ -45,10 +56,16 @@ fn append_read_commit_reopen() {
     for i in 0..10 {
         assert_eq!(append(&s, &body(i, 700)).unwrap(), i);
     }
-    assert!(s.stats().segments > 1, "700-byte records rotate 4 KiB segments");
+    assert!(
+        s.stats().segments > 1,
+        "700-byte records rotate 4 KiB segments"
+    );
     let mut r = s.reader();
     let got = read_all(&mut r);
-    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
     assert_eq!(&got[3].body[..], &body(3, 700)[..]);
     s.commit(3).unwrap();
     let segments_before = s.stats().segments;
@@ -58,7 +75,10 @@ fn append_read_commit_reopen() {
     assert_eq!(report.checkpoint, 4);
     assert!(report.segments <= segments_before);
     let got = read_all(&mut s.reader());
-    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), (4..10).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (4..10).collect::<Vec<_>>()
+    );
     // Appends after a restart continue the sequence, in a new segment.
     assert_eq!(append(&s, b"x f=1 1\n").unwrap(), 10);
 }
@@ -84,12 +104,26 @@ fn draining_deletes_every_segment_and_full_is_reported() {
     s.commit(n - 1).unwrap();
     assert_eq!(s.stats().segments, 0);
     assert_eq!(s.stats().bytes, 0);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg")).count(), 0);
+    assert_eq!(
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg"))
+            .count(),
+        0
+    );
     // The reader follows into the segment started after the drain.
     assert_eq!(append(&s, b"y f=1 1\n").unwrap(), n);
     assert_eq!(r.next_record().unwrap().unwrap().seq, n);
     let too_big = vec![b'z'; 20 * 1024];
-    assert!(matches!(append(&s, &too_big), Err(SpoolError::TooLarge { .. })));
+    assert!(matches!(
+        append(&s, &too_big),
+        Err(SpoolError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -115,7 +149,15 @@ fn torn_tail_and_flipped_bytes_on_start() {
     // Flip a byte inside record 2, and leave half a record at the end.
     bytes[SEGMENT_HEADER_LEN as usize + 2 * rec + 40] ^= 0x10;
     let mut torn = Vec::new();
-    record::encode(5, &[MessageMeta { bytes: 100, points: 1 }], &body(5, 100), &mut torn);
+    record::encode(
+        5,
+        &[MessageMeta {
+            bytes: 100,
+            points: 1,
+        }],
+        &body(5, 100),
+        &mut torn,
+    );
     bytes.extend_from_slice(&torn[..rec / 2]);
     fs::write(&seg, bytes).unwrap();
     let (s, report) = open(&c);
@@ -124,8 +166,14 @@ fn torn_tail_and_flipped_bytes_on_start() {
     assert_eq!(report.corrupt_bytes, rec as u64);
     assert_eq!(report.torn_bytes, (rec / 2) as u64);
     let got = read_all(&mut s.reader());
-    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1, 3, 4]);
-    assert_eq!(fs::read_dir(dir.path().join(CORRUPT_DIR)).unwrap().count(), 2);
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![0, 1, 3, 4]
+    );
+    assert_eq!(
+        fs::read_dir(dir.path().join(CORRUPT_DIR)).unwrap().count(),
+        2
+    );
     // The torn record's seq is free again: it was never acked.
     assert_eq!(append(&s, b"z f=1 1\n").unwrap(), 5);
 }
@@ -144,14 +192,21 @@ fn corruption_found_while_replaying_is_skipped() {
     f.write_all_at(b"\xff", at).unwrap();
     let got = read_all(&mut s.reader());
     assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 2]);
-    assert_eq!(fs::read_dir(dir.path().join(CORRUPT_DIR)).unwrap().count(), 1);
+    assert_eq!(
+        fs::read_dir(dir.path().join(CORRUPT_DIR)).unwrap().count(),
+        1
+    );
 }
 
 #[test]
 fn a_file_that_is_not_a_segment_does_not_block_start() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), 1 << 20, 1 << 16);
-    fs::write(segment::segment_path(dir.path(), 3), b"garbage garbage garbage").unwrap();
+    fs::write(
+        segment::segment_path(dir.path(), 3),
+        b"garbage garbage garbage",
+    )
+    .unwrap();
     fs::write(dir.path().join("notes.txt"), b"left alone").unwrap();
     let (s, report) = open(&c);
     assert_eq!(report.corrupt_regions, 1);

@@ -50,6 +50,10 @@ pub struct RetryConfig {
     pub max_elapsed: Duration,
 }
 
+/// How long a write may still take once shutdown began, before its batch is
+/// spooled instead (sessions wait `shutdown_timeout_secs` for their acks).
+pub const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(2);
+
 pub struct InfluxSink {
     client: InfluxClient,
     dead: DeadLetter,
@@ -206,9 +210,21 @@ impl InfluxSink {
         r
     }
 
-    /// Whether to stop retrying a live batch and spool it now.
+    /// Whether a live batch should skip InfluxDB and go to the spool.
     fn spool_now(&self) -> bool {
-        self.spool.is_some() && (self.degraded() || self.shutdown.is_cancelled())
+        self.spool.is_some() && self.degraded()
+    }
+
+    /// Whether to stop retrying a batch and spool it: InfluxDB is known to
+    /// be down, or the server is stopping (it does not wait out a backoff).
+    fn stop_retrying(&self) -> bool {
+        self.spool_now() || (self.spool.is_some() && self.shutdown.is_cancelled())
+    }
+
+    /// Resolves [`SHUTDOWN_WRITE_GRACE`] after shutdown began.
+    async fn shutdown_grace_over(&self) {
+        self.shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_WRITE_GRACE).await;
     }
 
     async fn write_with_retry(&self, body: Bytes, attempts: Attempts) -> Final {
@@ -216,12 +232,12 @@ impl InfluxSink {
         let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
         loop {
             let result = if self.spool.is_some() {
-                // A stopping server does not wait for a hanging database: the
-                // batch goes to the spool (if the write lands anyway, replay
-                // overwrites it with the same values).
+                // A stopping server does not wait long for a hanging
+                // database: past the grace the batch goes to the spool (if the
+                // write lands anyway, replay overwrites it with the same values).
                 tokio::select! {
                     r = self.attempt(body.clone()) => r,
-                    _ = self.shutdown.cancelled() => return Final::Unavailable("the server is shutting down".into()),
+                    _ = self.shutdown_grace_over() => return Final::Unavailable("the server is shutting down".into()),
                 }
             } else {
                 self.attempt(body.clone()).await
@@ -239,7 +255,7 @@ impl InfluxSink {
                 };
                 return Final::Refused { status, message };
             }
-            if attempts == Attempts::Once || self.spool_now() {
+            if attempts == Attempts::Once || self.stop_retrying() {
                 return Final::Unavailable(err.to_string());
             }
             let retry_after = match &err {

@@ -3,6 +3,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
+pub mod devices;
+pub mod process;
 pub mod services;
 
 use std::net::SocketAddr;
@@ -16,7 +18,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use wsingest::config::Config;
 
-#[allow(unused_imports)] // not every test binary uses every service
 pub use services::{Influxd, VictoriaMetrics, free_port};
 
 /// A wsingest server running in this process on a free port.

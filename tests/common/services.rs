@@ -35,7 +35,7 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn wait_http(url: &str, what: &str, child: &mut Child, log: &Path) {
+pub async fn wait_http(url: &str, what: &str, child: &mut Child, log: &Path) {
     let client = http();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

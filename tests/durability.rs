@@ -158,6 +158,30 @@ async fn influxd_outage_loses_no_acked_point_and_writes_none_twice() {
         (segment_count(&spool) == 0).then_some(())
     })
     .await;
+    let metrics = http()
+        .get(server.http_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
+    };
+    let spooled = value("wsingest_spool_written_points");
+    assert!(spooled > 0.0);
+    assert_eq!(
+        value("wsingest_spool_replayed_points"),
+        spooled,
+        "everything spooled was replayed"
+    );
+    assert_eq!(value("wsingest_spool_bytes"), 0.0);
     server.stop().await;
 }
 

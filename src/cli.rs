@@ -46,6 +46,8 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Connect simulated devices (profiles in devices/) and stream telemetry.
+    Simulate(Box<crate::simulate::cli::SimulateArgs>),
 }
 
 #[derive(Debug, Subcommand)]

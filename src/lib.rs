@@ -50,6 +50,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod simulate;
 pub mod sink;
 pub mod stats;
 pub mod tls;

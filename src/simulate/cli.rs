@@ -17,22 +17,37 @@ use super::report::Report;
 use super::stats::Live;
 use super::tokens::Tokens;
 
+const EXAMPLES: &str = "\
+Examples:
+  wsingest simulate                                  one device of every profile in devices/ for 60 s
+  wsingest simulate -p all -n 20 -d 2m               20 devices of each profile for two minutes
+  wsingest simulate -p weather_station=100 -p gps_tracker=10 --rate 5
+  wsingest simulate -p smart_meter -n 20000 --source-addrs 127.0.0.2-127.0.0.9 --json
+  wsingest simulate --list-profiles
+
+Each device sends seq-numbered messages, resends what is unacknowledged after a reconnect
+(same seq, same ts), and answers set_interval and reboot commands. The summary counts what
+was sent, acked, nacked (by reason), resent and left unacked. See docs/simulate.md.";
+
 /// Connect simulated devices to a wsingest server and stream telemetry.
-///
-/// Examples:
-///   wsingest simulate                                  # one device of every profile in devices/, 60 s
-///   wsingest simulate -p all -n 20 -d 2m               # 20 devices of each profile for two minutes
-///   wsingest simulate -p weather_station=100 -p gps_tracker=10 --rate 5
-///   wsingest simulate -p smart_meter -n 10000 --source-addrs 127.0.0.2-127.0.0.9 --json
 #[derive(Debug, Clone, Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = EXAMPLES)]
 pub struct SimulateArgs {
     /// Server URL; device sessions go to <url>/v1/devices/<id>, or put {device} in the path.
-    #[arg(long, default_value = "ws://127.0.0.1:8765", env = "WSINGEST_SIMULATE_URL")]
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:8765",
+        env = "WSINGEST_SIMULATE_URL"
+    )]
     pub url: String,
     /// Device profile: a name from --devices-dir, a .toml path, or `all`; `=N` sets its device count.
     /// Repeat for a mixed fleet.
-    #[arg(short, long = "profile", value_name = "PROFILE[=N]", default_value = "all")]
+    #[arg(
+        short,
+        long = "profile",
+        value_name = "PROFILE[=N]",
+        default_value = "all"
+    )]
     pub profiles: Vec<String>,
     /// Where profile names are looked up.
     #[arg(long, default_value = "devices", value_name = "DIR")]
@@ -129,15 +144,23 @@ pub struct SimulateArgs {
 /// `30s`, `2m`, `500ms`, `1h`, or plain seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration: use e.g. 30s, 2m, 500ms"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 30s, 2m, 500ms"))?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?}: use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use ms, s, m or h"
+            ));
+        }
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a duration"))
 }
@@ -148,15 +171,26 @@ pub fn parse_addrs(s: &str) -> Result<Vec<IpAddr>, String> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let a: Ipv4Addr = a.trim().parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-                let b: Ipv4Addr = b.trim().parse().map_err(|_| format!("{b:?} is not an IPv4 address"))?;
+                let a: Ipv4Addr = a
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+                let b: Ipv4Addr = b
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{b:?} is not an IPv4 address"))?;
                 let (a, b) = (u32::from(a), u32::from(b));
                 if b < a || b - a >= 65_536 {
-                    return Err(format!("{part}: a range goes upwards and spans at most 65536 addresses"));
+                    return Err(format!(
+                        "{part}: a range goes upwards and spans at most 65536 addresses"
+                    ));
                 }
                 out.extend((a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))));
             }
-            None => out.push(part.parse().map_err(|_| format!("{part:?} is not an IP address"))?),
+            None => out.push(
+                part.parse()
+                    .map_err(|_| format!("{part:?} is not an IP address"))?,
+            ),
         }
     }
     if out.is_empty() {
@@ -173,7 +207,9 @@ impl SimulateArgs {
             let (what, count) = match spec.rsplit_once('=') {
                 Some((w, n)) => {
                     let n = n.parse().map_err(|_| {
-                        SimulateError::Invalid(format!("--profile {spec}: the count after = must be a number"))
+                        SimulateError::Invalid(format!(
+                            "--profile {spec}: the count after = must be a number"
+                        ))
                     })?;
                     (w, n)
                 }
@@ -239,7 +275,10 @@ pub async fn main(args: SimulateArgs) -> Result<Option<Report>, SimulateError> {
     if args.list_profiles {
         for path in profile::list(&args.devices_dir)? {
             let p = Profile::load(&path)?;
-            println!("{:<20} {:<12} every {:>5.1} s  {}", p.name, p.measurement, p.interval_s, p.description);
+            println!(
+                "{:<20} {:<12} every {:>5.1} s  {}",
+                p.name, p.measurement, p.interval_s, p.description
+            );
         }
         return Ok(None);
     }
@@ -259,7 +298,9 @@ pub async fn main(args: SimulateArgs) -> Result<Option<Report>, SimulateError> {
     });
     let bar = (!args.quiet && !args.json).then(|| progress_bar(duration));
     let report = if let Some(bar) = &bar {
-        let finish = fleet.finish_with(|live, devices, started, stopping| update(bar, live, devices, started, stopping));
+        let finish = fleet.finish_with(|live, devices, started, stopping| {
+            update(bar, live, devices, started, stopping)
+        });
         finish.await
     } else {
         fleet.finish().await
@@ -292,7 +333,13 @@ fn progress_bar(duration: Option<Duration>) -> ProgressBar {
     bar
 }
 
-fn update(bar: &ProgressBar, live: &Live, devices: usize, started: tokio::time::Instant, stopping: bool) {
+fn update(
+    bar: &ProgressBar,
+    live: &Live,
+    devices: usize,
+    started: tokio::time::Instant,
+    stopping: bool,
+) {
     let elapsed = started.elapsed();
     bar.set_position(elapsed.as_millis() as u64);
     let sent = Live::get(&live.messages_sent);
@@ -342,16 +389,37 @@ mod tests {
     #[test]
     fn profile_counts_and_names() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/devices");
-        let t = Top::try_parse_from(["x", "--devices-dir", dir, "-p", "smart_meter=3", "-p", "gps_tracker", "-n", "2"]).unwrap();
+        let t = Top::try_parse_from([
+            "x",
+            "--devices-dir",
+            dir,
+            "-p",
+            "smart_meter=3",
+            "-p",
+            "gps_tracker",
+            "-n",
+            "2",
+        ])
+        .unwrap();
         let p = t.args.load_profiles().unwrap();
         let got: Vec<(&str, usize)> = p.iter().map(|(p, n)| (p.name.as_str(), *n)).collect();
         assert_eq!(got, vec![("smart_meter", 3), ("gps_tracker", 2)]);
         let t = Top::try_parse_from(["x", "--devices-dir", dir]).unwrap();
         assert_eq!(t.args.load_profiles().unwrap().len(), 5);
-        let t = Top::try_parse_from(["x", "--devices-dir", dir, "-p", "all", "-p", "smart_meter"]).unwrap();
-        assert!(t.args.load_profiles().unwrap_err().to_string().contains("twice"));
+        let t = Top::try_parse_from(["x", "--devices-dir", dir, "-p", "all", "-p", "smart_meter"])
+            .unwrap();
+        assert!(
+            t.args
+                .load_profiles()
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
         let t = Top::try_parse_from(["x", "--devices-dir", dir, "-p", "toaster"]).unwrap();
         let e = t.args.load_profiles().unwrap_err().to_string();
-        assert!(e.contains("toaster") && e.contains("weather_station"), "{e}");
+        assert!(
+            e.contains("toaster") && e.contains("weather_station"),
+            "{e}"
+        );
     }
 }

@@ -25,7 +25,11 @@ pub enum TargetError {
     #[error("--url {url}: {detail}")]
     Url { url: String, detail: String },
     #[error("--url {url}: cannot resolve {host}: {source}")]
-    Resolve { url: String, host: String, source: io::Error },
+    Resolve {
+        url: String,
+        host: String,
+        source: io::Error,
+    },
 }
 
 /// The server the fleet connects to.
@@ -43,25 +47,45 @@ impl Target {
     /// Parse `url` (`ws://host:port`, optionally with a path containing
     /// `{device}`) and resolve its host once for the whole fleet.
     pub async fn resolve(url: &str) -> Result<Target, TargetError> {
-        let err = |detail: &str| TargetError::Url { url: url.into(), detail: detail.into() };
-        let uri: Uri = url.replace("{device}", "x").parse().map_err(|e| err(&format!("not a URL ({e})")))?;
+        let err = |detail: &str| TargetError::Url {
+            url: url.into(),
+            detail: detail.into(),
+        };
+        let uri: Uri = url
+            .replace("{device}", "x")
+            .parse()
+            .map_err(|e| err(&format!("not a URL ({e})")))?;
         match uri.scheme_str() {
             Some("ws") => {}
-            Some("wss") => return Err(err("wss:// is not supported by the generator yet; use ws://")),
+            Some("wss") => {
+                return Err(err(
+                    "wss:// is not supported by the generator yet; use ws://",
+                ));
+            }
             _ => return Err(err("use a ws:// URL, e.g. ws://127.0.0.1:8765")),
         }
-        let host = uri.host().ok_or_else(|| err("no host"))?.trim_matches(['[', ']']).to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| err("no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
         let port = uri.port_u16().unwrap_or(80);
         let mut template = url.trim_end_matches('/').to_string();
         if !template.contains("{device}") {
             if uri.path() != "/" && !uri.path().is_empty() {
-                return Err(err("put {device} in the path where the device id goes, e.g. ws://host:8765/v1/devices/{device}"));
+                return Err(err(
+                    "put {device} in the path where the device id goes, e.g. ws://host:8765/v1/devices/{device}",
+                ));
             }
             template.push_str(DEVICE_PATH);
         }
         let addr = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|source| TargetError::Resolve { url: url.into(), host: host.clone(), source })?
+            .map_err(|source| TargetError::Resolve {
+                url: url.into(),
+                host: host.clone(),
+                source,
+            })?
             .next()
             .ok_or_else(|| err("the host resolves to no address"))?;
         Ok(Target { template, addr })
@@ -124,7 +148,11 @@ pub struct Counted<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
@@ -136,7 +164,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             self.bytes.sent.fetch_add(n as u64, Ordering::Relaxed);
@@ -167,7 +199,9 @@ pub struct ConnectOptions {
 
 /// Small buffers: thousands of devices share one process.
 fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(8 * 1024)
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(8 * 1024)
 }
 
 pub async fn connect(
@@ -181,7 +215,10 @@ pub async fn connect(
         .into_client_request()
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
     let headers = req.headers_mut();
-    headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(opts.encoding.subprotocol()));
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(opts.encoding.subprotocol()),
+    );
     if let Some(token) = &opts.token {
         let v = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| ConnectError::Handshake("the token is not a valid header value".into()))?;
@@ -189,19 +226,31 @@ pub async fn connect(
     }
     let attempt = async {
         let addr = target.addr();
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(ConnectError::Tcp)?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(ConnectError::Tcp)?;
         if let Some(ip) = opts.source {
-            socket.bind(SocketAddr::new(ip, 0)).map_err(|source| ConnectError::Bind { addr: ip, source })?;
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|source| ConnectError::Bind { addr: ip, source })?;
         }
         let stream = socket.connect(addr).await.map_err(ConnectError::Tcp)?;
         let _ = stream.set_nodelay(true);
-        let stream = Counted { inner: stream, bytes: bytes.clone() };
+        let stream = Counted {
+            inner: stream,
+            bytes: bytes.clone(),
+        };
         tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config()))
             .await
             .map(|(ws, _)| ws)
             .map_err(handshake_error)
     };
-    tokio::time::timeout(opts.timeout, attempt).await.map_err(|_| ConnectError::Timeout)?
+    tokio::time::timeout(opts.timeout, attempt)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
 }
 
 fn handshake_error(e: tokio_tungstenite::tungstenite::Error) -> ConnectError {
@@ -211,9 +260,18 @@ fn handshake_error(e: tokio_tungstenite::tungstenite::Error) -> ConnectError {
             let body = resp
                 .body()
                 .as_deref()
-                .map(|b| String::from_utf8_lossy(b).trim().chars().take(200).collect())
+                .map(|b| {
+                    String::from_utf8_lossy(b)
+                        .trim()
+                        .chars()
+                        .take(200)
+                        .collect()
+                })
                 .unwrap_or_default();
-            ConnectError::Http { status: resp.status().as_u16(), body }
+            ConnectError::Http {
+                status: resp.status().as_u16(),
+                body,
+            }
         }
         Error::Io(e) => ConnectError::Tcp(e),
         other => ConnectError::Handshake(other.to_string()),
@@ -229,11 +287,18 @@ mod tests {
         let t = Target::resolve("ws://127.0.0.1:8765").await.unwrap();
         assert_eq!(t.url_for("a-1"), "ws://127.0.0.1:8765/v1/devices/a-1");
         assert_eq!(t.addr(), "127.0.0.1:8765".parse().unwrap());
-        let t = Target::resolve("ws://127.0.0.1:9/x/{device}/ws").await.unwrap();
+        let t = Target::resolve("ws://127.0.0.1:9/x/{device}/ws")
+            .await
+            .unwrap();
         assert_eq!(t.url_for("b"), "ws://127.0.0.1:9/x/b/ws");
         let t = Target::resolve("ws://localhost:9/").await.unwrap();
         assert_eq!(t.url_for("c"), "ws://localhost:9/v1/devices/c");
-        for bad in ["http://127.0.0.1:1", "ws://127.0.0.1:1/other", "wss://127.0.0.1:1", "nope"] {
+        for bad in [
+            "http://127.0.0.1:1",
+            "ws://127.0.0.1:1/other",
+            "wss://127.0.0.1:1",
+            "nope",
+        ] {
             assert!(Target::resolve(bad).await.is_err(), "{bad}");
         }
     }

@@ -148,7 +148,11 @@ pub async fn run(spec: DeviceSpec, shared: Arc<Shared>) -> DeviceResult {
     device.life().await;
     device.proto.finish();
     Live::add(&shared.live.devices_done, 1);
-    DeviceResult { id: device.spec.id, profile: device.spec.kind.profile.name.clone(), counters: device.proto.counters }
+    DeviceResult {
+        id: device.spec.id,
+        profile: device.spec.kind.profile.name.clone(),
+        counters: device.proto.counters,
+    }
 }
 
 /// Per-device RNG streams derived from the run's seed (splitmix64).
@@ -173,7 +177,9 @@ impl<'a> Device<'a> {
             .map(|(k, v)| {
                 let v = match v {
                     super::profile::TagSpec::Fixed(s) => s.clone(),
-                    super::profile::TagSpec::OneOf(list) => list[values_rng.random_range(0..list.len())].clone(),
+                    super::profile::TagSpec::OneOf(list) => {
+                        list[values_rng.random_range(0..list.len())].clone()
+                    }
                 };
                 (k.clone(), v)
             })
@@ -185,7 +191,12 @@ impl<'a> Device<'a> {
             seq_field: shared.seq_field.clone(),
         };
         let clock = Clock::new(shared.faults.skew_ms(&mut fault_rng));
-        let schedule = Schedule::new(kind.interval, kind.profile.jitter, shared.faults.burst, Instant::now());
+        let schedule = Schedule::new(
+            kind.interval,
+            kind.profile.jitter,
+            shared.faults.burst,
+            Instant::now(),
+        );
         let _ = &mut timing_rng;
         Device {
             connect: ConnectOptions {
@@ -211,7 +222,11 @@ impl<'a> Device<'a> {
     }
 
     fn done_generating(&self) -> bool {
-        self.shared.stop.is_cancelled() || self.shared.messages_per_device.is_some_and(|n| self.sent_total >= n)
+        self.shared.stop.is_cancelled()
+            || self
+                .shared
+                .messages_per_device
+                .is_some_and(|n| self.sent_total >= n)
     }
 
     /// Wait `d` unless the run aborts (`false`), or unless the run is over
@@ -233,7 +248,11 @@ impl<'a> Device<'a> {
 
     async fn life(&mut self) {
         // Devices of a fleet do not all start in the same millisecond.
-        let stagger = self.schedule.interval().mul_f64(self.timing_rng.random::<f64>()).min(Duration::from_secs(5));
+        let stagger = self
+            .schedule
+            .interval()
+            .mul_f64(self.timing_rng.random::<f64>())
+            .min(Duration::from_secs(5));
         if !self.pause(stagger).await {
             return;
         }
@@ -245,7 +264,8 @@ impl<'a> Device<'a> {
         );
         let mut lost = false;
         loop {
-            if (self.done_generating() && self.proto.is_idle()) || self.shared.abort.is_cancelled() {
+            if (self.done_generating() && self.proto.is_idle()) || self.shared.abort.is_cancelled()
+            {
                 return;
             }
             let attempt = {
@@ -253,7 +273,13 @@ impl<'a> Device<'a> {
                     p = self.shared.connect_slots.acquire() => p.expect("connect semaphore never closed"),
                     _ = self.shared.abort.cancelled() => return,
                 };
-                let r = connect::connect(&self.shared.target, &self.spec.id, &self.connect, &self.shared.wire).await;
+                let r = connect::connect(
+                    &self.shared.target,
+                    &self.spec.id,
+                    &self.connect,
+                    &self.shared.wire,
+                )
+                .await;
                 drop(permit);
                 r
             };
@@ -261,7 +287,12 @@ impl<'a> Device<'a> {
                 Ok(ws) => ws,
                 Err(e) => {
                     tracing::debug!(device = %self.spec.id, error = %e, "connect failed");
-                    *self.proto.counters.connect_errors.entry(e.kind()).or_default() += 1;
+                    *self
+                        .proto
+                        .counters
+                        .connect_errors
+                        .entry(e.kind())
+                        .or_default() += 1;
                     Live::add(&self.shared.live.connect_errors, 1);
                     let d = self.backoff.next_delay(&mut self.timing_rng);
                     if !self.pause(d).await {
@@ -275,9 +306,15 @@ impl<'a> Device<'a> {
                 self.proto.counters.reconnects += 1;
                 Live::add(&self.shared.live.reconnects, 1);
             }
-            self.shared.live.connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared
+                .live
+                .connected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let end = self.session(ws).await;
-            self.shared.live.connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared
+                .live
+                .connected
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.proto.connection_lost();
             lost = matches!(end, End::Lost);
             let wait = match end {
@@ -313,11 +350,16 @@ impl<'a> Device<'a> {
         let mut stalled = false;
         loop {
             let generating = !self.done_generating();
-            let wake_open = duty.as_ref().is_none_or(|d| self.sent_this_wake < d.messages_per_wake);
+            let wake_open = duty
+                .as_ref()
+                .is_none_or(|d| self.sent_this_wake < d.messages_per_wake);
             if self.proto.is_idle() && (!generating || !wake_open) {
                 close(&mut ws, "done").await;
                 return match (&duty, generating) {
-                    (Some(d), true) => End::Sleep(Duration::from_secs_f64(fields::draw(d.sleep_s, &mut self.timing_rng))),
+                    (Some(d), true) => End::Sleep(Duration::from_secs_f64(fields::draw(
+                        d.sleep_s,
+                        &mut self.timing_rng,
+                    ))),
                     _ => End::Done,
                 };
             }
@@ -327,7 +369,10 @@ impl<'a> Device<'a> {
                 stalled = true;
                 self.proto.counters.window_stalls += 1;
             }
-            let ack_deadline = self.proto.oldest_sent().map(|t| t + self.shared.ack_timeout);
+            let ack_deadline = self
+                .proto
+                .oldest_sent()
+                .map(|t| t + self.shared.ack_timeout);
             let stop = self.shared.stop.clone();
             tokio::select! {
                 biased;
@@ -406,23 +451,39 @@ impl<'a> Device<'a> {
     async fn tick(&mut self, ws: &mut DeviceSocket) -> Tick {
         let kind = self.spec.kind.clone();
         let now = Instant::now();
-        let per_wake = kind.profile.duty_cycle.as_ref().map(|d| d.messages_per_wake);
+        let per_wake = kind
+            .profile
+            .duty_cycle
+            .as_ref()
+            .map(|d| d.messages_per_wake);
         let mut frames = Vec::new();
         let mut dropped = false;
         for _ in 0..self.schedule.burst() {
-            if !self.proto.has_room() || self.done_generating() || per_wake.is_some_and(|n| self.sent_this_wake >= n) {
+            if !self.proto.has_room()
+                || self.done_generating()
+                || per_wake.is_some_and(|n| self.sent_this_wake >= n)
+            {
                 break;
             }
             let now_ms = timing::now_ms();
             for fault in self.shared.faults.spoil(&mut self.fault_rng) {
-                frames.push(message::faulty(self.proto.encoding(), fault, &self.shape, now_ms, self.fault_rng.random()));
+                frames.push(message::faulty(
+                    self.proto.encoding(),
+                    fault,
+                    &self.shape,
+                    now_ms,
+                    self.fault_rng.random(),
+                ));
                 self.proto.sent_faulty(fault);
             }
             let samples: Vec<Sample> = self
                 .clock
                 .stamps(now_ms, kind.points_per_message, kind.sample_interval_ms)
                 .into_iter()
-                .map(|ts_ms| Sample { ts_ms, values: self.model.sample(ts_ms, &mut self.values_rng).to_vec() })
+                .map(|ts_ms| Sample {
+                    ts_ms,
+                    values: self.model.sample(ts_ms, &mut self.values_rng).to_vec(),
+                })
                 .collect();
             let seq = self.proto.take_seq();
             let frame = message::telemetry(self.proto.encoding(), &self.shape, Some(seq), &samples);
@@ -433,7 +494,11 @@ impl<'a> Device<'a> {
             Live::add(&self.shared.live.points_sent, points as u64);
             self.sent_total += 1;
             self.sent_this_wake += 1;
-            if self.shared.faults.drop_after(self.sent_total, &mut self.fault_rng) {
+            if self
+                .shared
+                .faults
+                .drop_after(self.sent_total, &mut self.fault_rng)
+            {
                 dropped = true;
                 break;
             }
@@ -467,7 +532,10 @@ async fn send(ws: &mut DeviceSocket, frames: Vec<Frame>) -> Result<(), ()> {
 
 /// Close normally and wait briefly for the server's answer.
 async fn close(ws: &mut DeviceSocket, reason: &str) {
-    let frame = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.into(),
+    };
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         if ws.send(Frame::Close(Some(frame))).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}

@@ -48,7 +48,11 @@ impl Faults {
     /// The faulty messages to send before the next telemetry message.
     pub fn spoil(&self, rng: &mut impl Rng) -> Vec<Fault> {
         let mut out = Vec::new();
-        for (fault, p) in [(Fault::Garbage, self.garbage), (Fault::Oversize, self.oversize), (Fault::Nan, self.nan)] {
+        for (fault, p) in [
+            (Fault::Garbage, self.garbage),
+            (Fault::Oversize, self.oversize),
+            (Fault::Nan, self.nan),
+        ] {
             if p > 0.0 && rng.random::<f64>() < p {
                 out.push(fault);
             }
@@ -80,7 +84,10 @@ mod tests {
 
     #[test]
     fn drop_every_n() {
-        let f = Faults { drop_every: Some(3), ..Faults::default() };
+        let f = Faults {
+            drop_every: Some(3),
+            ..Faults::default()
+        };
         let mut rng = StdRng::seed_from_u64(0);
         let drops: Vec<u64> = (1..=10).filter(|&n| f.drop_after(n, &mut rng)).collect();
         assert_eq!(drops, vec![3, 6, 9]);
@@ -88,7 +95,11 @@ mod tests {
 
     #[test]
     fn shares_are_roughly_honoured() {
-        let f = Faults { garbage: 0.1, nan: 0.05, ..Faults::default() };
+        let f = Faults {
+            garbage: 0.1,
+            nan: 0.05,
+            ..Faults::default()
+        };
         let mut rng = StdRng::seed_from_u64(9);
         let all: Vec<Fault> = (0..20_000).flat_map(|_| f.spoil(&mut rng)).collect();
         let g = all.iter().filter(|f| **f == Fault::Garbage).count();
@@ -100,8 +111,23 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(Faults { garbage: 1.5, ..Faults::default() }.validate().unwrap_err().contains("--fault-garbage"));
-        assert!(Faults { drop_every: Some(0), ..Faults::default() }.validate().is_err());
+        assert!(
+            Faults {
+                garbage: 1.5,
+                ..Faults::default()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--fault-garbage")
+        );
+        assert!(
+            Faults {
+                drop_every: Some(0),
+                ..Faults::default()
+            }
+            .validate()
+            .is_err()
+        );
         assert!(Faults::default().validate().is_ok());
     }
 }

@@ -72,7 +72,11 @@ impl NumFormat {
             None => v,
         };
         let v = v.clamp(min, max);
-        if self.integer { Value::Int(v.round() as i64) } else { Value::Float(v) }
+        if self.integer {
+            Value::Int(v.round() as i64)
+        } else {
+            Value::Float(v)
+        }
     }
 }
 
@@ -147,29 +151,65 @@ impl DeviceModel {
             .values()
             .map(|spec| match spec.get_ref() {
                 FieldSpec::Constant { value } => Gen::Constant(value.into()),
-                FieldSpec::RandomWalk { min, max, start, step, decimals, integer, spike } => Gen::Walk {
+                FieldSpec::RandomWalk {
+                    min,
+                    max,
+                    start,
+                    step,
+                    decimals,
+                    integer,
+                    spike,
+                } => Gen::Walk {
                     min: *min,
                     max: *max,
                     step: *step,
                     value: draw(start.unwrap_or(Range::Two([*min, *max])), rng),
                     spike: *spike,
-                    fmt: NumFormat { decimals: *decimals, integer: *integer },
+                    fmt: NumFormat {
+                        decimals: *decimals,
+                        integer: *integer,
+                    },
                 },
-                FieldSpec::Sine { min, max, period_s, peak_at_s, noise, decimals, integer, spike } => Gen::Sine {
+                FieldSpec::Sine {
+                    min,
+                    max,
+                    period_s,
+                    peak_at_s,
+                    noise,
+                    decimals,
+                    integer,
+                    spike,
+                } => Gen::Sine {
                     min: *min,
                     max: *max,
                     period_s: *period_s,
                     peak_at_s: *peak_at_s,
                     noise: *noise,
                     spike: *spike,
-                    fmt: NumFormat { decimals: *decimals, integer: *integer },
+                    fmt: NumFormat {
+                        decimals: *decimals,
+                        integer: *integer,
+                    },
                 },
-                FieldSpec::Counter { start, per_second, of, scale, min, max, on_limit, decimals, integer } => {
+                FieldSpec::Counter {
+                    start,
+                    per_second,
+                    of,
+                    scale,
+                    min,
+                    max,
+                    on_limit,
+                    decimals,
+                    integer,
+                } => {
                     let start = draw(*start, rng);
                     let rate = match (per_second, of) {
                         (Some(r), _) => CounterRate::PerSecond(draw(*r, rng)),
                         (None, Some(of)) => CounterRate::Integral(
-                            names.iter().position(|n| n == of).expect("checked by Profile::parse"),
+                            names
+                                .iter()
+                                .position(|n| n == of)
+                                .expect("checked by Profile::parse"),
                             *scale,
                         ),
                         (None, None) => CounterRate::PerSecond(0.0),
@@ -181,10 +221,17 @@ impl DeviceModel {
                         min: min.unwrap_or(f64::MIN),
                         max: max.unwrap_or(f64::MAX),
                         on_limit: *on_limit,
-                        fmt: NumFormat { decimals: *decimals, integer: *integer },
+                        fmt: NumFormat {
+                            decimals: *decimals,
+                            integer: *integer,
+                        },
                     }
                 }
-                FieldSpec::Enum { values, weights, change_probability } => {
+                FieldSpec::Enum {
+                    values,
+                    weights,
+                    change_probability,
+                } => {
                     let mut total = 0.0;
                     let cumulative: Vec<f64> = (0..values.len())
                         .map(|i| {
@@ -198,12 +245,20 @@ impl DeviceModel {
                         change_probability: *change_probability,
                         current: 0,
                     };
-                    if let Gen::Enum { cumulative, current, .. } = &mut g {
+                    if let Gen::Enum {
+                        cumulative,
+                        current,
+                        ..
+                    } = &mut g
+                    {
                         *current = pick(cumulative, rng);
                     }
                     g
                 }
-                FieldSpec::Path { of, decimals } => Gen::Path { of: *of, decimals: *decimals },
+                FieldSpec::Path { of, decimals } => Gen::Path {
+                    of: *of,
+                    decimals: *decimals,
+                },
             })
             .collect();
         let n = gens.len();
@@ -219,7 +274,9 @@ impl DeviceModel {
     /// The values at `t_ms` (epoch milliseconds), in the profile's field
     /// order. Times should not go backwards; if they do, no time passes.
     pub fn sample(&mut self, t_ms: i64, rng: &mut impl Rng) -> &[Value] {
-        let dt = self.last_ms.map_or(0.0, |last| (t_ms - last).max(0) as f64 / 1000.0);
+        let dt = self
+            .last_ms
+            .map_or(0.0, |last| (t_ms - last).max(0) as f64 / 1000.0);
         self.last_ms = Some(t_ms);
         if let Some(p) = &mut self.path {
             p.advance(dt, rng);
@@ -230,7 +287,13 @@ impl DeviceModel {
         let mut out: Vec<Option<Value>> = vec![None; self.gens.len()];
         for pass in 0..2 {
             for (i, g) in self.gens.iter_mut().enumerate() {
-                let integral = matches!(g, Gen::Counter { rate: CounterRate::Integral(..), .. });
+                let integral = matches!(
+                    g,
+                    Gen::Counter {
+                        rate: CounterRate::Integral(..),
+                        ..
+                    }
+                );
                 if integral != (pass == 1) {
                     continue;
                 }
@@ -239,17 +302,34 @@ impl DeviceModel {
                 out[i] = Some(v);
             }
         }
-        self.values.extend(out.into_iter().map(|v| v.expect("every field produced a value")));
+        self.values.extend(
+            out.into_iter()
+                .map(|v| v.expect("every field produced a value")),
+        );
         &self.values
     }
 }
 
 /// Advance one generator; returns its raw numeric value (0 for non-numbers)
 /// and the value to send.
-fn step(g: &mut Gen, t_ms: i64, dt: f64, path: Option<&PathState>, raw: &[f64], rng: &mut impl Rng) -> (f64, Value) {
+fn step(
+    g: &mut Gen,
+    t_ms: i64,
+    dt: f64,
+    path: Option<&PathState>,
+    raw: &[f64],
+    rng: &mut impl Rng,
+) -> (f64, Value) {
     match g {
         Gen::Constant(v) => (v.as_f64().unwrap_or(0.0), v.clone()),
-        Gen::Walk { min, max, step, value, spike, fmt } => {
+        Gen::Walk {
+            min,
+            max,
+            step,
+            value,
+            spike,
+            fmt,
+        } => {
             let mut v = *value + gaussian(rng) * *step * dt.sqrt();
             // Reflect at the bounds so values do not pile up on them.
             if v > *max {
@@ -262,7 +342,15 @@ fn step(g: &mut Gen, t_ms: i64, dt: f64, path: Option<&PathState>, raw: &[f64], 
             let out = with_spike(*value, *spike, rng);
             (out, fmt.value(out, *min, *max))
         }
-        Gen::Sine { min, max, period_s, peak_at_s, noise, spike, fmt } => {
+        Gen::Sine {
+            min,
+            max,
+            period_s,
+            peak_at_s,
+            noise,
+            spike,
+            fmt,
+        } => {
             let t = t_ms as f64 / 1000.0 - *peak_at_s;
             let phase = t.rem_euclid(*period_s) / *period_s;
             let mid = (*min + *max) / 2.0;
@@ -271,7 +359,15 @@ fn step(g: &mut Gen, t_ms: i64, dt: f64, path: Option<&PathState>, raw: &[f64], 
             let v = with_spike(v.clamp(*min, *max), *spike, rng);
             (v, fmt.value(v, *min, *max))
         }
-        Gen::Counter { value, start, rate, min, max, on_limit, fmt } => {
+        Gen::Counter {
+            value,
+            start,
+            rate,
+            min,
+            max,
+            on_limit,
+            fmt,
+        } => {
             let delta = match rate {
                 CounterRate::PerSecond(r) => *r * dt,
                 CounterRate::Integral(of, scale) => raw[*of] * *scale * dt,
@@ -289,7 +385,12 @@ fn step(g: &mut Gen, t_ms: i64, dt: f64, path: Option<&PathState>, raw: &[f64], 
             *value = v;
             (v, fmt.value(v, *min, *max))
         }
-        Gen::Enum { values, cumulative, change_probability, current } => {
+        Gen::Enum {
+            values,
+            cumulative,
+            change_probability,
+            current,
+        } => {
             if rng.random::<f64>() < *change_probability {
                 *current = pick(cumulative, rng);
             }
@@ -303,7 +404,10 @@ fn step(g: &mut Gen, t_ms: i64, dt: f64, path: Option<&PathState>, raw: &[f64], 
                 PathValue::Speed => p.speed,
                 PathValue::Heading => p.heading(),
             };
-            let fmt = NumFormat { decimals: *decimals, integer: false };
+            let fmt = NumFormat {
+                decimals: *decimals,
+                integer: false,
+            };
             (v, fmt.value(v, f64::MIN, f64::MAX))
         }
     }
@@ -319,14 +423,21 @@ fn with_spike(v: f64, spike: Option<Spike>, rng: &mut impl Rng) -> f64 {
 /// A value drawn uniformly from a range (or the number itself).
 pub fn draw(r: Range, rng: &mut impl Rng) -> f64 {
     let (lo, hi) = r.bounds();
-    if hi > lo { lo + (hi - lo) * rng.random::<f64>() } else { lo }
+    if hi > lo {
+        lo + (hi - lo) * rng.random::<f64>()
+    } else {
+        lo
+    }
 }
 
 /// Index drawn by cumulative weights.
 fn pick(cumulative: &[f64], rng: &mut impl Rng) -> usize {
     let total = *cumulative.last().expect("enum has values");
     let x = rng.random::<f64>() * total;
-    cumulative.iter().position(|&c| x < c).unwrap_or(cumulative.len() - 1)
+    cumulative
+        .iter()
+        .position(|&c| x < c)
+        .unwrap_or(cumulative.len() - 1)
 }
 
 /// A standard normal sample (Box-Muller).
@@ -361,7 +472,8 @@ impl PathState {
     fn new(spec: &PathSpec, rng: &mut impl Rng) -> PathState {
         let points: Vec<(f64, f64)> = spec.waypoints.iter().map(|[a, b]| (*a, *b)).collect();
         let mut cumulative = vec![0.0];
-        let mut legs: Vec<((f64, f64), (f64, f64))> = points.windows(2).map(|w| (w[0], w[1])).collect();
+        let mut legs: Vec<((f64, f64), (f64, f64))> =
+            points.windows(2).map(|w| (w[0], w[1])).collect();
         if spec.closed {
             legs.push((points[points.len() - 1], points[0]));
         }
@@ -400,7 +512,8 @@ impl PathState {
             let m = at.rem_euclid(period);
             let forwards = m <= self.total;
             at = if forwards { m } else { period - m };
-            let moving_forwards = (self.direction > 0.0) == forwards || at == 0.0 || at == self.total;
+            let moving_forwards =
+                (self.direction > 0.0) == forwards || at == 0.0 || at == self.total;
             if !moving_forwards {
                 self.direction = -self.direction;
             }
@@ -415,7 +528,11 @@ impl PathState {
             Some(i) => i - 1,
         };
         let len = self.cumulative[i + 1] - self.cumulative[i];
-        let f = if len > 0.0 { ((self.at - self.cumulative[i]) / len).clamp(0.0, 1.0) } else { 0.0 };
+        let f = if len > 0.0 {
+            ((self.at - self.cumulative[i]) / len).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         (i, f)
     }
 
@@ -467,14 +584,25 @@ mod tests {
 
     /// What a shipped profile declares about each field, checked against
     /// what its generators produce.
-    fn check_declared(p: &Profile, values: &[Value], previous: Option<&[Value]>) -> Result<(), String> {
+    fn check_declared(
+        p: &Profile,
+        values: &[Value],
+        previous: Option<&[Value]>,
+    ) -> Result<(), String> {
         for (i, (name, spec)) in p.fields.iter().enumerate() {
             let v = &values[i];
             let num = v.as_f64();
             let bad = |what: &str| Err(format!("{}: field {name} = {v:?} {what}", p.name));
             match spec.get_ref() {
-                FieldSpec::Constant { value } if Value::from(value) != *v => return bad("is not the constant"),
-                FieldSpec::RandomWalk { min, max, integer, .. } | FieldSpec::Sine { min, max, integer, .. } => {
+                FieldSpec::Constant { value } if Value::from(value) != *v => {
+                    return bad("is not the constant");
+                }
+                FieldSpec::RandomWalk {
+                    min, max, integer, ..
+                }
+                | FieldSpec::Sine {
+                    min, max, integer, ..
+                } => {
                     let x = num.unwrap();
                     if !(x >= *min && x <= *max) {
                         return bad("is outside [min, max]");
@@ -483,7 +611,13 @@ mod tests {
                         return bad("has the wrong type");
                     }
                 }
-                FieldSpec::Counter { min, max, per_second, of, .. } => {
+                FieldSpec::Counter {
+                    min,
+                    max,
+                    per_second,
+                    of,
+                    ..
+                } => {
                     let x = num.unwrap();
                     if x < min.unwrap_or(f64::MIN) || x > max.unwrap_or(f64::MAX) {
                         return bad("is outside [min, max]");
@@ -501,13 +635,16 @@ mod tests {
                         return bad("went backwards");
                     }
                 }
-                FieldSpec::Enum { values: allowed, .. } if !allowed.iter().any(|a| Value::from(a) == *v) => {
+                FieldSpec::Enum {
+                    values: allowed, ..
+                } if !allowed.iter().any(|a| Value::from(a) == *v) => {
                     return bad("is not one of the values");
                 }
                 FieldSpec::Path { of, .. } => {
                     let path = p.path.as_ref().unwrap();
                     let x = num.unwrap();
-                    let (lats, lons): (Vec<f64>, Vec<f64>) = path.waypoints.iter().map(|[a, b]| (*a, *b)).unzip();
+                    let (lats, lons): (Vec<f64>, Vec<f64>) =
+                        path.waypoints.iter().map(|[a, b]| (*a, *b)).unzip();
                     let within = |xs: &[f64]| {
                         let lo = xs.iter().cloned().fold(f64::MAX, f64::min) - 1e-6;
                         let hi = xs.iter().cloned().fold(f64::MIN, f64::max) + 1e-6;
@@ -544,8 +681,17 @@ mod tests {
     #[test]
     fn every_shipped_profile_parses() {
         let names: Vec<String> = shipped().into_iter().map(|p| p.name).collect();
-        for want in ["weather_station", "smart_meter", "gps_tracker", "vibration_sensor", "battery_sensor"] {
-            assert!(names.iter().any(|n| n == want), "devices/{want}.toml is missing: {names:?}");
+        for want in [
+            "weather_station",
+            "smart_meter",
+            "gps_tracker",
+            "vibration_sensor",
+            "battery_sensor",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "devices/{want}.toml is missing: {names:?}"
+            );
         }
     }
 
@@ -584,7 +730,9 @@ mod tests {
             let run = |seed| {
                 let mut rng = StdRng::seed_from_u64(seed);
                 let mut m = DeviceModel::new(&p, &mut rng);
-                (0..50).map(|i| m.sample(1_700_000_000_000 + i * 1000, &mut rng).to_vec()).collect::<Vec<_>>()
+                (0..50)
+                    .map(|i| m.sample(1_700_000_000_000 + i * 1000, &mut rng).to_vec())
+                    .collect::<Vec<_>>()
             };
             assert_eq!(run(7), run(7), "{}", p.name);
             assert_ne!(run(7), run(8), "{}", p.name);
@@ -600,7 +748,10 @@ mod tests {
         let mut m = DeviceModel::new(&p, &mut rng);
         let day = 1_700_006_400_000i64; // a UTC midnight
         assert_eq!(m.sample(day + 54_000_000, &mut rng)[0], Value::Float(20.0));
-        assert_eq!(m.sample(day + 54_000_000 + 43_200_000, &mut rng)[0], Value::Float(10.0));
+        assert_eq!(
+            m.sample(day + 54_000_000 + 43_200_000, &mut rng)[0],
+            Value::Float(10.0)
+        );
     }
 
     #[test]
@@ -647,7 +798,10 @@ mod tests {
         let next = m.sample(1_000, &mut rng).to_vec();
         let moved = (next[2].as_f64().unwrap() - first[2].as_f64().unwrap()).abs();
         // 36 km/h = 10 m/s; 0.01° of longitude at the equator is ~1112 m.
-        assert!((moved - 10.0 / 111_195.0).abs() < 1e-6, "moved {moved}° instead of 10 m");
+        assert!(
+            (moved - 10.0 / 111_195.0).abs() < 1e-6,
+            "moved {moved}° instead of 10 m"
+        );
         let h = next[0].as_f64().unwrap();
         assert!(h == 90.0 || h == 270.0, "east or west: {h}");
         assert_eq!(next[1], Value::Float(0.0));

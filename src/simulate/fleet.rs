@@ -7,8 +7,8 @@
 //! the tests and the benchmarks share.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -104,12 +104,16 @@ impl FleetConfig {
     fn validate(&self) -> Result<(), FleetError> {
         let bad = |m: String| Err(FleetError::Invalid(m));
         if self.profiles.iter().all(|(_, n)| *n == 0) {
-            return bad("no devices to simulate: give at least one --profile and --devices above 0".into());
+            return bad(
+                "no devices to simulate: give at least one --profile and --devices above 0".into(),
+            );
         }
         if let Some(r) = self.rate
             && !(r.is_finite() && r > 0.0 && r <= 100_000.0)
         {
-            return bad(format!("--rate {r}: messages per second per device, above 0 and at most 100000"));
+            return bad(format!(
+                "--rate {r}: messages per second per device, above 0 and at most 100000"
+            ));
         }
         if self.batch == Some(0) {
             return bad("--batch must be at least 1".into());
@@ -123,7 +127,11 @@ impl FleetConfig {
         self.faults.validate().map_err(FleetError::Invalid)?;
         if let Some(tokens) = &self.tokens {
             let ids = self.device_ids();
-            let missing: Vec<&String> = ids.iter().map(|(_, id)| id).filter(|id| tokens.get(id).is_none()).collect();
+            let missing: Vec<&String> = ids
+                .iter()
+                .map(|(_, id)| id)
+                .filter(|id| tokens.get(id).is_none())
+                .collect();
             if let Some(first) = missing.first() {
                 return bad(format!(
                     "the token file has no token for device {first} ({} of {} devices have none); \
@@ -199,7 +207,8 @@ impl Fleet {
             let spec = DeviceSpec {
                 index,
                 token: config.tokens.as_ref().and_then(|t| t.get(&id)),
-                source: (!config.source_addrs.is_empty()).then(|| config.source_addrs[index % config.source_addrs.len()]),
+                source: (!config.source_addrs.is_empty())
+                    .then(|| config.source_addrs[index % config.source_addrs.len()]),
                 seed: device_seed(config.seed, &kind.profile.name, &id),
                 id,
                 kind,
@@ -208,9 +217,24 @@ impl Fleet {
         }
         let quota = config.messages.map(|m| m * tasks.len() as u64);
         let stopped_at = Arc::new(Mutex::new(None));
-        let controller =
-            tokio::spawn(control(shared.clone(), config.duration, quota, config.drain_timeout, stopped_at.clone()));
-        Ok(Fleet { shared, tasks, controller, stopped_at, started, cpu_start, config, template, kinds })
+        let controller = tokio::spawn(control(
+            shared.clone(),
+            config.duration,
+            quota,
+            config.drain_timeout,
+            stopped_at.clone(),
+        ));
+        Ok(Fleet {
+            shared,
+            tasks,
+            controller,
+            stopped_at,
+            started,
+            cpu_start,
+            config,
+            template,
+            kinds,
+        })
     }
 
     /// Live counters, for a progress display.
@@ -275,7 +299,9 @@ impl Fleet {
         let cpu = CpuUsage::between(self.cpu_start, stats::cpu_time(), elapsed);
         self.controller.abort();
         let stopped_at = *self.stopped_at.lock().unwrap_or_else(|e| e.into_inner());
-        let generating = stopped_at.map_or(elapsed, |t| t.saturating_duration_since(self.started)).min(elapsed);
+        let generating = stopped_at
+            .map_or(elapsed, |t| t.saturating_duration_since(self.started))
+            .min(elapsed);
         let mut profiles: Vec<ProfileReport> = self
             .kinds
             .iter()
@@ -313,7 +339,11 @@ impl Fleet {
             },
             cpu,
             faults: self.config.faults.clone(),
-            per_device: if self.config.per_device { results } else { Vec::new() },
+            per_device: if self.config.per_device {
+                results
+            } else {
+                Vec::new()
+            },
         }
     }
 }

@@ -31,7 +31,9 @@ impl Encoding {
     /// Serialize `v` into one frame: JSON as text, CBOR as binary.
     pub fn frame<T: Serialize>(self, v: &T) -> Frame {
         match self {
-            Encoding::Json => Frame::text(serde_json::to_string(v).expect("simulated messages serialize")),
+            Encoding::Json => {
+                Frame::text(serde_json::to_string(v).expect("simulated messages serialize"))
+            }
             Encoding::Cbor => {
                 let mut out = Vec::with_capacity(256);
                 ciborium::into_writer(v, &mut out).expect("simulated messages serialize");
@@ -68,15 +70,40 @@ pub fn telemetry(encoding: Encoding, shape: &Shape, seq: Option<u64>, samples: &
         (Some(name), Some(seq)) => Some((&**name, seq)),
         _ => None,
     };
-    fn fields<'a>(names: &'a [Arc<str>], s: &'a Sample, extra: Option<(&'a str, u64)>) -> Fields<'a> {
-        Fields { names, values: &s.values, extra }
+    fn fields<'a>(
+        names: &'a [Arc<str>],
+        s: &'a Sample,
+        extra: Option<(&'a str, u64)>,
+    ) -> Fields<'a> {
+        Fields {
+            names,
+            values: &s.values,
+            extra,
+        }
     }
     let names = &shape.names[..];
     if let [one] = samples {
-        encoding.frame(&Single { seq, ts: one.ts_ms, measurement: &shape.measurement, tags, fields: fields(names, one, extra) })
+        encoding.frame(&Single {
+            seq,
+            ts: one.ts_ms,
+            measurement: &shape.measurement,
+            tags,
+            fields: fields(names, one, extra),
+        })
     } else {
-        let points: Vec<BatchPoint> = samples.iter().map(|s| BatchPoint { ts: s.ts_ms, fields: fields(names, s, extra) }).collect();
-        encoding.frame(&Batch { seq, measurement: &shape.measurement, tags, points })
+        let points: Vec<BatchPoint> = samples
+            .iter()
+            .map(|s| BatchPoint {
+                ts: s.ts_ms,
+                fields: fields(names, s, extra),
+            })
+            .collect();
+        encoding.frame(&Batch {
+            seq,
+            measurement: &shape.measurement,
+            tags,
+            points,
+        })
     }
 }
 
@@ -163,16 +190,19 @@ pub const OVERSIZE_BYTES: usize = 70 * 1024;
 
 pub fn faulty(encoding: Encoding, fault: Fault, shape: &Shape, ts_ms: i64, noise: u64) -> Frame {
     match (fault, encoding) {
-        (Fault::Garbage, Encoding::Json) => Frame::text(format!("garbage {noise:016x} <- not JSON")),
+        (Fault::Garbage, Encoding::Json) => {
+            Frame::text(format!("garbage {noise:016x} <- not JSON"))
+        }
         (Fault::Garbage, Encoding::Cbor) => {
             // 0xff is a stray "break" code: never valid CBOR at the start.
             let mut b = vec![0xff];
             b.extend_from_slice(&noise.to_le_bytes());
             Frame::binary(b)
         }
-        (Fault::Nan, Encoding::Json) => {
-            Frame::text(format!(r#"{{"ts":{ts_ms},"measurement":"{}","fields":{{"value":NaN}}}}"#, shape.measurement))
-        }
+        (Fault::Nan, Encoding::Json) => Frame::text(format!(
+            r#"{{"ts":{ts_ms},"measurement":"{}","fields":{{"value":NaN}}}}"#,
+            shape.measurement
+        )),
         (Fault::Nan, Encoding::Cbor) => {
             let values = [Value::Float(f64::NAN)];
             let names: [Arc<str>; 1] = ["value".into()];
@@ -181,7 +211,11 @@ pub fn faulty(encoding: Encoding, fault: Fault, shape: &Shape, ts_ms: i64, noise
                 ts: ts_ms,
                 measurement: &shape.measurement,
                 tags: Tags(&[]),
-                fields: Fields { names: &names, values: &values, extra: None },
+                fields: Fields {
+                    names: &names,
+                    values: &values,
+                    extra: None,
+                },
             })
         }
         (Fault::Oversize, _) => {
@@ -192,7 +226,11 @@ pub fn faulty(encoding: Encoding, fault: Fault, shape: &Shape, ts_ms: i64, noise
                 ts: ts_ms,
                 measurement: &shape.measurement,
                 tags: Tags(&[]),
-                fields: Fields { names: &names, values: &values, extra: None },
+                fields: Fields {
+                    names: &names,
+                    values: &values,
+                    extra: None,
+                },
             })
         }
     }
@@ -207,7 +245,11 @@ pub fn command_result(encoding: Encoding, id: &str, ok: bool, detail: Option<&st
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<&'a str>,
     }
-    encoding.frame(&CmdResult { cmd_result: id, ok, detail })
+    encoding.frame(&CmdResult {
+        cmd_result: id,
+        ok,
+        detail,
+    })
 }
 
 /// A message from the server.
@@ -216,8 +258,16 @@ pub enum Downlink {
     Ack(u64),
     /// `seq` is `None` for a message whose seq the server could not read (or
     /// that had none).
-    Nack { seq: Option<u64>, error: String, detail: String },
-    Command { id: String, name: String, args: serde_json::Value },
+    Nack {
+        seq: Option<u64>,
+        error: String,
+        detail: String,
+    },
+    Command {
+        id: String,
+        name: String,
+        args: serde_json::Value,
+    },
 }
 
 #[derive(Deserialize)]
@@ -249,13 +299,21 @@ pub fn parse_downlink(frame: &Frame) -> Option<Result<Downlink, String>> {
     };
     Some(wire.and_then(|w| match (w.ack, w.nack, w.cmd) {
         (Some(seq), None, None) => Ok(Downlink::Ack(seq)),
-        (None, Some(seq), None) => Ok(Downlink::Nack { seq, error: w.error, detail: w.detail }),
+        (None, Some(seq), None) => Ok(Downlink::Nack {
+            seq,
+            error: w.error,
+            detail: w.detail,
+        }),
         (None, None, Some(id)) => {
             let id = match id {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
-            Ok(Downlink::Command { id, name: w.name.unwrap_or_default(), args: w.args })
+            Ok(Downlink::Command {
+                id,
+                name: w.name.unwrap_or_default(),
+                args: w.args,
+            })
         }
         _ => Err("neither an ack, a nack nor a command".to_string()),
     }))
@@ -278,7 +336,10 @@ mod tests {
     }
 
     fn sample(ts_ms: i64, t: f64) -> Sample {
-        Sample { ts_ms, values: vec![Value::Bool(true), Value::Float(t)] }
+        Sample {
+            ts_ms,
+            values: vec![Value::Bool(true), Value::Float(t)],
+        }
     }
 
     fn decode(f: &Frame) -> Result<Message, crate::decode::DecodeError> {
@@ -292,7 +353,12 @@ mod tests {
 
     #[test]
     fn single_point_json_is_the_design_shape() {
-        let f = telemetry(Encoding::Json, &shape(), Some(42), &[sample(1732492800123, 21.5)]);
+        let f = telemetry(
+            Encoding::Json,
+            &shape(),
+            Some(42),
+            &[sample(1732492800123, 21.5)],
+        );
         let v: serde_json::Value = serde_json::from_str(f.to_text().unwrap()).unwrap();
         assert_eq!(
             v,
@@ -306,13 +372,25 @@ mod tests {
         let mut s = shape();
         s.seq_field = Some("sim_seq".into());
         for enc in [Encoding::Json, Encoding::Cbor] {
-            let f = telemetry(enc, &s, Some(7), &[sample(1000, 1.0), sample(1010, 2.0), sample(1020, 3.0)]);
-            let Ok(Message::Points { seq, points }) = decode(&f) else { panic!("{enc:?}: {:?}", decode(&f)) };
+            let f = telemetry(
+                enc,
+                &s,
+                Some(7),
+                &[sample(1000, 1.0), sample(1010, 2.0), sample(1020, 3.0)],
+            );
+            let Ok(Message::Points { seq, points }) = decode(&f) else {
+                panic!("{enc:?}: {:?}", decode(&f))
+            };
             assert_eq!(seq, Some(7));
             assert_eq!(points.len(), 3);
             assert_eq!(points[1].time_ns, 1_010_000_000);
             assert_eq!(points[2].tag("site"), Some("roof"));
-            assert!(points[0].fields.iter().any(|(k, v)| k == "sim_seq" && v.to_string() == "7"));
+            assert!(
+                points[0]
+                    .fields
+                    .iter()
+                    .any(|(k, v)| k == "sim_seq" && v.to_string() == "7")
+            );
         }
     }
 
@@ -320,8 +398,22 @@ mod tests {
     fn faulty_messages_are_refused_without_a_seq() {
         for enc in [Encoding::Json, Encoding::Cbor] {
             for (fault, code) in [
-                (Fault::Garbage, if enc == Encoding::Json { "invalid_json" } else { "invalid_cbor" }),
-                (Fault::Nan, if enc == Encoding::Json { "invalid_json" } else { "invalid_field" }),
+                (
+                    Fault::Garbage,
+                    if enc == Encoding::Json {
+                        "invalid_json"
+                    } else {
+                        "invalid_cbor"
+                    },
+                ),
+                (
+                    Fault::Nan,
+                    if enc == Encoding::Json {
+                        "invalid_json"
+                    } else {
+                        "invalid_field"
+                    },
+                ),
                 (Fault::Oversize, "too_large"),
             ] {
                 let e = decode(&faulty(enc, fault, &shape(), 1000, 0xdead_beef)).unwrap_err();
@@ -338,16 +430,32 @@ mod tests {
             assert_eq!(parse(Server::Ack { ack: 5 }), Downlink::Ack(5));
             assert_eq!(
                 parse(Server::nack(None, "invalid_json", "x")),
-                Downlink::Nack { seq: None, error: "invalid_json".into(), detail: "x".into() }
+                Downlink::Nack {
+                    seq: None,
+                    error: "invalid_json".into(),
+                    detail: "x".into()
+                }
             );
             assert_eq!(
                 parse(Server::nack(Some(3), "too_large", "y")),
-                Downlink::Nack { seq: Some(3), error: "too_large".into(), detail: "y".into() }
+                Downlink::Nack {
+                    seq: Some(3),
+                    error: "too_large".into(),
+                    detail: "y".into()
+                }
             );
-            let cmd = Server::Command { cmd: "c-17".into(), name: "set_interval".into(), args: Some(json!({"seconds": 5})) };
+            let cmd = Server::Command {
+                cmd: "c-17".into(),
+                name: "set_interval".into(),
+                args: Some(json!({"seconds": 5})),
+            };
             assert_eq!(
                 parse(cmd),
-                Downlink::Command { id: "c-17".into(), name: "set_interval".into(), args: json!({"seconds": 5}) }
+                Downlink::Command {
+                    id: "c-17".into(),
+                    name: "set_interval".into(),
+                    args: json!({"seconds": 5})
+                }
             );
         }
         assert!(parse_downlink(&Frame::text("{}")).unwrap().is_err());
@@ -360,7 +468,12 @@ mod tests {
             let m = decode(&command_result(enc, "c-17", false, Some("unknown command"))).unwrap();
             assert_eq!(
                 m,
-                Message::CommandResult { seq: None, cmd: "c-17".into(), ok: false, detail: Some("unknown command".into()) }
+                Message::CommandResult {
+                    seq: None,
+                    cmd: "c-17".into(),
+                    ok: false,
+                    detail: Some("unknown command".into())
+                }
             );
         }
     }

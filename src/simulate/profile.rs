@@ -15,7 +15,10 @@ use toml::Spanned;
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("cannot read device profile {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("device profile {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("device profile {path}, line {line}: {key}: {detail}")]
@@ -26,7 +29,11 @@ pub enum ProfileError {
         detail: String,
     },
     #[error("no device profile named {name:?} in {dir}: available: {available}")]
-    Unknown { name: String, dir: PathBuf, available: String },
+    Unknown {
+        name: String,
+        dir: PathBuf,
+        available: String,
+    },
 }
 
 /// A device profile as written in TOML.
@@ -257,16 +264,24 @@ fn one_f() -> f64 {
 impl Profile {
     /// Read and check a profile file.
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.into(),
+            source,
+        })?;
         Profile::parse(&text, path)
     }
 
     /// Parse and check TOML text; `path` names the file in errors and gives
     /// the default name.
     pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
-        let mut p: Profile =
-            toml::from_str(text).map_err(|e| ProfileError::Parse { path: path.into(), message: e.to_string() })?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("device");
+        let mut p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("device");
         if p.name.is_empty() {
             p.name = stem.to_string();
         }
@@ -285,23 +300,39 @@ impl Profile {
             detail,
         };
         let top = |key: &str, detail: String| invalid(key, line_of_key(text, key), detail);
-        self.check_names().map_err(|(key, detail)| top(key, detail))?;
+        self.check_names()
+            .map_err(|(key, detail)| top(key, detail))?;
         if !valid_id_part(&self.id_prefix) {
-            return Err(top("id_prefix", "use 1-100 characters from A-Z a-z 0-9 - _ . :".into()));
+            return Err(top(
+                "id_prefix",
+                "use 1-100 characters from A-Z a-z 0-9 - _ . :".into(),
+            ));
         }
         if !(self.interval_s.is_finite() && self.interval_s > 0.0 && self.interval_s <= 86_400.0) {
-            return Err(top("interval_s", "must be above 0 and at most 86400 seconds".into()));
+            return Err(top(
+                "interval_s",
+                "must be above 0 and at most 86400 seconds".into(),
+            ));
         }
         if !(0.0..1.0).contains(&self.jitter) {
-            return Err(top("jitter", "must be in [0, 1): a share of the interval".into()));
+            return Err(top(
+                "jitter",
+                "must be in [0, 1): a share of the interval".into(),
+            ));
         }
         if !(1..=10_000).contains(&self.points_per_message) {
-            return Err(top("points_per_message", "must be between 1 and 10000".into()));
+            return Err(top(
+                "points_per_message",
+                "must be between 1 and 10000".into(),
+            ));
         }
         if let Some(s) = self.sample_interval_ms
             && !(s.is_finite() && s >= 1.0)
         {
-            return Err(top("sample_interval_ms", "must be at least 1 ms (timestamps are milliseconds)".into()));
+            return Err(top(
+                "sample_interval_ms",
+                "must be at least 1 ms (timestamps are milliseconds)".into(),
+            ));
         }
         if let Some(d) = &self.duty_cycle {
             let (lo, hi) = d.sleep_s.bounds();
@@ -309,31 +340,52 @@ impl Profile {
                 return Err(top("messages_per_wake", "must be at least 1".into()));
             }
             if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi) {
-                return Err(top("sleep_s", "must be a number of seconds >= 0, or [low, high] with low <= high".into()));
+                return Err(top(
+                    "sleep_s",
+                    "must be a number of seconds >= 0, or [low, high] with low <= high".into(),
+                ));
             }
         }
         for (k, v) in &self.tags {
             if k == "device" {
-                return Err(top("tags", "`device` is set by the server from the session; use another name".into()));
+                return Err(top(
+                    "tags",
+                    "`device` is set by the server from the session; use another name".into(),
+                ));
             }
             let ok = match v {
                 TagSpec::Fixed(s) => !s.is_empty(),
                 TagSpec::OneOf(list) => !list.is_empty() && list.iter().all(|s| !s.is_empty()),
             };
             if !ok {
-                return Err(top("tags", format!("tag {k:?}: give a non-empty value or a non-empty list of values")));
+                return Err(top(
+                    "tags",
+                    format!("tag {k:?}: give a non-empty value or a non-empty list of values"),
+                ));
             }
         }
         if let Some(p) = &self.path {
             let (lo, hi) = p.speed_kmh.bounds();
             if p.waypoints.len() < 2 {
-                return Err(top("waypoints", "a path needs at least two waypoints".into()));
+                return Err(top(
+                    "waypoints",
+                    "a path needs at least two waypoints".into(),
+                ));
             }
-            if p.waypoints.iter().any(|[lat, lon]| !(-90.0..=90.0).contains(lat) || !(-180.0..=180.0).contains(lon)) {
-                return Err(top("waypoints", "each waypoint is [lat, lon] with lat in [-90, 90], lon in [-180, 180]".into()));
+            if p.waypoints
+                .iter()
+                .any(|[lat, lon]| !(-90.0..=90.0).contains(lat) || !(-180.0..=180.0).contains(lon))
+            {
+                return Err(top(
+                    "waypoints",
+                    "each waypoint is [lat, lon] with lat in [-90, 90], lon in [-180, 180]".into(),
+                ));
             }
             if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi) {
-                return Err(top("speed_kmh", "must be >= 0, or [low, high] with low <= high".into()));
+                return Err(top(
+                    "speed_kmh",
+                    "must be >= 0, or [low, high] with low <= high".into(),
+                ));
             }
             if !(p.speed_step.is_finite() && p.speed_step >= 0.0) {
                 return Err(top("speed_step", "must be >= 0".into()));
@@ -345,7 +397,8 @@ impl Profile {
         for (name, spec) in &self.fields {
             let key = format!("fields.{name}");
             let line = line_at(text, spec.span().start);
-            self.check_field(spec.get_ref()).map_err(|detail| invalid(&key, line, detail))?;
+            self.check_field(spec.get_ref())
+                .map_err(|detail| invalid(&key, line, detail))?;
         }
         Ok(())
     }
@@ -362,7 +415,9 @@ impl Profile {
                 TagSpec::OneOf(list) => values.extend(list.iter().map(|s| (k, s))),
             }
         }
-        let point = |measurement: &str, tags: Vec<(String, String)>, fields: Vec<(String, FieldValue)>| Point {
+        let point = |measurement: &str,
+                     tags: Vec<(String, String)>,
+                     fields: Vec<(String, FieldValue)>| Point {
             measurement: measurement.into(),
             tags,
             fields,
@@ -373,11 +428,19 @@ impl Profile {
         crate::lineproto::check_point(&point(&self.measurement, vec![], one_field()), &limits)
             .map_err(|e| ("measurement", e.to_string()))?;
         for (k, v) in values {
-            crate::lineproto::check_point(&point("m", vec![(k.clone(), v.clone())], one_field()), &limits)
-                .map_err(|e| ("tags", e.to_string()))?;
+            crate::lineproto::check_point(
+                &point("m", vec![(k.clone(), v.clone())], one_field()),
+                &limits,
+            )
+            .map_err(|e| ("tags", e.to_string()))?;
         }
-        let fields = self.fields.keys().map(|k| (k.clone(), FieldValue::Bool(true))).collect();
-        crate::lineproto::check_point(&point("m", vec![], fields), &limits).map_err(|e| ("fields", e.to_string()))?;
+        let fields = self
+            .fields
+            .keys()
+            .map(|k| (k.clone(), FieldValue::Bool(true)))
+            .collect();
+        crate::lineproto::check_point(&point("m", vec![], fields), &limits)
+            .map_err(|e| ("fields", e.to_string()))?;
         Ok(())
     }
 
@@ -394,8 +457,12 @@ impl Profile {
             _ => Ok(()),
         };
         let spike_ok = |s: &Option<Spike>| match s {
-            Some(s) if !(0.0..=1.0).contains(&s.probability) => Err("spike.probability must be in [0, 1]".to_string()),
-            Some(s) if !finite_range(s.add) => Err("spike.add must be a number or [low, high]".to_string()),
+            Some(s) if !(0.0..=1.0).contains(&s.probability) => {
+                Err("spike.probability must be in [0, 1]".to_string())
+            }
+            Some(s) if !finite_range(s.add) => {
+                Err("spike.add must be a number or [low, high]".to_string())
+            }
             _ => Ok(()),
         };
         match spec {
@@ -403,7 +470,15 @@ impl Profile {
                 Scalar::Float(f) if !f.is_finite() => Err("value must be finite".into()),
                 _ => Ok(()),
             },
-            FieldSpec::RandomWalk { min, max, start, step, decimals: d, spike, .. } => {
+            FieldSpec::RandomWalk {
+                min,
+                max,
+                start,
+                step,
+                decimals: d,
+                spike,
+                ..
+            } => {
                 bounds(*min, *max)?;
                 decimals(*d)?;
                 spike_ok(spike)?;
@@ -417,7 +492,16 @@ impl Profile {
                 }
                 Ok(())
             }
-            FieldSpec::Sine { min, max, period_s, peak_at_s, noise, decimals: d, spike, .. } => {
+            FieldSpec::Sine {
+                min,
+                max,
+                period_s,
+                peak_at_s,
+                noise,
+                decimals: d,
+                spike,
+                ..
+            } => {
                 bounds(*min, *max)?;
                 decimals(*d)?;
                 spike_ok(spike)?;
@@ -429,7 +513,16 @@ impl Profile {
                 }
                 Ok(())
             }
-            FieldSpec::Counter { start, per_second, of, scale, min, max, decimals: d, .. } => {
+            FieldSpec::Counter {
+                start,
+                per_second,
+                of,
+                scale,
+                min,
+                max,
+                decimals: d,
+                ..
+            } => {
                 decimals(*d)?;
                 if !finite_range(*start) || !scale.is_finite() {
                     return Err("start and scale must be finite".into());
@@ -437,11 +530,26 @@ impl Profile {
                 match (per_second, of) {
                     (Some(r), None) if finite_range(*r) => {}
                     (None, Some(other)) => match self.fields.get(other).map(|s| s.get_ref()) {
-                        Some(FieldSpec::RandomWalk { .. } | FieldSpec::Sine { .. } | FieldSpec::Path { .. }) => {}
-                        Some(_) => return Err(format!("of = {other:?}: a counter integrates a random_walk, sine or path field")),
-                        None => return Err(format!("of = {other:?}: no such field in this profile")),
+                        Some(
+                            FieldSpec::RandomWalk { .. }
+                            | FieldSpec::Sine { .. }
+                            | FieldSpec::Path { .. },
+                        ) => {}
+                        Some(_) => {
+                            return Err(format!(
+                                "of = {other:?}: a counter integrates a random_walk, sine or path field"
+                            ));
+                        }
+                        None => {
+                            return Err(format!("of = {other:?}: no such field in this profile"));
+                        }
                     },
-                    _ => return Err("give either per_second (a number or [low, high]) or of (a field name)".into()),
+                    _ => {
+                        return Err(
+                            "give either per_second (a number or [low, high]) or of (a field name)"
+                                .into(),
+                        );
+                    }
                 }
                 let lo = min.unwrap_or(f64::NEG_INFINITY);
                 let hi = max.unwrap_or(f64::INFINITY);
@@ -453,15 +561,24 @@ impl Profile {
                 }
                 Ok(())
             }
-            FieldSpec::Enum { values, weights, change_probability } => {
+            FieldSpec::Enum {
+                values,
+                weights,
+                change_probability,
+            } => {
                 if values.is_empty() {
                     return Err("values must not be empty".into());
                 }
-                if values.iter().any(|v| matches!(v, Scalar::Float(f) if !f.is_finite())) {
+                if values
+                    .iter()
+                    .any(|v| matches!(v, Scalar::Float(f) if !f.is_finite()))
+                {
                     return Err("values must be finite".into());
                 }
                 if let Some(w) = weights
-                    && (w.len() != values.len() || w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || w.iter().sum::<f64>() <= 0.0)
+                    && (w.len() != values.len()
+                        || w.iter().any(|x| !(x.is_finite() && *x >= 0.0))
+                        || w.iter().sum::<f64>() <= 0.0)
                 {
                     return Err("weights: one weight >= 0 per value, not all zero".into());
                 }
@@ -505,12 +622,18 @@ fn within(r: Range, min: f64, max: f64) -> bool {
 
 /// The device id alphabet the server accepts (see `server::valid_device_id`).
 fn valid_id_part(s: &str) -> bool {
-    (1..=100).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    (1..=100).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// 1-based line of byte `offset`.
 fn line_at(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// 1-based line where `key = ...` is set, or 1 when it is not written (a
@@ -519,7 +642,8 @@ fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| {
             let l = l.trim_start();
-            l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
         .unwrap_or(1)
@@ -545,12 +669,19 @@ pub fn resolve(spec: &str, dir: &Path) -> Result<Vec<PathBuf>, ProfileError> {
         .iter()
         .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string))
         .collect();
-    Err(ProfileError::Unknown { name: spec.into(), dir: dir.into(), available: names.join(", ") })
+    Err(ProfileError::Unknown {
+        name: spec.into(),
+        dir: dir.into(),
+        available: names.join(", "),
+    })
 }
 
 /// The `.toml` files of `dir`, sorted.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>, ProfileError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ProfileError::Read { path: dir.into(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| ProfileError::Read {
+        path: dir.into(),
+        source,
+    })?;
     let mut out: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
@@ -587,40 +718,65 @@ step = 1
     #[test]
     fn unknown_keys_name_the_line() {
         let text = MINIMAL.replace("step = 1", "step = 1\nstpe = 2");
-        let e = Profile::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
-        assert!(e.contains("x.toml") && e.contains("line 5") && e.contains("stpe"), "{e}");
+        let e = Profile::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("line 5") && e.contains("stpe"),
+            "{e}"
+        );
     }
 
     #[test]
     fn semantic_errors_name_file_line_and_key() {
         let text = MINIMAL.replace("max = 10", "max = -1");
-        let e = Profile::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
-        assert!(e.contains("x.toml, line 5: fields.t: min (0) must be a number at most max (-1)"), "{e}");
+        let e = Profile::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml, line 5: fields.t: min (0) must be a number at most max (-1)"),
+            "{e}"
+        );
         let text = MINIMAL.replace("interval_s = 1", "interval_s = 0");
-        let e = Profile::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        let e = Profile::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3: interval_s"), "{e}");
     }
 
     #[test]
     fn counters_must_integrate_an_existing_field() {
         let text = format!("{MINIMAL}\n[fields.e]\nkind = \"counter\"\nof = \"nope\"\n");
-        let e = Profile::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        let e = Profile::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fields.e") && e.contains("no such field"), "{e}");
-        let text = format!("{MINIMAL}\n[fields.e]\nkind = \"counter\"\nof = \"t\"\nper_second = 1\n");
+        let text =
+            format!("{MINIMAL}\n[fields.e]\nkind = \"counter\"\nof = \"t\"\nper_second = 1\n");
         assert!(Profile::parse(&text, Path::new("x.toml")).is_err());
     }
 
     #[test]
     fn path_fields_need_a_path() {
         let text = format!("{MINIMAL}\n[fields.lat]\nkind = \"path\"\nof = \"lat\"\n");
-        let e = Profile::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        let e = Profile::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[path]"), "{e}");
     }
 
     #[test]
     fn the_device_tag_is_reserved() {
-        let text = MINIMAL.replace("interval_s = 1", "interval_s = 1\ntags = { device = \"x\" }");
-        assert!(Profile::parse(&text, Path::new("x.toml")).unwrap_err().to_string().contains("device"));
+        let text = MINIMAL.replace(
+            "interval_s = 1",
+            "interval_s = 1\ntags = { device = \"x\" }",
+        );
+        assert!(
+            Profile::parse(&text, Path::new("x.toml"))
+                .unwrap_err()
+                .to_string()
+                .contains("device")
+        );
     }
 
     #[test]
@@ -629,8 +785,14 @@ step = 1
         std::fs::write(dir.path().join("a.toml"), MINIMAL).unwrap();
         std::fs::write(dir.path().join("b.toml"), MINIMAL).unwrap();
         assert_eq!(resolve("all", dir.path()).unwrap().len(), 2);
-        assert_eq!(resolve("a", dir.path()).unwrap(), vec![dir.path().join("a.toml")]);
-        assert_eq!(resolve("x/y.toml", dir.path()).unwrap(), vec![PathBuf::from("x/y.toml")]);
+        assert_eq!(
+            resolve("a", dir.path()).unwrap(),
+            vec![dir.path().join("a.toml")]
+        );
+        assert_eq!(
+            resolve("x/y.toml", dir.path()).unwrap(),
+            vec![PathBuf::from("x/y.toml")]
+        );
         let e = resolve("c", dir.path()).unwrap_err().to_string();
         assert!(e.contains("available: a, b"), "{e}");
     }

@@ -95,7 +95,10 @@ impl Report {
                 ));
             }
             if c.unexpected_acks > 0 {
-                out.push(format!("{name}: {} acks or nacks for messages not waiting for one", c.unexpected_acks));
+                out.push(format!(
+                    "{name}: {} acks or nacks for messages not waiting for one",
+                    c.unexpected_acks
+                ));
             }
         };
         check("total", &self.totals);
@@ -113,7 +116,11 @@ impl Report {
             rates: Rates,
             consistent: bool,
         }
-        let v = WithRates { report: self, rates: self.rates(), consistent: self.inconsistencies().is_empty() };
+        let v = WithRates {
+            report: self,
+            rates: self.rates(),
+            consistent: self.inconsistencies().is_empty(),
+        };
         serde_json::to_string_pretty(&v).expect("report serializes")
     }
 
@@ -135,7 +142,17 @@ impl Report {
             "ran {:.1} s generating, {:.1} s in total (draining acks)\n",
             self.generating_s, self.elapsed_s
         );
-        let header = ["profile", "devices", "msgs sent", "points", "acked", "nacked", "unacked", "resent", "reconnects"];
+        let header = [
+            "profile",
+            "devices",
+            "msgs sent",
+            "points",
+            "acked",
+            "nacked",
+            "unacked",
+            "resent",
+            "reconnects",
+        ];
         let mut rows: Vec<[String; 9]> = Vec::new();
         let row = |name: &str, devices: usize, c: &Counters| {
             [
@@ -155,7 +172,13 @@ impl Report {
         }
         rows.push(row("total", self.devices, t));
         let widths: Vec<usize> = (0..header.len())
-            .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].len())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let line = |cells: &[&str]| {
             let mut l = String::new();
@@ -171,7 +194,11 @@ impl Report {
         let _ = writeln!(s, "{}", line(&header));
         for (i, r) in rows.iter().enumerate() {
             if i == rows.len() - 1 {
-                let _ = writeln!(s, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+                );
             }
             let cells: Vec<&str> = r.iter().map(String::as_str).collect();
             let _ = writeln!(s, "{}", line(&cells));
@@ -181,7 +208,10 @@ impl Report {
         let _ = writeln!(
             s,
             "rates        sent {:.1} msgs/s ({:.1} points/s); acked {:.1} msgs/s ({:.1} points/s)",
-            r.messages_sent_per_s, r.points_sent_per_s, r.messages_acked_per_s, r.points_acked_per_s
+            r.messages_sent_per_s,
+            r.points_sent_per_s,
+            r.messages_acked_per_s,
+            r.points_acked_per_s
         );
         match &self.ack_latency {
             Some(l) => {
@@ -201,10 +231,18 @@ impl Report {
             t.points_sent, t.points_acked, t.points_nacked, t.points_unacked
         );
         if !t.nacks.is_empty() {
-            let _ = writeln!(s, "nacks        {}", join(t.nacks.iter().map(|(k, v)| format!("{k} {v}"))));
+            let _ = writeln!(
+                s,
+                "nacks        {}",
+                join(t.nacks.iter().map(|(k, v)| format!("{k} {v}")))
+            );
         }
         if t.faulty_sent_total() > 0 || t.drops_injected > 0 {
-            let sent = join(t.faulty_sent.iter().map(|(k, v)| format!("{} {v}", format!("{k:?}").to_lowercase())));
+            let sent = join(
+                t.faulty_sent
+                    .iter()
+                    .map(|(k, v)| format!("{} {v}", format!("{k:?}").to_lowercase())),
+            );
             let _ = writeln!(
                 s,
                 "faults       sent {sent}; nacked {} ({}), unanswered {}; connections dropped {}",
@@ -216,20 +254,36 @@ impl Report {
         }
         let mut conn = format!("{} sessions, {} reconnects", t.sessions, t.reconnects);
         if !t.connect_errors.is_empty() {
-            let _ = write!(conn, "; connect errors: {}", join(t.connect_errors.iter().map(|(k, v)| format!("{k} {v}"))));
+            let _ = write!(
+                conn,
+                "; connect errors: {}",
+                join(t.connect_errors.iter().map(|(k, v)| format!("{k} {v}")))
+            );
         }
         if !t.server_closes.is_empty() {
-            let _ = write!(conn, "; server closed: {}", join(t.server_closes.iter().map(|(k, v)| format!("{k} ×{v}"))));
+            let _ = write!(
+                conn,
+                "; server closed: {}",
+                join(t.server_closes.iter().map(|(k, v)| format!("{k} ×{v}")))
+            );
         }
         if t.ack_timeouts > 0 {
             let _ = write!(conn, "; ack timeouts {}", t.ack_timeouts);
         }
         let _ = writeln!(s, "connections  {conn}");
         if !t.commands.is_empty() {
-            let _ = writeln!(s, "commands     {}", join(t.commands.iter().map(|(k, v)| format!("{k} {v}"))));
+            let _ = writeln!(
+                s,
+                "commands     {}",
+                join(t.commands.iter().map(|(k, v)| format!("{k} {v}")))
+            );
         }
         if t.window_stalls > 0 {
-            let _ = writeln!(s, "window full  {} times a message was due while the window was full", t.window_stalls);
+            let _ = writeln!(
+                s,
+                "window full  {} times a message was due while the window was full",
+                t.window_stalls
+            );
         }
         let _ = writeln!(
             s,
@@ -276,7 +330,11 @@ fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 #[cfg(test)]
@@ -285,7 +343,13 @@ mod tests {
     use crate::simulate::message::Fault;
 
     fn report() -> Report {
-        let mut c = Counters { messages_sent: 10, points_sent: 20, messages_acked: 9, points_acked: 18, ..Default::default() };
+        let mut c = Counters {
+            messages_sent: 10,
+            points_sent: 20,
+            messages_acked: 9,
+            points_acked: 18,
+            ..Default::default()
+        };
         c.messages_nacked = 1;
         c.points_nacked = 2;
         c.nacks.insert("too_large".into(), 1);
@@ -310,8 +374,16 @@ mod tests {
                 counters: c,
             }],
             ack_latency: None,
-            wire: WireReport { bytes_sent: 5000, bytes_received: 100 },
-            cpu: CpuUsage { user_s: 0.1, system_s: 0.1, cores_used: 0.08, machine_share: 0.04 },
+            wire: WireReport {
+                bytes_sent: 5000,
+                bytes_received: 100,
+            },
+            cpu: CpuUsage {
+                user_s: 0.1,
+                system_s: 0.1,
+                cores_used: 0.08,
+                machine_share: 0.04,
+            },
             faults: Faults::default(),
             per_device: vec![],
         }
@@ -324,7 +396,10 @@ mod tests {
         let table = r.table();
         assert!(table.contains("weather_station"), "{table}");
         assert!(table.contains("nacks        too_large 1"), "{table}");
-        assert!(table.contains("faults       sent garbage 2; nacked 2 (invalid_json 2)"), "{table}");
+        assert!(
+            table.contains("faults       sent garbage 2; nacked 2 (invalid_json 2)"),
+            "{table}"
+        );
         assert!(table.contains("4.9 KiB sent"), "{table}");
         assert!(!table.contains("INCONSISTENT"), "{table}");
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

@@ -124,10 +124,19 @@ pub enum Effect {
 pub enum Event {
     /// A control frame or nothing to act on.
     None,
-    Acked { points: u32, latency: Duration },
-    Nacked { points: u32, faulty: bool },
+    Acked {
+        points: u32,
+        latency: Duration,
+    },
+    Nacked {
+        points: u32,
+        faulty: bool,
+    },
     /// A command: send `reply`, then apply `effect`.
-    Command { reply: Frame, effect: Effect },
+    Command {
+        reply: Frame,
+        effect: Effect,
+    },
     /// Unreadable, or an ack for a message we do not have.
     Unexpected,
 }
@@ -189,7 +198,14 @@ impl Protocol {
     pub fn sent(&mut self, seq: u64, frame: Frame, points: u32, now: Instant) {
         self.counters.messages_sent += 1;
         self.counters.points_sent += points as u64;
-        self.window.insert(seq, Pending { frame, points, sent_at: now });
+        self.window.insert(
+            seq,
+            Pending {
+                frame,
+                points,
+                sent_at: now,
+            },
+        );
     }
 
     pub fn sent_faulty(&mut self, fault: Fault) {
@@ -243,32 +259,47 @@ impl Protocol {
                 Some(p) => {
                     self.counters.messages_acked += 1;
                     self.counters.points_acked += p.points as u64;
-                    Event::Acked { points: p.points, latency: now.saturating_duration_since(p.sent_at) }
+                    Event::Acked {
+                        points: p.points,
+                        latency: now.saturating_duration_since(p.sent_at),
+                    }
                 }
                 None => {
                     self.counters.unexpected_acks += 1;
                     Event::Unexpected
                 }
             },
-            Downlink::Nack { seq: Some(seq), error, .. } => match self.window.remove(&seq) {
+            Downlink::Nack {
+                seq: Some(seq),
+                error,
+                ..
+            } => match self.window.remove(&seq) {
                 Some(p) => {
                     self.counters.messages_nacked += 1;
                     self.counters.points_nacked += p.points as u64;
                     *self.counters.nacks.entry(error).or_default() += 1;
-                    Event::Nacked { points: p.points, faulty: false }
+                    Event::Nacked {
+                        points: p.points,
+                        faulty: false,
+                    }
                 }
                 None => {
                     self.counters.unexpected_acks += 1;
                     Event::Unexpected
                 }
             },
-            Downlink::Nack { seq: None, error, .. } => {
+            Downlink::Nack {
+                seq: None, error, ..
+            } => {
                 // Telemetry always carries a seq, so a nack without one is
                 // for one of our faulty messages.
                 self.faulty_in_flight = self.faulty_in_flight.saturating_sub(1);
                 self.counters.faulty_nacked += 1;
                 *self.counters.faulty_nacks.entry(error).or_default() += 1;
-                Event::Nacked { points: 0, faulty: true }
+                Event::Nacked {
+                    points: 0,
+                    faulty: true,
+                }
             }
             Downlink::Command { id, name, args } => {
                 *self.counters.commands.entry(name.clone()).or_default() += 1;
@@ -290,7 +321,9 @@ pub fn command(name: &str, args: &serde_json::Value) -> (bool, Option<String>, E
             }
             _ => (
                 false,
-                Some(format!("set_interval needs args.seconds: a number above 0 and at most {MAX_INTERVAL_S}")),
+                Some(format!(
+                    "set_interval needs args.seconds: a number above 0 and at most {MAX_INTERVAL_S}"
+                )),
                 Effect::None,
             ),
         },
@@ -300,10 +333,20 @@ pub fn command(name: &str, args: &serde_json::Value) -> (bool, Option<String>, E
                 Some(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => {
                     (true, None, Effect::Reboot(Duration::from_secs_f64(s)))
                 }
-                _ => (false, Some("reboot takes args.seconds between 0 and 3600".into()), Effect::None),
+                _ => (
+                    false,
+                    Some("reboot takes args.seconds between 0 and 3600".into()),
+                    Effect::None,
+                ),
             },
         },
-        other => (false, Some(format!("unknown command {other:?}: this device knows set_interval and reboot")), Effect::None),
+        other => (
+            false,
+            Some(format!(
+                "unknown command {other:?}: this device knows set_interval and reboot"
+            )),
+            Effect::None,
+        ),
     }
 }
 
@@ -329,14 +372,40 @@ mod tests {
         }
         assert!(!p.has_room());
         let t1 = t0 + Duration::from_millis(40);
-        assert_eq!(p.receive(&frame(Server::Ack { ack: 3 }), t1), Event::Acked { points: 2, latency: Duration::from_millis(40) });
+        assert_eq!(
+            p.receive(&frame(Server::Ack { ack: 3 }), t1),
+            Event::Acked {
+                points: 2,
+                latency: Duration::from_millis(40)
+            }
+        );
         assert!(p.has_room());
-        assert!(matches!(p.receive(&frame(Server::nack(Some(1), "too_large", "x")), t1), Event::Nacked { points: 2, faulty: false }));
-        assert_eq!(p.receive(&frame(Server::Ack { ack: 3 }), t1), Event::Unexpected);
-        assert!(matches!(p.receive(&frame(Server::Ack { ack: 2 }), t1), Event::Acked { .. }));
+        assert!(matches!(
+            p.receive(&frame(Server::nack(Some(1), "too_large", "x")), t1),
+            Event::Nacked {
+                points: 2,
+                faulty: false
+            }
+        ));
+        assert_eq!(
+            p.receive(&frame(Server::Ack { ack: 3 }), t1),
+            Event::Unexpected
+        );
+        assert!(matches!(
+            p.receive(&frame(Server::Ack { ack: 2 }), t1),
+            Event::Acked { .. }
+        ));
         assert!(p.is_idle());
         let c = &p.counters;
-        assert_eq!((c.messages_sent, c.messages_acked, c.messages_nacked, c.unexpected_acks), (3, 2, 1, 1));
+        assert_eq!(
+            (
+                c.messages_sent,
+                c.messages_acked,
+                c.messages_nacked,
+                c.unexpected_acks
+            ),
+            (3, 2, 1, 1)
+        );
         assert_eq!((c.points_sent, c.points_acked, c.points_nacked), (6, 4, 2));
         assert_eq!(c.nacks.get("too_large"), Some(&1));
     }
@@ -352,13 +421,19 @@ mod tests {
         p.receive(&frame(Server::Ack { ack: 2 }), t0);
         let later = t0 + Duration::from_secs(5);
         let again = p.resend(later);
-        assert_eq!(again, vec![Frame::text("m1"), Frame::text("m3"), Frame::text("m4")]);
+        assert_eq!(
+            again,
+            vec![Frame::text("m1"), Frame::text("m3"), Frame::text("m4")]
+        );
         assert_eq!(p.oldest_sent(), Some(later));
         assert_eq!(p.counters.messages_resent, 3);
         // Seqs keep counting after the resend.
         assert_eq!(p.take_seq(), 5);
         p.finish();
-        assert_eq!((p.counters.messages_unacked, p.counters.points_unacked), (3, 3));
+        assert_eq!(
+            (p.counters.messages_unacked, p.counters.points_unacked),
+            (3, 3)
+        );
     }
 
     #[test]
@@ -368,23 +443,53 @@ mod tests {
         p.sent_faulty(Fault::Nan);
         p.sent_faulty(Fault::Oversize);
         let now = Instant::now();
-        assert_eq!(p.receive(&frame(Server::nack(None, "invalid_json", "x")), now), Event::Nacked { points: 0, faulty: true });
+        assert_eq!(
+            p.receive(&frame(Server::nack(None, "invalid_json", "x")), now),
+            Event::Nacked {
+                points: 0,
+                faulty: true
+            }
+        );
         p.connection_lost();
         let c = &p.counters;
-        assert_eq!((c.faulty_sent_total(), c.faulty_nacked, c.faulty_unanswered), (3, 1, 2));
+        assert_eq!(
+            (c.faulty_sent_total(), c.faulty_nacked, c.faulty_unanswered),
+            (3, 1, 2)
+        );
         assert_eq!(c.messages_nacked, 0, "faulty nacks are not telemetry nacks");
     }
 
     #[test]
     fn commands() {
-        assert_eq!(command("set_interval", &json!({"seconds": 5})), (true, None, Effect::SetInterval(Duration::from_secs(5))));
-        assert_eq!(command("set_interval", &json!({"seconds": 0.25})).2, Effect::SetInterval(Duration::from_millis(250)));
-        for bad in [json!({}), json!({"seconds": 0}), json!({"seconds": "5"}), json!({"seconds": 1e9}), json!(null)] {
+        assert_eq!(
+            command("set_interval", &json!({"seconds": 5})),
+            (true, None, Effect::SetInterval(Duration::from_secs(5)))
+        );
+        assert_eq!(
+            command("set_interval", &json!({"seconds": 0.25})).2,
+            Effect::SetInterval(Duration::from_millis(250))
+        );
+        for bad in [
+            json!({}),
+            json!({"seconds": 0}),
+            json!({"seconds": "5"}),
+            json!({"seconds": 1e9}),
+            json!(null),
+        ] {
             let (ok, detail, effect) = command("set_interval", &bad);
-            assert!(!ok && detail.unwrap().contains("args.seconds") && effect == Effect::None, "{bad}");
+            assert!(
+                !ok && detail.unwrap().contains("args.seconds") && effect == Effect::None,
+                "{bad}"
+            );
         }
-        assert_eq!(command("reboot", &json!(null)).2, Effect::Reboot(Duration::from_secs(1)));
-        assert_eq!(command("reboot", &json!({"seconds": 0})).2, Effect::Reboot(Duration::ZERO));
+        assert_eq!(
+            command("reboot", &json!(null)).2,
+            Effect::Reboot(Duration::from_secs(1))
+        );
+        assert_eq!(
+            command("reboot", &json!({"seconds": 0})).2,
+            Effect::Reboot(Duration::ZERO)
+        );
         let (ok, detail, _) = command("selfdestruct", &json!({}));
         assert!(!ok && detail.unwrap().contains("unknown command"));
     }
@@ -392,10 +497,19 @@ mod tests {
     #[tokio::test]
     async fn a_command_is_answered_in_the_session_encoding() {
         let mut p = Protocol::new(Encoding::Cbor, 10);
-        let cmd = Server::Command { cmd: "c-1".into(), name: "set_interval".into(), args: Some(json!({"seconds": 2})) };
-        let Event::Command { reply, effect } = p.receive(&cmd.encode(Format::Cbor), Instant::now()) else { panic!() };
+        let cmd = Server::Command {
+            cmd: "c-1".into(),
+            name: "set_interval".into(),
+            args: Some(json!({"seconds": 2})),
+        };
+        let Event::Command { reply, effect } = p.receive(&cmd.encode(Format::Cbor), Instant::now())
+        else {
+            panic!()
+        };
         assert_eq!(effect, Effect::SetInterval(Duration::from_secs(2)));
-        let Frame::Binary(b) = reply else { panic!("CBOR reply is binary") };
+        let Frame::Binary(b) = reply else {
+            panic!("CBOR reply is binary")
+        };
         let v: serde_json::Value = ciborium::from_reader(&b[..]).unwrap();
         assert_eq!(v, json!({"cmd_result": "c-1", "ok": true}));
         assert_eq!(p.counters.commands.get("set_interval"), Some(&1));

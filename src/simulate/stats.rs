@@ -44,19 +44,28 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 impl Latency {
     pub fn new(shards: usize) -> Latency {
-        let h = || Mutex::new(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"));
-        Latency { shards: (0..shards.max(1)).map(|_| h()).collect() }
+        let h = || {
+            Mutex::new(
+                Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
+            )
+        };
+        Latency {
+            shards: (0..shards.max(1)).map(|_| h()).collect(),
+        }
     }
 
     pub fn record(&self, shard: usize, latency: Duration) {
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
-        let mut h = self.shards[shard % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = self.shards[shard % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         h.saturating_record(us);
     }
 
     /// Percentiles over every recorded ack; `None` when there were none.
     pub fn summary(&self) -> Option<LatencySummary> {
-        let mut all = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds");
+        let mut all = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
+            .expect("valid histogram bounds");
         for s in &self.shards {
             let h = s.lock().unwrap_or_else(|e| e.into_inner());
             all.add(&*h).expect("same bounds");
@@ -94,7 +103,8 @@ pub fn cpu_time() -> (Duration, Duration) {
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
         return (Duration::ZERO, Duration::ZERO);
     }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000));
+    let tv =
+        |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000));
     (tv(u.ru_utime), tv(u.ru_stime))
 }
 
@@ -110,12 +120,27 @@ pub struct CpuUsage {
 }
 
 impl CpuUsage {
-    pub fn between(start: (Duration, Duration), end: (Duration, Duration), wall: Duration) -> CpuUsage {
+    pub fn between(
+        start: (Duration, Duration),
+        end: (Duration, Duration),
+        wall: Duration,
+    ) -> CpuUsage {
         let user = end.0.saturating_sub(start.0).as_secs_f64();
         let system = end.1.saturating_sub(start.1).as_secs_f64();
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-        let used = if wall.is_zero() { 0.0 } else { (user + system) / wall.as_secs_f64() };
-        CpuUsage { user_s: user, system_s: system, cores_used: used, machine_share: used / cores }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        let used = if wall.is_zero() {
+            0.0
+        } else {
+            (user + system) / wall.as_secs_f64()
+        };
+        CpuUsage {
+            user_s: user,
+            system_s: system,
+            cores_used: used,
+            machine_share: used / cores,
+        }
     }
 }
 

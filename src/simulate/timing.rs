@@ -21,7 +21,12 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn new(interval: Duration, jitter: f64, burst: u32, first: Instant) -> Schedule {
-        Schedule { interval, jitter, burst: burst.max(1), next: first }
+        Schedule {
+            interval,
+            jitter,
+            burst: burst.max(1),
+            next: first,
+        }
     }
 
     pub fn next(&self) -> Instant {
@@ -54,7 +59,11 @@ impl Schedule {
 
     fn jittered(&self, rng: &mut impl Rng) -> Duration {
         let base = self.interval.as_secs_f64() * self.burst as f64;
-        let j = if self.jitter > 0.0 { rng.random_range(-self.jitter..=self.jitter) } else { 0.0 };
+        let j = if self.jitter > 0.0 {
+            rng.random_range(-self.jitter..=self.jitter)
+        } else {
+            0.0
+        };
         Duration::from_secs_f64((base * (1.0 + j)).max(0.000_1))
     }
 }
@@ -71,7 +80,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff { base, max: max.max(base), attempt: 0 }
+        Backoff {
+            base,
+            max: max.max(base),
+            attempt: 0,
+        }
     }
 
     pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
@@ -100,7 +113,10 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(skew_ms: i64) -> Clock {
-        Clock { skew_ms, last_ms: i64::MIN }
+        Clock {
+            skew_ms,
+            last_ms: i64::MIN,
+        }
     }
 
     /// Timestamps for `n` samples taken `spacing_ms` apart and ending at
@@ -139,7 +155,10 @@ mod tests {
         let waits: Vec<Duration> = (0..8).map(|_| b.next_delay(&mut rng)).collect();
         for (n, w) in waits.iter().enumerate() {
             let d = (100.0 * 2f64.powi(n as i32)).min(2000.0);
-            assert!(w.as_secs_f64() * 1000.0 >= d / 2.0 - 1e-6 && w.as_secs_f64() * 1000.0 <= d + 1e-6, "{n}: {w:?}");
+            assert!(
+                w.as_secs_f64() * 1000.0 >= d / 2.0 - 1e-6 && w.as_secs_f64() * 1000.0 <= d + 1e-6,
+                "{n}: {w:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay(&mut rng) <= Duration::from_millis(100));

@@ -178,6 +178,29 @@ bind-address = "127.0.0.1:{rpc}"
         out
     }
 
+    /// Count of points of `measurement` (over field `field`) per value of `tag`.
+    pub async fn count_by(
+        &self,
+        db: &str,
+        measurement: &str,
+        field: &str,
+        tag: &str,
+    ) -> std::collections::BTreeMap<String, u64> {
+        let q = format!("SELECT count(\"{field}\") FROM \"{measurement}\" GROUP BY \"{tag}\"");
+        let v = self.query(db, &q).await;
+        assert!(
+            v["results"][0].get("error").is_none(),
+            "query {q} failed: {v}"
+        );
+        let mut out = std::collections::BTreeMap::new();
+        for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+            let key = s["tags"][tag].as_str().unwrap_or_default().to_string();
+            let n = s["values"][0][1].as_u64().unwrap_or(0);
+            out.insert(key, n);
+        }
+        out
+    }
+
     /// Count of points of `measurement` (over field `field`).
     pub async fn count(&self, db: &str, measurement: &str, field: &str) -> u64 {
         let rows = self

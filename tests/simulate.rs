@@ -309,6 +309,8 @@ impl Fake {
                 n += 1;
                 let conn = n;
                 let seen = seen2.clone();
+                // tungstenite's callback signature, not ours.
+                #[allow(clippy::result_large_err)]
                 let callback = move |req: &Request, mut resp: Response| {
                     let h = |k: &str| {
                         req.headers()

@@ -290,18 +290,17 @@ struct Fake {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     /// (connection number, message) for every data frame received.
-    rx: mpsc::UnboundedReceiver<(usize, serde_json::Value)>,
+    rx: mpsc::Receiver<(usize, serde_json::Value)>,
     /// Commands for the current connection.
-    cmd: Arc<Mutex<Option<mpsc::UnboundedSender<serde_json::Value>>>>,
+    cmd: Arc<Mutex<Option<mpsc::Sender<serde_json::Value>>>>,
 }
 
 impl Fake {
     async fn start(listener: TcpListener) -> Fake {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let cmd: Arc<Mutex<Option<mpsc::UnboundedSender<serde_json::Value>>>> =
-            Arc::new(Mutex::new(None));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let cmd: Arc<Mutex<Option<mpsc::Sender<serde_json::Value>>>> = Arc::new(Mutex::new(None));
+        let (tx, rx) = mpsc::channel(10_000);
         let (seen2, cmd2) = (seen.clone(), cmd.clone());
         tokio::spawn(async move {
             let mut n = 0;
@@ -333,7 +332,7 @@ impl Fake {
                 let mut ws = tokio_tungstenite::accept_hdr_async(stream, callback)
                     .await
                     .unwrap();
-                let (ctx, mut crx) = mpsc::unbounded_channel::<serde_json::Value>();
+                let (ctx, mut crx) = mpsc::channel::<serde_json::Value>(16);
                 *cmd2.lock().unwrap() = Some(ctx);
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -346,7 +345,7 @@ impl Fake {
                                         let ack = json!({"ack": seq}).to_string();
                                         if ws.send(Message::text(ack)).await.is_err() { break; }
                                     }
-                                    let _ = tx.send((conn, v));
+                                    let _ = tx.send((conn, v)).await;
                                 }
                                 Some(Ok(_)) => {}
                                 _ => break,
@@ -380,7 +379,7 @@ impl Fake {
             .unwrap()
             .as_ref()
             .expect("a device is connected")
-            .send(v)
+            .try_send(v)
             .unwrap();
     }
 

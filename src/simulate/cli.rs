@@ -270,7 +270,7 @@ impl SimulateArgs {
 }
 
 /// Run `wsingest simulate`: the summary goes to stdout, the progress bar to
-/// stderr. First Ctrl-C: stop generating and drain; second: stop now.
+/// stderr. First Ctrl-C (or SIGTERM): stop generating and drain; second: stop now.
 pub async fn main(args: SimulateArgs) -> Result<Option<Report>, SimulateError> {
     if args.list_profiles {
         for path in profile::list(&args.devices_dir)? {
@@ -288,10 +288,10 @@ pub async fn main(args: SimulateArgs) -> Result<Option<Report>, SimulateError> {
     let stop = fleet.stop_token();
     let abort = fleet.abort_token();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if stop_signal().await {
             eprintln!("stopping: waiting for the last acks (Ctrl-C again to stop now)");
             stop.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if stop_signal().await {
                 abort.cancel();
             }
         }
@@ -318,6 +318,25 @@ pub async fn main(args: SimulateArgs) -> Result<Option<Report>, SimulateError> {
         return Err(SimulateError::Inconsistent(problems.join("; ")));
     }
     Ok(Some(report))
+}
+
+/// SIGINT or SIGTERM; `false` if signals cannot be watched.
+async fn stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.is_ok();
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            _ = term.recv() => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
 }
 
 fn progress_bar(duration: Option<Duration>) -> ProgressBar {

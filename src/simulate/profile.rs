@@ -780,6 +780,18 @@ step = 1
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../docs/simulate.md");
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/simulate.md has a TOML example")
+            + 8;
+        let end = start + doc[start..].find("```").unwrap();
+        let p = Profile::parse(&doc[start..end], Path::new("coldroom.toml")).unwrap();
+        assert_eq!((p.measurement.as_str(), p.fields.len()), ("coldroom", 2));
+    }
+
+    #[test]
     fn resolve_names_and_paths() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.toml"), MINIMAL).unwrap();

@@ -63,7 +63,7 @@ impl Faults {
     /// Drop the connection after the `nth` new telemetry message (1-based,
     /// counted over the device's life)?
     pub fn drop_after(&self, nth: u64, rng: &mut impl Rng) -> bool {
-        let every = self.drop_every.is_some_and(|n| nth % n == 0);
+        let every = self.drop_every.is_some_and(|n| nth.is_multiple_of(n));
         let random = self.drop_probability > 0.0 && rng.random::<f64>() < self.drop_probability;
         every || random
     }

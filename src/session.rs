@@ -34,7 +34,7 @@ use crate::config::AckMode;
 use crate::decode::{Decoder, Format, Message};
 use crate::dedupe::{Dedupe, Seen, message_hash};
 use crate::fleet::SessionObserver;
-use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
+use crate::pipeline::{Entry, Outcome, Pipeline, Reply, sleep_until};
 use crate::protocol::{Downlink, Encoding};
 
 /// Timing and flow limits of a session.
@@ -211,7 +211,7 @@ where
                 }
                 summary.messages += 1;
                 ctx.observer.message(bytes.len());
-                let now_ns = now_ns();
+                let now_ns = crate::point::now_ns();
                 let decoded = ctx.decoder.decode(&bytes, format, &ctx.device, now_ns);
                 // SenML packs have no seq: the n-th message of the session is
                 // acked (or nacked) as n, so devices can still match answers.
@@ -370,20 +370,6 @@ where
 fn ended(mut summary: SessionSummary, reason: &str) -> SessionSummary {
     summary.close_reason = reason.to_string();
     summary
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

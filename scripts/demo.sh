@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up and run the demo: a local influxd, `wsingest serve` with
-# config/demo.toml (anonymous devices allowed) on ws://127.0.0.1:8765, and
-# instructions to connect. Ctrl-C stops everything.
-# DEMO_SECONDS=N stops the demo by itself after N seconds.
+# config/demo.toml (anonymous devices allowed) on ws://127.0.0.1:8765, a
+# simulated fleet of every profile in devices/ for about a minute, then what
+# landed in InfluxDB and where to look next. Ctrl-C stops everything.
+# DEMO_SECONDS=N stops the demo by itself N seconds after the fleet run;
+# DEMO_FLEET=30s sets the fleet run's length, DEMO_DEVICES=N devices per profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +42,7 @@ bind-address = "127.0.0.1:18088"
 [monitor]
   store-enabled = false
 CONF
-  influxd -config "$DATA/influxdb.conf" >"$DATA/influxd.log" 2>&1 &
+  setsid influxd -config "$DATA/influxdb.conf" >"$DATA/influxd.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do
     curl -sf "${INFLUX_URL}/ping" >/dev/null && break
@@ -51,18 +53,55 @@ CONF
 fi
 curl -sf -XPOST "${INFLUX_URL}/query" --data-urlencode "q=CREATE DATABASE wsingest" >/dev/null
 
-target/release/wsingest serve --config config/demo.toml --influx-url "$INFLUX_URL" &
+# Its own session: Ctrl-C reaches the fleet (which drains its acks first);
+# the server is stopped by the cleanup with SIGTERM.
+setsid target/release/wsingest serve --config config/demo.toml --influx-url "$INFLUX_URL" &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -sf http://127.0.0.1:8765/healthz >/dev/null && break
   sleep 0.1
 done
 
+DEMO_FLEET="${DEMO_FLEET:-60s}"
+DEMO_DEVICES="${DEMO_DEVICES:-4}"
+echo
+echo "simulating ${DEMO_DEVICES} devices of each profile in devices/ for ${DEMO_FLEET} (Ctrl-C stops it all)..."
+target/release/wsingest simulate --url ws://127.0.0.1:8765 --profile all \
+  --devices "$DEMO_DEVICES" --duration "$DEMO_FLEET" || echo "the fleet run failed (see above)" >&2
+
+# What landed, straight from InfluxDB.
+INFLUX=(influx -host 127.0.0.1 -port "$INFLUX_PORT" -database wsingest)
+measurements=()
+for m in $("${INFLUX[@]}" -format csv -execute 'SHOW MEASUREMENTS' | tail -n +2 | cut -d, -f2); do
+  case "$m" in wsingest_*) ;; *) measurements+=("$m") ;; esac
+done
+echo
+echo "What landed in InfluxDB (database wsingest):"
+printf '  %-14s %10s\n' measurement points
+for m in "${measurements[@]}"; do
+  field=$("${INFLUX[@]}" -format csv -execute "SHOW FIELD KEYS FROM \"$m\"" | sed -n 2p | cut -d, -f2)
+  n=$("${INFLUX[@]}" -format csv -execute "SELECT count(\"$field\") FROM \"$m\"" | sed -n 2p | cut -d, -f3)
+  printf '  %-14s %10s\n' "$m" "${n:-0}"
+done
+for m in "${measurements[@]}"; do
+  echo
+  "${INFLUX[@]}" -format column -precision rfc3339 -execute "SELECT * FROM \"$m\" ORDER BY time DESC LIMIT 3"
+done
+
+# A small fleet keeps sending, so there is something to watch.
+setsid target/release/wsingest simulate --url ws://127.0.0.1:8765 --profile all --devices 1 \
+  --duration 24h --quiet --id-prefix live- >"$DATA/fleet.log" 2>&1 &
+pids+=($!)
+
 cat <<MSG
 
-wsingest is listening on ws://127.0.0.1:8765 (anonymous devices allowed).
+Your data arrived. Where to look next (a small fleet keeps sending meanwhile):
 
-  Send a point (Python, pip install websockets):
+  Live view:   http://127.0.0.1:8765/live          Metrics: http://127.0.0.1:8765/metrics
+  InfluxDB:    influx -port ${INFLUX_PORT} -database wsingest -execute 'SELECT * FROM weather ORDER BY time DESC LIMIT 5'
+  More fleets: target/release/wsingest simulate --help     (profiles: devices/*.toml, docs/simulate.md)
+
+  Send a point yourself (Python, pip install websockets):
     python3 -c 'import asyncio, websockets
 async def main():
     async with websockets.connect("ws://127.0.0.1:8765/v1/devices/demo-1") as ws:
@@ -70,14 +109,11 @@ async def main():
         print(await ws.recv())
 asyncio.run(main())'
 
-  See it in InfluxDB:
-    curl -G ${INFLUX_URL}/query --data-urlencode db=wsingest --data-urlencode 'q=SELECT * FROM weather'
-
   Health: curl http://127.0.0.1:8765/readyz      Stop: Ctrl-C
 MSG
 
 if [ -n "${DEMO_SECONDS:-}" ]; then
   sleep "$DEMO_SECONDS"
 else
-  wait "${pids[-1]}"
+  wait "${pids[-2]}"
 fi

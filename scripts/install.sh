@@ -10,6 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Debian package -> a file it installs (to tell whether it is present).
 declare -A PACKAGES=(
   [influxdb]=/usr/bin/influxd
+  # The `influx` shell: the demo prints what landed with it.
+  [influxdb-client]=/usr/bin/influx
   [victoria-metrics]=/usr/bin/victoria-metrics
   [mosquitto]=/usr/sbin/mosquitto
   [mosquitto-clients]=/usr/bin/mosquitto_pub

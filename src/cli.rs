@@ -49,6 +49,8 @@ pub enum Command {
     /// Manage the device registry (tokens are shown once, stored hashed).
     #[command(subcommand)]
     Device(crate::auth::cli::DeviceCommand),
+    /// Connect simulated devices (profiles in devices/) and stream telemetry.
+    Simulate(Box<crate::simulate::cli::SimulateArgs>),
 }
 
 #[derive(Debug, Subcommand)]

@@ -64,6 +64,8 @@ pub struct Config {
     pub observe: ObserveConfig,
     pub limits: crate::limits::LimitsConfig,
     pub tls: crate::tls::TlsConfig,
+    /// The disk spool for batches InfluxDB cannot take (see docs/durability.md).
+    pub spool: crate::sink::spool::SpoolConfig,
 }
 
 /// Where accepted points go.
@@ -106,6 +108,26 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for acks before closing sessions anyway.
     pub shutdown_timeout_secs: u64,
+    /// When a message is acked: `durable` (in InfluxDB or fsynced in the
+    /// spool) or `received` (once accepted into the pipeline: lower latency,
+    /// but a crash loses what was acked and not yet written).
+    pub ack_mode: AckMode,
+    /// A message resent with the same `seq` and bytes within this window,
+    /// whose points carry no `ts`, is not written twice (0: off).
+    pub dedupe_window_secs: u64,
+    /// Upper bound on the (device, seq) pairs remembered for that.
+    pub dedupe_max_entries: usize,
+}
+
+/// When devices get their ack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// After InfluxDB answered 2xx, or the spool fsynced the batch.
+    #[default]
+    Durable,
+    /// As soon as the message is decoded and queued.
+    Received,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +145,9 @@ impl Default for ServerConfig {
             backpressure_timeout_ms: 10_000,
             max_connections: 200_000,
             shutdown_timeout_secs: 10,
+            ack_mode: AckMode::Durable,
+            dedupe_window_secs: 300,
+            dedupe_max_entries: 1_000_000,
         }
     }
 }
@@ -228,7 +253,8 @@ pub struct InfluxConfig {
     pub timeout_ms: u64,
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
-    /// Give up on a batch (nack `storage_unavailable`) after retrying this long.
+    /// Stop retrying a batch after this long: it goes to the spool (or, with
+    /// the spool off, is nacked `storage_unavailable`).
     pub retry_max_elapsed_ms: u64,
     /// Points InfluxDB refused, with its reason (JSON lines). Empty: none.
     pub dead_letter_path: Option<PathBuf>,
@@ -255,7 +281,7 @@ impl Default for InfluxConfig {
             timeout_ms: 10_000,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
-            retry_max_elapsed_ms: 60_000,
+            retry_max_elapsed_ms: 10_000,
             dead_letter_path: Some(PathBuf::from("data/dead-letter.jsonl")),
             dead_letter_max_bytes: 100 * 1024 * 1024,
         }
@@ -370,6 +396,21 @@ impl Config {
                 "limits",
                 "rates must be >= 0 (0: unlimited) and burst_secs > 0",
             );
+        }
+        let sp = &self.spool;
+        if sp.enabled {
+            if sp.dir.as_os_str().is_empty() {
+                return invalid(
+                    "spool.dir",
+                    "must name a directory (or set spool.enabled = false)",
+                );
+            }
+            if sp.max_bytes < 64 * 1024 {
+                return invalid("spool.max_bytes", "must be at least 65536");
+            }
+            if !(sp.replay_share > 0.0 && sp.replay_share <= 1.0) {
+                return invalid("spool.replay_share", "must be in (0, 1]");
+            }
         }
         for (key, measurement) in [
             (

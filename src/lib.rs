@@ -19,7 +19,9 @@
 //! - [`decode`]: JSON and CBOR messages into validated [`point::Point`]s.
 //! - [`lineproto`]: InfluxDB line protocol validation and encoding.
 //! - [`pipeline`]: bounded queue and batcher task; [`batch`]: the batcher's logic.
-//! - [`sink`]: the InfluxDB writer, retries, dead-letter file.
+//! - [`sink`]: the InfluxDB writer, retries, dead-letter file, and the disk
+//!   spool (`sink::spool`) for batches InfluxDB cannot take.
+//! - [`dedupe`]: resent messages without `ts` are not written twice.
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`auth`]: device registry (hashed tokens), handshake auth, `wsingest device`.
 //! - [`limits`]: per-device sessions, rate limits, cardinality guard, their metrics.
@@ -39,6 +41,7 @@ pub mod compare;
 pub mod config;
 pub mod conn;
 pub mod decode;
+pub mod dedupe;
 pub mod fleet;
 pub mod grpc;
 pub mod http_ingest;
@@ -53,6 +56,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod simulate;
 pub mod sink;
 pub mod stats;
 pub mod tls;

@@ -29,6 +29,9 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => {
                 wsingest::bench::run(args).await?;
             }
+            Command::Simulate(args) => {
+                wsingest::simulate::cli::main(*args).await?;
+            }
             Command::Config(ConfigCommand::PrintDefault) => {
                 print!("{}", wsingest::config::Config::default_toml())
             }

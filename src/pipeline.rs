@@ -183,7 +183,9 @@ async fn run_batcher(
     writes.wait().await;
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleep until `deadline`, or forever when there is none (a disabled
+/// `select!` timer).
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

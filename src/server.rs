@@ -52,6 +52,8 @@ pub enum ServeError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Spool(#[from] crate::sink::spool::SpoolError),
 }
 
 /// Shared by every request handler.
@@ -71,6 +73,7 @@ struct AppState {
     metrics: Arc<Metrics>,
     fleet: Arc<Fleet>,
     live: Arc<crate::live::Live>,
+    dedupe: Option<Arc<crate::dedupe::Dedupe>>,
 }
 
 /// Serve on `listener` until `shutdown` fires, then close sessions with 1001
@@ -89,19 +92,34 @@ pub async fn run(
     let i = &config.influx;
     let client = InfluxClient::new(&i.url, &api, Duration::from_millis(i.timeout_ms), i.gzip)?;
     tracing::info!(url = client.write_url(), "writing to InfluxDB");
-    let metrics = Arc::new(Metrics::new());
-    let sink = Arc::new(
-        InfluxSink::new(
-            client,
-            DeadLetter::new(i.dead_letter_path.clone(), i.dead_letter_max_bytes),
-            RetryConfig {
-                initial_backoff: Duration::from_millis(i.retry_initial_ms),
-                max_backoff: Duration::from_millis(i.retry_max_ms),
-                max_elapsed: Duration::from_millis(i.retry_max_elapsed_ms),
-            },
-        )
-        .with_metrics(metrics.clone()),
+    let mut sink = InfluxSink::new(
+        client,
+        DeadLetter::new(i.dead_letter_path.clone(), i.dead_letter_max_bytes),
+        RetryConfig {
+            initial_backoff: Duration::from_millis(i.retry_initial_ms),
+            max_backoff: Duration::from_millis(i.retry_max_ms),
+            max_elapsed: Duration::from_millis(i.retry_max_elapsed_ms),
+        },
     );
+    let spool = if config.spool.enabled {
+        let spool = open_spool(&config.spool).await?;
+        let room = (i.batch_bytes as u64).min(config.spool.max_bytes / 4);
+        sink = sink.with_spool(spool.clone(), i.concurrency, room, shutdown.clone());
+        Some(spool)
+    } else {
+        None
+    };
+    let metrics = Arc::new(Metrics::new());
+    let sink = Arc::new(sink.with_metrics(metrics.clone()));
+    let replay = spool.map(|spool| {
+        let slots = config.spool.replay_slots(i.concurrency);
+        tokio::spawn(crate::sink::spool::replay::run(
+            sink.clone(),
+            spool,
+            slots,
+            shutdown.clone(),
+        ))
+    });
     let probe_sink = sink.clone();
     let probe_stop = shutdown.clone();
     tokio::spawn(async move {
@@ -113,7 +131,47 @@ pub async fn run(
             }
         }
     });
-    serve_with_metrics(listener, config, sink, metrics, shutdown).await
+    let ack_mode = config.server.ack_mode;
+    let served = serve_with_metrics(listener, config, sink.clone(), metrics, shutdown).await;
+    if let Some(replay) = replay {
+        let _ = replay.await;
+    }
+    let held = sink.held_points();
+    if held > 0 {
+        match ack_mode {
+            crate::config::AckMode::Durable => tracing::warn!(
+                points = held,
+                "stopped with points neither in InfluxDB nor in the spool; they were not acked and devices will resend them"
+            ),
+            crate::config::AckMode::Received => {
+                tracing::error!(
+                    points = held,
+                    "stopped with points acked on receipt but not stored: they are lost"
+                )
+            }
+        }
+    }
+    served
+}
+
+/// Open the spool (recovery reads every segment: a blocking thread).
+async fn open_spool(
+    config: &crate::sink::spool::SpoolConfig,
+) -> Result<Arc<crate::sink::spool::Spool>, ServeError> {
+    let c = config.clone();
+    let (spool, report) = tokio::task::spawn_blocking(move || crate::sink::spool::Spool::open(&c))
+        .await
+        .expect("opening the spool does not panic")?;
+    tracing::info!(
+        dir = %config.dir.display(),
+        records = report.records,
+        points = report.points,
+        bytes = report.bytes,
+        torn_bytes = report.torn_bytes,
+        corrupt_bytes = report.corrupt_bytes,
+        "spool opened"
+    );
+    Ok(Arc::new(spool))
 }
 
 /// [`run`] with any sink.
@@ -206,6 +264,12 @@ pub async fn serve_with_metrics(
         auth,
         limits,
         ws_config,
+        dedupe: (s.dedupe_window_secs > 0).then(|| {
+            Arc::new(crate::dedupe::Dedupe::new(
+                Duration::from_secs(s.dedupe_window_secs),
+                s.dedupe_max_entries,
+            ))
+        }),
         config,
     });
     let auth_state = state.clone();
@@ -339,7 +403,10 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     } else if state.sink.ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "InfluxDB is unreachable\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "InfluxDB is unavailable and the spool cannot take data\n",
+        )
     }
 }
 
@@ -414,6 +481,12 @@ fn error(status: StatusCode, msg: &str) -> Response<Body> {
         format!("{msg}\n"),
     )
         .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Full or shutting down: tell clients when to come back, so a fleet
+        // does not retry in a tight loop.
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
     if status == StatusCode::UPGRADE_REQUIRED {
         r.headers_mut()
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -547,6 +620,8 @@ async fn upgrade_device(
             send_timeout: Duration::from_secs(s.idle_timeout_secs.max(10)),
         },
         guard,
+        ack_mode: s.ack_mode,
+        dedupe: state.dedupe.clone(),
     };
     let span = tracing::info_span!("session", peer = ?peer, device = %device);
     let ws_config = state.ws_config;

@@ -8,7 +8,14 @@
 //! Flow control: a session has at most `max_inflight` messages waiting for an
 //! outcome; past that it stops reading. When the pipeline is full it waits to
 //! enqueue (so it stops reading too) and, past `backpressure_timeout`, closes
-//! with 1013 so the device retries later instead of hanging.
+//! with 1013 so the device retries later instead of hanging. The same
+//! deadline applies when acks stop coming (InfluxDB down and the spool full):
+//! a session stuck at `max_inflight` for that long is closed with 1013; its
+//! device keeps the unacked messages and resends them.
+//!
+//! Acks follow the configured [`AckMode`]: after the writer's outcome
+//! (`durable`), or as soon as the message is queued (`received`). Resent
+//! messages go through the [`Dedupe`] window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,10 +30,12 @@ use tokio_tungstenite::tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AckMode;
 use crate::decode::{Decoder, Format, Message};
+use crate::dedupe::{Dedupe, Seen, message_hash};
 use crate::fleet::SessionObserver;
 use crate::limits::SessionGuard;
-use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
+use crate::pipeline::{Entry, Outcome, Pipeline, Reply, sleep_until};
 use crate::protocol::{Downlink, Encoding};
 
 /// Timing and flow limits of a session.
@@ -53,6 +62,9 @@ pub struct SessionContext {
     pub observer: SessionObserver,
     /// Per-device limits, and the signal to close (token revoked, replaced).
     pub guard: SessionGuard,
+    pub ack_mode: AckMode,
+    /// Resend dedupe shared by every session (`None`: off).
+    pub dedupe: Option<Arc<Dedupe>>,
 }
 
 /// What a session did, for its closing log line and for tests.
@@ -62,6 +74,8 @@ pub struct SessionSummary {
     pub points: u64,
     pub acks: u64,
     pub nacks: u64,
+    /// Resends acked again without being written again.
+    pub deduped: u64,
     /// The close code we sent, if we closed the session.
     pub close_code: Option<u16>,
     pub close_reason: String,
@@ -95,6 +109,10 @@ where
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut closing: Option<Closing> = None;
+    let received_mode = ctx.ack_mode == AckMode::Received;
+    let device: Arc<str> = ctx.device.as_str().into();
+    // Since when the session has been at `max_inflight`, not reading.
+    let mut blocked_since: Option<Instant> = None;
     let close_after = |code: CloseCode, reason: &str| Closing {
         code,
         reason: reason.to_string(),
@@ -105,6 +123,14 @@ where
         if closing.is_some() && inflight == 0 {
             break;
         }
+        if inflight < limits.max_inflight {
+            blocked_since = None;
+        } else if blocked_since.is_none() {
+            blocked_since = Some(Instant::now());
+        }
+        let blocked_deadline = blocked_since
+            .filter(|_| closing.is_none())
+            .map(|t| t + limits.backpressure_timeout);
         let deadline = closing.as_ref().map(|c| c.deadline);
         tokio::select! {
             biased;
@@ -123,16 +149,27 @@ where
                 let mut msgs = Vec::with_capacity(batch.len());
                 for outcome in batch {
                     let d = match outcome {
+                        // Acked already, on receipt.
+                        Outcome::Acked { .. } if received_mode => continue,
                         Outcome::Acked { seq: None } => {
                             ctx.observer.acked();
                             continue;
                         }
                         Outcome::Acked { seq: Some(seq) } => {
+                            if let Some(d) = &ctx.dedupe {
+                                d.acked(&device, seq);
+                            }
                             summary.acks += 1;
                             ctx.observer.acked();
                             Downlink::Ack { ack: seq }
                         }
                         Outcome::Nacked { seq, error, detail } => {
+                            if let (Some(d), Some(seq)) = (&ctx.dedupe, seq) {
+                                d.forget(&device, seq);
+                            }
+                            if received_mode {
+                                tracing::warn!(?seq, error, "a message acked on receipt was not stored; nacking it late");
+                            }
                             summary.nacks += 1;
                             ctx.observer.nacked(error, &detail);
                             Downlink::nack(seq, error, detail)
@@ -147,6 +184,10 @@ where
             _ = sleep_until(deadline), if deadline.is_some() => {
                 tracing::warn!(inflight, "closing with messages still waiting for their ack");
                 break;
+            }
+            _ = sleep_until(blocked_deadline), if blocked_deadline.is_some() => {
+                tracing::warn!(inflight, "no acks for too long (storage full?); closing so the device retries later");
+                closing = Some(close_after(CloseCode::Again, "server overloaded, try again later"));
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() >= limits.idle_timeout {
@@ -181,14 +222,14 @@ where
                 }
                 summary.messages += 1;
                 ctx.observer.message(bytes.len());
-                let now_ns = now_ns();
+                let now_ns = crate::point::now_ns();
                 let decoded = ctx.decoder.decode(&bytes, format, &ctx.device, now_ns);
                 // SenML packs have no seq: the n-th message of the session is
                 // acked (or nacked) as n, so devices can still match answers.
                 let ordinal = ctx.encoding.numbers_messages().then_some(summary.messages);
-                let nack = match decoded {
-                    Ok(Message::Points { seq, points }) => 'points: {
-                        let seq = seq.or(ordinal);
+                let reply = match decoded {
+                    Ok(Message::Points { seq: sent_seq, mut points }) => 'points: {
+                        let seq = sent_seq.or(ordinal);
                         if let Err(refused) = ctx.guard.check(&points) {
                             if let Some(reason) = refused.close {
                                 closing = Some(close_after(CloseCode::Policy, &reason));
@@ -196,6 +237,25 @@ where
                             break 'points Some(Downlink::nack(seq, refused.error, refused.detail));
                         }
                         invalid_run = 0;
+                        // Only a seq the device chose identifies a resend (an
+                        // ordinal restarts with every session). A point
+                        // without `ts` was stamped `now_ns` just now.
+                        if let (Some(d), Some(s)) = (&ctx.dedupe, sent_seq)
+                            && points.iter().any(|p| p.time_ns == now_ns)
+                        {
+                            match d.check(&device, s, message_hash(&bytes), now_ns) {
+                                Seen::New => {}
+                                Seen::Acked => {
+                                    summary.acks += 1;
+                                    summary.deduped += 1;
+                                    ctx.observer.acked();
+                                    break 'points Some(Downlink::Ack { ack: s });
+                                }
+                                Seen::InFlight { ts_ns } => {
+                                    points.iter_mut().filter(|p| p.time_ns == now_ns).for_each(|p| p.time_ns = ts_ns);
+                                }
+                            }
+                        }
                         let mut lines = Vec::with_capacity(bytes.len() + 64 * points.len());
                         for p in &points {
                             crate::lineproto::encode_point(p, &mut lines);
@@ -207,6 +267,16 @@ where
                         inflight += 1;
                         let entry = Entry { lines, points: n_points, reply: Reply::new(seq, permit) };
                         match enqueue(&ctx.pipeline, entry, limits.backpressure_timeout, &shutdown).await {
+                            Ok(()) if received_mode => {
+                                ctx.observer.acked();
+                                seq.map(|s| {
+                                    if let Some(d) = &ctx.dedupe {
+                                        d.acked(&device, s);
+                                    }
+                                    summary.acks += 1;
+                                    Downlink::Ack { ack: s }
+                                })
+                            }
                             Ok(()) => None,
                             Err(code) => {
                                 inflight -= 1; // the entry and its permit were dropped
@@ -227,15 +297,15 @@ where
                     }
                     Err(e) => {
                         invalid_run += 1;
+                        summary.nacks += 1;
                         tracing::debug!(error = e.code(), detail = %e, "message refused");
                         let detail = e.to_string();
                         ctx.observer.decode_error(e.code(), &detail);
                         Some(Downlink::nack(e.seq().or(ordinal), e.code(), detail))
                     }
                 };
-                if let Some(nack) = nack {
-                    summary.nacks += 1;
-                    if send_all(&mut ws, vec![nack.encode(reply_format)], limits.send_timeout).await.is_err() {
+                if let Some(reply) = reply {
+                    if send_all(&mut ws, vec![reply.encode(reply_format)], limits.send_timeout).await.is_err() {
                         return ended(summary, "device stopped reading");
                     }
                     if invalid_run >= limits.max_invalid {
@@ -317,20 +387,6 @@ where
 fn ended(mut summary: SessionSummary, reason: &str) -> SessionSummary {
     summary.close_reason = reason.to_string();
     summary
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -438,6 +494,8 @@ mod tests {
             pipeline,
             limits,
             guard: crate::limits::SessionGuard::unlimited("d"),
+            ack_mode: AckMode::Durable,
+            dedupe: None,
         };
         (in_tx, out_rx, tokio::spawn(run(duplex, ctx, shutdown)))
     }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fleet::{ClosedSession, DeviceCounters, DeviceStats, Fleet};
 use crate::metrics::Snapshot;
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
-use crate::point::{FieldValue, Point};
+use crate::point::{FieldValue, Point, now_ns};
 
 /// Measurement names, shared with the Grafana dashboards.
 pub const DEVICE_MEASUREMENT: &str = "wsingest_device";
@@ -375,13 +375,6 @@ fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

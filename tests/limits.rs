@@ -329,8 +329,20 @@ async fn sessions_per_device_replace_or_refuse_and_total_cap() {
     send_json(&mut second, json!({"seq": 1, "fields": {"v": 1}})).await;
     assert_eq!(next_json(&mut second).await, json!({"ack": 1}));
     // Server-wide cap: 503 with Retry-After once every session slot is taken.
-    let _a = connect(&server.ws_url("/v1/devices/other-1"), None).await;
-    let _b = connect(&server.ws_url("/v1/devices/other-2"), None).await;
+    // The replaced session frees its slot once its closing handshake ends.
+    drop(first);
+    let _a = eventually(10, "a slot for other-1", || async {
+        try_connect(&server.ws_url("/v1/devices/other-1"), &[])
+            .await
+            .ok()
+    })
+    .await;
+    let _b = eventually(10, "a slot for other-2", || async {
+        try_connect(&server.ws_url("/v1/devices/other-2"), &[])
+            .await
+            .ok()
+    })
+    .await;
     let full = eventually(10, "the server-wide cap", || async {
         try_connect(&server.ws_url("/v1/devices/other-3"), &[])
             .await
@@ -474,9 +486,13 @@ async fn line_protocol_injection_is_stored_verbatim_or_refused() {
             "field string {s:?}"
         );
     }
-    assert!(
-        stored.len() >= 6,
-        "most attempts are storable verbatim: {stored:?}"
+    // Exactly the strings line protocol can carry are stored; the rest
+    // (newlines, CR, backslash at the end or before a special) are refused.
+    let stored_strings: Vec<&str> = stored.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        stored_strings,
+        ["a,device=x", "a=b", "a b", "#comment", "a\u{2028}b"],
+        "{stored:?}"
     );
     let measurements = influx.rows("lim6", "SHOW MEASUREMENTS").await;
     assert_eq!(

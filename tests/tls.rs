@@ -32,7 +32,13 @@ async fn wss_with_device_tokens_end_to_end() {
     let port = server.addr.port();
 
     // The notes' pattern over TLS: connect to /, say hello, read the reply.
-    let mut ws = connect_wss(&format!("wss://localhost:{port}/"), certs.client_config(), &[]).await.unwrap();
+    let mut ws = connect_wss(
+        &format!("wss://localhost:{port}/"),
+        certs.client_config(),
+        &[],
+    )
+    .await
+    .unwrap();
     ws.send(Message::text("Hello, WebSocket!")).await.unwrap();
     let reply = ws.next().await.unwrap().unwrap();
     let reply: serde_json::Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
@@ -41,28 +47,53 @@ async fn wss_with_device_tokens_end_to_end() {
     // A registered device with its token over wss: acked and stored.
     let auth = format!("Bearer {token}");
     let url = format!("wss://127.0.0.1:{port}/v1/devices/secure-1");
-    let mut ws = connect_wss(&url, certs.client_config(), &[("authorization", &auth)]).await.unwrap();
-    ws.send(Message::text(json!({"seq": 1, "ts": 1000, "fields": {"t": 21.5}}).to_string())).await.unwrap();
+    let mut ws = connect_wss(&url, certs.client_config(), &[("authorization", &auth)])
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        json!({"seq": 1, "ts": 1000, "fields": {"t": 21.5}}).to_string(),
+    ))
+    .await
+    .unwrap();
     let ack = ws.next().await.unwrap().unwrap();
     assert_eq!(ack.to_text().unwrap(), r#"{"ack":1}"#);
     let rows = influx.rows("tls1", "SELECT t, device FROM telemetry").await;
-    assert_eq!(rows, vec![vec![json!(1_000_000_000u64), json!(21.5), json!("secure-1")]]);
+    assert_eq!(
+        rows,
+        vec![vec![
+            json!(1_000_000_000u64),
+            json!(21.5),
+            json!("secure-1")
+        ]]
+    );
 
     // Auth still applies over TLS.
-    let err = connect_wss(&url, certs.client_config(), &[]).await.unwrap_err().to_string();
+    let err = connect_wss(&url, certs.client_config(), &[])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("401"), "{err}");
     // A client that does not trust the CA fails the handshake.
     let untrusting = TestCerts::generate().client_config();
     assert!(connect_wss(&url, untrusting, &[]).await.is_err());
     // Plain ws to the TLS port gets nowhere.
-    assert!(tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/")).await.is_err());
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/"))
+            .await
+            .is_err()
+    );
     // A TCP client that never starts its TLS handshake is cut off.
     let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.expect("closed by the server");
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("closed by the server");
     assert!(matches!(n, Ok(0) | Err(_)));
     let m = metrics_tls(&server, &certs).await;
-    assert!(metric(&m, "wsingest_tls_handshake_failures_total") >= 2, "{m}");
+    assert!(
+        metric(&m, "wsingest_tls_handshake_failures_total") >= 2,
+        "{m}"
+    );
     assert!(metric(&m, "wsingest_handshake_timeouts_total") >= 1, "{m}");
     server.stop().await;
 }
@@ -71,8 +102,13 @@ async fn wss_with_device_tokens_end_to_end() {
 async fn metrics_tls(server: &TestServer, certs: &TestCerts) -> String {
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(certs.client_config()).connect(name, tcp).await.unwrap();
-    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(certs.client_config())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
@@ -82,8 +118,14 @@ async fn metrics_tls(server: &TestServer, certs: &TestCerts) -> String {
 async fn python_websockets_client_over_wss() {
     // Debian's python3, where python3-websockets installs.
     let python = std::path::PathBuf::from("/usr/bin/python3");
-    assert!(python.exists(), "python3 is missing: `sudo apt-get install -y python3 python3-websockets`");
-    let check = std::process::Command::new(&python).args(["-c", "import websockets"]).output().unwrap();
+    assert!(
+        python.exists(),
+        "python3 is missing: `sudo apt-get install -y python3 python3-websockets`"
+    );
+    let check = std::process::Command::new(&python)
+        .args(["-c", "import websockets"])
+        .output()
+        .unwrap();
     assert!(
         check.status.success(),
         "Python `websockets` is missing: `sudo apt-get install -y python3-websockets` (scripts/install.sh does it)"
@@ -113,16 +155,33 @@ asyncio.run(hello())
         ca = ca.path().display(),
         port = server.addr.port()
     );
-    let out = tokio::task::spawn_blocking(move || std::process::Command::new(&python).args(["-c", &script]).output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .args(["-c", &script])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].contains("invalid_json"), "{stdout}");
     assert_eq!(lines[1], r#"{"ack":1}"#);
-    let rows = influx.rows("tls2", "SELECT py, device FROM telemetry").await;
-    assert_eq!(rows, vec![vec![json!(5_000_000_000u64), json!(1.5), json!("anonymous-1")]]);
+    let rows = influx
+        .rows("tls2", "SELECT py, device FROM telemetry")
+        .await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            json!(5_000_000_000u64),
+            json!(1.5),
+            json!("anonymous-1")
+        ]]
+    );
     server.stop().await;
 }

@@ -98,10 +98,10 @@ fn hangup() -> Hangup {
 
 async fn recv(h: &mut Hangup) {
     #[cfg(unix)]
-    if let Some(s) = h {
-        if s.recv().await.is_some() {
-            return;
-        }
+    if let Some(s) = h
+        && s.recv().await.is_some()
+    {
+        return;
     }
     let _ = h;
     std::future::pending::<()>().await

@@ -192,8 +192,17 @@ pub async fn mosquitto(dir: &Path) -> Result<(Proc, u16), BenchError> {
 pub async fn wsingest(dir: &Path, args: &[String]) -> Result<(Proc, u16), BenchError> {
     let exe = std::env::current_exe()?;
     let port = free_port()?;
+    // Benchmarks measure the ingest path: per-device rate limits (1000 msg/s
+    // by default) would measure the limiter instead.
+    let config = dir.join("bench-wsingest.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmessages_per_sec = 0.0\npoints_per_sec = 0.0\nnew_series_per_minute = 0\n",
+    )?;
     let mut cmd = Command::new(exe);
     cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .args(args)

@@ -435,6 +435,6 @@ fn to_ns(t: &WireTime, what: &str, seq: Option<u64>) -> Result<i64, DecodeError>
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,12 @@ use proptest::prelude::*;
 use super::{Decoder, DecoderConfig, Format, Message};
 
 fn formats() -> impl Strategy<Value = Format> {
-    prop_oneof![Just(Format::Json), Just(Format::Cbor), Just(Format::SenmlJson), Just(Format::SenmlCbor)]
+    prop_oneof![
+        Just(Format::Json),
+        Just(Format::Cbor),
+        Just(Format::SenmlJson),
+        Just(Format::SenmlCbor)
+    ]
 }
 
 /// JSON-like values, a few levels deep, with hostile strings.
@@ -15,15 +20,23 @@ fn value() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)),
         "[a-z\\\\ ,=\"\n#\u{0}-\u{1f}é]{0,12}".prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
             prop::collection::btree_map(
-                prop_oneof![Just("seq".to_string()), Just("ts".into()), Just("measurement".into()),
-                    Just("tags".into()), Just("fields".into()), Just("points".into()), "[a-z ,=\\\\]{1,6}"],
+                prop_oneof![
+                    Just("seq".to_string()),
+                    Just("ts".into()),
+                    Just("measurement".into()),
+                    Just("tags".into()),
+                    Just("fields".into()),
+                    Just("points".into()),
+                    "[a-z ,=\\\\]{1,6}"
+                ],
                 inner,
                 0..5
             )
@@ -47,7 +60,11 @@ fn check_lines(m: &Message) {
                     _ if escaped => escaped = false,
                     b'\\' if in_string => escaped = true,
                     b'"' => in_string = !in_string,
-                    b'\n' | b'\r' => assert!(in_string, "line split outside a string: {:?}", String::from_utf8_lossy(&out)),
+                    b'\n' | b'\r' => assert!(
+                        in_string,
+                        "line split outside a string: {:?}",
+                        String::from_utf8_lossy(&out)
+                    ),
                     _ => {}
                 }
             }

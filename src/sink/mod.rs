@@ -1,11 +1,13 @@
 //! Where batches go: the InfluxDB writer ([`writer::InfluxSink`]), with its
 //! HTTP client ([`influx`]), retry policy ([`retry`]) and dead-letter file
-//! ([`deadletter`]); and [`blackhole::Blackhole`], which discards.
+//! ([`deadletter`]); the disk spool for batches it cannot write now
+//! ([`spool`]); and [`blackhole::Blackhole`], which discards.
 
 pub mod blackhole;
 pub mod deadletter;
 pub mod influx;
 pub mod retry;
+pub mod spool;
 pub mod writer;
 
 use std::future::Future;

@@ -3,6 +3,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
+pub mod devices;
+pub mod process;
 pub mod security;
 pub mod services;
 
@@ -24,11 +26,20 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: tokio::task::JoinHandle<()>,
+    /// The spool's temp dir when the config left the default (shared) one.
+    _spool_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
-    /// Start `wsingest::server::run` with `config` (its listen address is ignored).
-    pub async fn start(config: Config) -> TestServer {
+    /// Start `wsingest::server::run` with `config` (its listen address is
+    /// ignored; a default spool dir is replaced by a temp dir of its own).
+    pub async fn start(mut config: Config) -> TestServer {
+        let spool_dir = (config.spool.dir == wsingest::sink::spool::SpoolConfig::default().dir)
+            .then(|| {
+                let d = tempfile::tempdir().unwrap();
+                config.spool.dir = d.path().join("spool");
+                d
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -42,6 +53,7 @@ impl TestServer {
             addr,
             shutdown,
             handle,
+            _spool_dir: spool_dir,
         }
     }
 
@@ -72,6 +84,11 @@ pub fn test_config(influx_url: &str, db: &str) -> Config {
     c.influx.flush_interval_ms = 50;
     c.influx.retry_max_elapsed_ms = 2_000;
     c.influx.dead_letter_path = None;
+    // Load and durability tests send far above a real device's rate; the
+    // limits have tests of their own (tests/limits.rs).
+    c.limits.messages_per_sec = 0.0;
+    c.limits.points_per_sec = 0.0;
+    c.limits.new_series_per_minute = 0;
     c
 }
 

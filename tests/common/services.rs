@@ -35,7 +35,7 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn wait_http(url: &str, what: &str, child: &mut Child, log: &Path) {
+pub async fn wait_http(url: &str, what: &str, child: &mut Child, log: &Path) {
     let client = http();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -174,6 +174,29 @@ bind-address = "127.0.0.1:{rpc}"
                     out.push(row.as_array().unwrap().clone());
                 }
             }
+        }
+        out
+    }
+
+    /// Count of points of `measurement` (over field `field`) per value of `tag`.
+    pub async fn count_by(
+        &self,
+        db: &str,
+        measurement: &str,
+        field: &str,
+        tag: &str,
+    ) -> std::collections::BTreeMap<String, u64> {
+        let q = format!("SELECT count(\"{field}\") FROM \"{measurement}\" GROUP BY \"{tag}\"");
+        let v = self.query(db, &q).await;
+        assert!(
+            v["results"][0].get("error").is_none(),
+            "query {q} failed: {v}"
+        );
+        let mut out = std::collections::BTreeMap::new();
+        for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+            let key = s["tags"][tag].as_str().unwrap_or_default().to_string();
+            let n = s["values"][0][1].as_u64().unwrap_or(0);
+            out.insert(key, n);
         }
         out
     }

@@ -111,6 +111,12 @@ pub struct ServeArgs {
     /// Dead-letter file for points InfluxDB refused.
     #[arg(long, env = "WSINGEST_DEAD_LETTER")]
     pub dead_letter: Option<PathBuf>,
+    /// MQTT broker for the bridge, e.g. mqtt://127.0.0.1:1883 (mqtts:// for TLS).
+    #[arg(long, env = "WSINGEST_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// Operator token: the HTTP command API and the live view (observe.operator_token).
+    #[arg(long, env = "WSINGEST_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -165,6 +171,11 @@ impl ServeArgs {
         set(&mut c.influx.batch_size, &self.batch_size);
         set(&mut c.influx.flush_interval_ms, &self.flush_interval);
         set_opt(&mut c.influx.dead_letter_path, &self.dead_letter);
+        set_opt(&mut c.mqtt.url, &self.mqtt_url);
+        set_opt(
+            &mut c.observe.operator_token,
+            &self.operator_token.clone().map(Secret::new),
+        );
     }
 }
 

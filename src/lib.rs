@@ -21,6 +21,8 @@
 //! - [`sink`]: the InfluxDB writer, retries, dead-letter file, and the disk
 //!   spool (`sink::spool`) for batches InfluxDB cannot take.
 //! - [`dedupe`]: resent messages without `ts` are not written twice.
+//! - [`mqtt`]: the MQTT bridge (points out, commands in); [`commands`]: the
+//!   device→session registry, command routing and the HTTP command API.
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`shutdown`], [`tls`]: signals, rustls provider.
 //! - [`bench`]: `wsingest bench`, performance scenarios with reference runs.
@@ -33,6 +35,7 @@
 pub mod batch;
 pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod compare;
 pub mod config;
 pub mod decode;
@@ -44,6 +47,7 @@ pub mod ingest;
 pub mod lineproto;
 pub mod live;
 pub mod metrics;
+pub mod mqtt;
 pub mod pipeline;
 pub mod point;
 pub mod protocol;

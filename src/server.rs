@@ -29,11 +29,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::commands;
 use crate::config::{Config, SinkKind};
 use crate::decode::Decoder;
 use crate::fleet::Fleet;
 use crate::ingest::IngestContext;
 use crate::metrics::Metrics;
+use crate::mqtt;
 use crate::pipeline::{self, Pipeline, PipelineConfig};
 use crate::protocol::{self, Encoding};
 use crate::session::{self, SessionContext, SessionLimits};
@@ -51,6 +53,8 @@ pub enum ServeError {
     Client(#[from] crate::sink::influx::ClientError),
     #[error(transparent)]
     Spool(#[from] crate::sink::spool::SpoolError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
 }
 
 /// Shared by every request handler.
@@ -70,6 +74,9 @@ struct AppState {
     fleet: Arc<Fleet>,
     live: Arc<crate::live::Live>,
     dedupe: Option<Arc<crate::dedupe::Dedupe>>,
+    commands: Arc<commands::Router>,
+    uplink: Option<mqtt::Uplink>,
+    bridge: Option<mqtt::Monitor>,
 }
 
 /// Serve on `listener` until `shutdown` fires, then close sessions with 1001
@@ -202,6 +209,34 @@ pub async fn serve_with_metrics(
         shutdown.clone(),
         drain.clone(),
     );
+    let (outbound_tx, outbound_rx) = match config.mqtt.enabled() {
+        true => {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
+    let commands = Arc::new(commands::Router::new(config.commands.clone(), outbound_tx));
+    let bridge = match outbound_rx {
+        Some(rx) => Some(mqtt::Bridge::start(
+            &config.mqtt,
+            commands.clone(),
+            rx,
+            metrics.bridge(),
+        )?),
+        None => None,
+    };
+    let sweeper = commands.clone();
+    let sweep_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sweeper.sweep(),
+                _ = sweep_stop.cancelled() => break,
+            }
+        }
+    });
     let s = &config.server;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -215,6 +250,8 @@ pub async fn serve_with_metrics(
         pipeline: pipeline.clone(),
         backpressure_timeout: Duration::from_millis(s.backpressure_timeout_ms),
         shutdown: shutdown.clone(),
+        uplink: bridge.as_ref().map(|b| b.uplink()),
+        commands: Some(commands.clone()),
     };
     let o = &config.observe;
     let fleet = Arc::new(Fleet::new(
@@ -263,6 +300,9 @@ pub async fn serve_with_metrics(
                 s.dedupe_max_entries,
             ))
         }),
+        uplink: bridge.as_ref().map(|b| b.uplink()),
+        bridge: bridge.as_ref().map(|b| b.monitor()),
+        commands,
         config,
     });
     let auth_state = state.clone();
@@ -342,6 +382,9 @@ pub async fn serve_with_metrics(
             "pipeline did not drain in time; unacked messages will be resent by devices"
         );
     }
+    if let Some(bridge) = bridge {
+        bridge.shutdown(grace).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -351,6 +394,10 @@ pub async fn serve_with_metrics(
 struct Peer(SocketAddr);
 
 fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
+    let command_api = commands::http::routes(
+        state.commands.clone(),
+        state.config.observe.operator_token.clone(),
+    );
     Router::new()
         .route("/", get(root))
         .route("/v1/devices/{device_id}", get(device))
@@ -361,7 +408,20 @@ fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
         .route("/metrics", get(metrics))
         .route("/live", get(live_page))
         .route("/live/feed", get(|State(s): State<Arc<AppState>>, req: Request<Body>| async move { s.live.feed(req) }))
+        .route("/v1/mqtt", get(mqtt_stats))
         .with_state(state)
+        .merge(command_api)
+}
+
+/// The MQTT bridge's counters (404 without a bridge).
+async fn mqtt_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
+    match &state.bridge {
+        Some(b) => axum::Json(b.view()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no MQTT bridge: set mqtt.url or --mqtt-url",
+        ),
+    }
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -470,7 +530,7 @@ pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// A device id becomes the `device` tag: keep it to a safe alphabet.
-fn valid_device_id(id: &str) -> bool {
+pub(crate) fn valid_device_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
             .bytes()
@@ -580,6 +640,8 @@ async fn upgrade_device(
         encoding: chosen.map(|(_, e)| e).unwrap_or(Encoding::ByFrame),
         decoder: state.decoder.clone(),
         pipeline: state.pipeline.clone(),
+        commands: None,
+        uplink: state.uplink.clone(),
         limits: SessionLimits {
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
             ping_interval: Duration::from_secs(s.ping_interval_secs),
@@ -595,6 +657,8 @@ async fn upgrade_device(
     let span = tracing::info_span!("session", peer = ?peer, device = %device);
     let ws_config = state.ws_config;
     let shutdown = state.shutdown.clone();
+    let router = state.commands.clone();
+    let mut ctx = ctx;
     state.sessions.spawn(
         async move {
             let upgraded = match on_upgrade.await {
@@ -610,6 +674,7 @@ async fn upgrade_device(
                 Some(ws_config),
             )
             .await;
+            ctx.commands = Some(router.register(&ctx.device));
             tracing::info!(encoding = ?ctx.encoding, "session opened");
             let summary = session::run(ws, ctx, shutdown).await;
             tracing::info!(

@@ -30,10 +30,12 @@ use tokio_tungstenite::tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::{Command, SessionCommands};
 use crate::config::AckMode;
 use crate::decode::{Decoder, Format, Message};
 use crate::dedupe::{Dedupe, Seen, message_hash};
 use crate::fleet::SessionObserver;
+use crate::mqtt::Uplink;
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply, sleep_until};
 use crate::protocol::{Downlink, Encoding};
 
@@ -62,6 +64,10 @@ pub struct SessionContext {
     pub ack_mode: AckMode,
     /// Resend dedupe shared by every session (`None`: off).
     pub dedupe: Option<Arc<Dedupe>>,
+    /// This device's commands (`None`: the session gets none).
+    pub commands: Option<SessionCommands>,
+    /// The MQTT bridge, which gets the points once acked (`None`: no bridge).
+    pub uplink: Option<Uplink>,
 }
 
 /// What a session did, for its closing log line and for tests.
@@ -86,11 +92,16 @@ struct Closing {
     deadline: Instant,
 }
 
-pub async fn run<S>(mut ws: S, ctx: SessionContext, shutdown: CancellationToken) -> SessionSummary
+pub async fn run<S>(
+    mut ws: S,
+    mut ctx: SessionContext,
+    shutdown: CancellationToken,
+) -> SessionSummary
 where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
     let limits = ctx.limits.clone();
+    let mut commands = ctx.commands.take();
     let (out_tx, mut out_rx) = mpsc::channel::<Outcome>(limits.max_inflight);
     let mut summary = SessionSummary::default();
     let mut inflight = 0usize;
@@ -170,6 +181,24 @@ where
                     return ended(summary, "device stopped reading");
                 }
             }
+            cmd = next_command(&mut commands), if closing.is_none() => {
+                let Some(cmd) = cmd else {
+                    // A newer session of this device receives its commands now.
+                    commands = None;
+                    continue;
+                };
+                let msg = cmd.downlink().encode(reply_format);
+                if send_all(&mut ws, vec![msg], limits.send_timeout).await.is_err() {
+                    if let Some(c) = &commands {
+                        c.undelivered(cmd);
+                    }
+                    return ended(summary, "device stopped reading");
+                }
+                tracing::debug!(cmd = cmd.id, name = cmd.name, "command delivered");
+                if let Some(c) = &commands {
+                    c.delivered(&cmd);
+                }
+            }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 tracing::warn!(inflight, "closing with messages still waiting for their ack");
                 break;
@@ -243,12 +272,21 @@ where
                         for p in &points {
                             crate::lineproto::encode_point(p, &mut lines);
                         }
-                        summary.points += points.len() as u64;
-                        let n_points = points.len() as u32;
-                        ctx.observer.points(points);
+                        let count = points.len();
+                        summary.points += count as u64;
                         let permit = out_tx.clone().try_reserve_owned().expect("inflight below channel capacity");
                         inflight += 1;
-                        let entry = Entry { lines, points: n_points, reply: Reply::new(seq, permit) };
+                        let reply = match &ctx.uplink {
+                            Some(uplink) => {
+                                ctx.observer.points_seen(&points);
+                                Reply::new(seq, permit).with_forward(uplink.forward(points))
+                            }
+                            None => {
+                                ctx.observer.points(points);
+                                Reply::new(seq, permit)
+                            }
+                        };
+                        let entry = Entry { lines, points: count as u32, reply };
                         match enqueue(&ctx.pipeline, entry, limits.backpressure_timeout, &shutdown).await {
                             Ok(()) if received_mode => {
                                 ctx.observer.acked();
@@ -273,9 +311,19 @@ where
                             }
                         }
                     }
-                    Ok(Message::CommandResult { cmd, ok, detail, .. }) => {
+                    Ok(Message::CommandResult { seq, cmd, ok, detail }) => {
                         invalid_run = 0;
                         tracing::info!(cmd, ok, detail, "command result");
+                        if let Some(c) = &commands {
+                            c.result(&cmd, ok, detail);
+                        }
+                        if let Some(seq) = seq {
+                            summary.acks += 1;
+                            let ack = Downlink::Ack { ack: seq }.encode(reply_format);
+                            if send_all(&mut ws, vec![ack], limits.send_timeout).await.is_err() {
+                                return ended(summary, "device stopped reading");
+                            }
+                        }
                         None
                     }
                     Err(e) => {
@@ -370,6 +418,14 @@ where
 fn ended(mut summary: SessionSummary, reason: &str) -> SessionSummary {
     summary.close_reason = reason.to_string();
     summary
+}
+
+/// The next command for this session, or never when it has none.
+async fn next_command(commands: &mut Option<SessionCommands>) -> Option<Command> {
+    match commands {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -478,6 +534,8 @@ mod tests {
             limits,
             ack_mode: AckMode::Durable,
             dedupe: None,
+            commands: None,
+            uplink: None,
         };
         (in_tx, out_rx, tokio::spawn(run(duplex, ctx, shutdown)))
     }

@@ -206,6 +206,11 @@ fn compose_file_is_consistent_with_the_repo() {
             .any(|l| l.trim() == "listener 1883 0.0.0.0")
     );
     assert!(ports(&services["mosquitto"]).contains(&(1883, 1883)));
+    assert_eq!(
+        config.mqtt.url.as_deref(),
+        Some("mqtt://mosquitto:1883"),
+        "the bridge uses the mosquitto service"
+    );
 
     // The generator: a valid `wsingest simulate` against the wsingest service,
     // with profiles where the image puts them.

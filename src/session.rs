@@ -498,6 +498,37 @@ mod tests {
         tmpsc::Receiver<WsMessage>,
         tokio::task::JoinHandle<SessionSummary>,
     ) {
+        start_with(limits, Arc::new(Blackhole::default()), AckMode::Durable)
+    }
+
+    /// A sink that never answers: InfluxDB down and the spool full.
+    struct Stuck;
+
+    impl crate::sink::Sink for Stuck {
+        fn deliver(
+            &self,
+            batch: crate::batch::Batch,
+        ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+            Box::pin(async move {
+                let _held = batch;
+                std::future::pending::<()>().await
+            })
+        }
+
+        fn ready(&self) -> bool {
+            false
+        }
+    }
+
+    fn start_with(
+        limits: SessionLimits,
+        sink: Arc<dyn crate::sink::Sink>,
+        ack_mode: AckMode,
+    ) -> (
+        tmpsc::Sender<Result<WsMessage, WsError>>,
+        tmpsc::Receiver<WsMessage>,
+        tokio::task::JoinHandle<SessionSummary>,
+    ) {
         let (in_tx, in_rx) = tmpsc::channel(16);
         let (out_tx, out_rx) = tmpsc::channel(16);
         let rx = futures_util::stream::unfold(in_rx, |mut rx| async move {
@@ -516,7 +547,7 @@ mod tests {
                 flush_interval: Duration::from_millis(10),
                 concurrency: 1,
             },
-            Arc::new(Blackhole::default()),
+            sink,
             shutdown.clone(),
             CancellationToken::new(),
         );
@@ -532,7 +563,7 @@ mod tests {
             decoder: Arc::new(Decoder::new(DecoderConfig::default())),
             pipeline,
             limits,
-            ack_mode: AckMode::Durable,
+            ack_mode,
             dedupe: None,
             commands: None,
             uplink: None,
@@ -548,6 +579,39 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_acks_for_the_backpressure_timeout_closes_with_1013() {
+        let mut l = limits();
+        l.max_inflight = 3;
+        let (tx, mut rx, task) = start_with(l, Arc::new(Stuck), AckMode::Durable);
+        for seq in 1..=5 {
+            // The last two stay unread in the socket: the session stopped reading.
+            let _ = tx
+                .send(Ok(WsMessage::text(format!(
+                    r#"{{"seq": {seq}, "fields": {{"v": 1}}}}"#
+                ))))
+                .await;
+        }
+        let summary = task.await.unwrap();
+        assert_eq!(summary.close_code, Some(1013));
+        assert_eq!((summary.messages, summary.acks, summary.nacks), (3, 0, 0));
+        match rx.recv().await {
+            Some(WsMessage::Close(Some(f))) => assert_eq!(u16::from(f.code), 1013),
+            other => panic!("expected the close, not {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn received_mode_acks_before_the_sink_answers() {
+        let (tx, mut rx, task) = start_with(limits(), Arc::new(Stuck), AckMode::Received);
+        tx.send(Ok(WsMessage::text(r#"{"seq": 9, "fields": {"v": 1}}"#)))
+            .await
+            .unwrap();
+        assert_eq!(text(&mut rx).await, r#"{"ack":9}"#);
+        drop(tx);
+        assert_eq!(task.await.unwrap().acks, 1);
     }
 
     #[tokio::test(start_paused = true)]

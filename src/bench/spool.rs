@@ -146,7 +146,10 @@ pub async fn spool(args: &BenchArgs) -> Result<Report, BenchError> {
     let (_, lines) = influx_workload(devices, per_device);
     let points = (devices as u64) * per_device * MESSAGE_POINTS as u64;
     let big = Arc::new(batches(&lines, BATCH_POINTS));
-    let small = Arc::new(batches(&lines[..lines.len().min(2_000_000)], MESSAGE_POINTS));
+    let small = Arc::new(batches(
+        &lines[..lines.len().min(2_000_000)],
+        MESSAGE_POINTS,
+    ));
     let config = |name: &str| SpoolConfig {
         dir: dir.0.join(name),
         max_bytes: 64 << 30,
@@ -176,11 +179,31 @@ pub async fn spool(args: &BenchArgs) -> Result<Report, BenchError> {
         "spool append ≥ influxd's bulk write rate (an outage does not slow acks); replay at the default share ≥ 0.5× it",
     );
     rep.add("points", points as f64, "");
-    rep.add("spool append points/s (fsync per batch)", append_rate, "points/s");
-    rep.add("spool append MB/s", bytes / total.as_secs_f64() / 1e6, "MB/s");
-    rep.add("append+fsync p50 (5000 points)", percentile_ms(&lat, 0.5), "ms");
-    rep.add("append+fsync p99 (5000 points)", percentile_ms(&lat, 0.99), "ms");
-    rep.add("append+fsync p50 (100 points)", percentile_ms(&small_lat, 0.5), "ms");
+    rep.add(
+        "spool append points/s (fsync per batch)",
+        append_rate,
+        "points/s",
+    );
+    rep.add(
+        "spool append MB/s",
+        bytes / total.as_secs_f64() / 1e6,
+        "MB/s",
+    );
+    rep.add(
+        "append+fsync p50 (5000 points)",
+        percentile_ms(&lat, 0.5),
+        "ms",
+    );
+    rep.add(
+        "append+fsync p99 (5000 points)",
+        percentile_ms(&lat, 0.99),
+        "ms",
+    );
+    rep.add(
+        "append+fsync p50 (100 points)",
+        percentile_ms(&small_lat, 0.5),
+        "ms",
+    );
     rep.add(
         "appends/s (100 points, fsync each)",
         small.len() as f64 / small_total.as_secs_f64(),
@@ -204,7 +227,9 @@ mod tests {
 
     #[test]
     fn batches_keep_messages_whole() {
-        let lines: Vec<u8> = (0..250).flat_map(|i| format!("m v={i} {i}\n").into_bytes()).collect();
+        let lines: Vec<u8> = (0..250)
+            .flat_map(|i| format!("m v={i} {i}\n").into_bytes())
+            .collect();
         let b = batches(&lines, 200);
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].meta.iter().map(|m| m.points).sum::<u32>(), 200);
@@ -212,7 +237,10 @@ mod tests {
         let body: Vec<u8> = b.iter().flat_map(|x| x.body.to_vec()).collect();
         assert_eq!(body, lines);
         for x in &b {
-            assert_eq!(x.meta.iter().map(|m| m.bytes as usize).sum::<usize>(), x.body.len());
+            assert_eq!(
+                x.meta.iter().map(|m| m.bytes as usize).sum::<usize>(),
+                x.body.len()
+            );
         }
     }
 }

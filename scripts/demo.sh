@@ -100,6 +100,8 @@ Your data arrived. Where to look next (a small fleet keeps sending meanwhile):
   Live view:   http://127.0.0.1:8765/live          Metrics: http://127.0.0.1:8765/metrics
   InfluxDB:    influx -port ${INFLUX_PORT} -database wsingest -execute 'SELECT * FROM weather ORDER BY time DESC LIMIT 5'
   More fleets: target/release/wsingest simulate --help     (profiles: devices/*.toml, docs/simulate.md)
+  Grafana:     docker compose up --build   (with Docker: InfluxDB, wsingest, Grafana on
+               http://localhost:3000 with the dashboards in grafana/, Mosquitto, a fleet)
 
   Send a point yourself (Python, pip install websockets):
     python3 -c 'import asyncio, websockets

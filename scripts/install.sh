@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what wsingest needs on a fresh Debian/Ubuntu machine: the services
-# its tests and demo start (influxd, VictoriaMetrics, mosquitto) and the tools
+# its tests and demo start (influxd, VictoriaMetrics, mosquitto, nginx) and the tools
 # the tests drive. Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -20,6 +20,7 @@ declare -A PACKAGES=(
   [chromium]=/usr/bin/chromium
   # The wss test runs the notes' Python client (websockets) against the server.
   [python3-websockets]=/usr/lib/python3/dist-packages/websockets/__init__.py
+  [nginx]=/usr/sbin/nginx
 )
 
 missing=()
@@ -37,7 +38,7 @@ fi
 # tests and demo start their own instances on free ports, so stop those to
 # keep the default ports free and the machine quiet.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  for svc in influxdb mosquitto; do
+  for svc in influxdb mosquitto nginx; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   done
 fi

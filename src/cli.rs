@@ -123,6 +123,12 @@ pub struct ServeArgs {
     /// Device registry file (see `wsingest device`).
     #[arg(long, env = "WSINGEST_REGISTRY")]
     pub registry: Option<PathBuf>,
+    /// MQTT broker for the bridge, e.g. mqtt://127.0.0.1:1883 (mqtts:// for TLS).
+    #[arg(long, env = "WSINGEST_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// Operator token: the HTTP command API and the live view (observe.operator_token).
+    #[arg(long, env = "WSINGEST_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -180,6 +186,11 @@ impl ServeArgs {
         set_opt(&mut c.tls.cert, &self.tls_cert);
         set_opt(&mut c.tls.key, &self.tls_key);
         set_opt(&mut c.auth.registry_path, &self.registry);
+        set_opt(&mut c.mqtt.url, &self.mqtt_url);
+        set_opt(
+            &mut c.observe.operator_token,
+            &self.operator_token.clone().map(Secret::new),
+        );
     }
 }
 

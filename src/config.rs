@@ -66,6 +66,8 @@ pub struct Config {
     pub tls: crate::tls::TlsConfig,
     /// The disk spool for batches InfluxDB cannot take (see docs/durability.md).
     pub spool: crate::sink::spool::SpoolConfig,
+    pub mqtt: crate::mqtt::MqttConfig,
+    pub commands: crate::commands::CommandsConfig,
 }
 
 /// Where accepted points go.
@@ -303,6 +305,7 @@ pub struct ObserveConfig {
     pub live: bool,
     /// Token the live view asks for (`?token=`) when anonymous devices are not
     /// allowed. Without one, the live view is only served with anonymous on.
+    /// Also the bearer token of the HTTP command API, which is off without it.
     pub operator_token: Option<Secret>,
     /// Devices listed in one live view update (the busiest first).
     pub live_max_devices: usize,
@@ -412,6 +415,8 @@ impl Config {
                 return invalid("spool.replay_share", "must be in (0, 1]");
             }
         }
+        self.mqtt.validate()?;
+        self.commands.validate()?;
         for (key, measurement) in [
             (
                 "decode.default_measurement",

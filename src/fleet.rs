@@ -315,6 +315,15 @@ impl SessionObserver {
         }
     }
 
+    /// [`Self::points`] for points that go on elsewhere (the MQTT bridge):
+    /// only the last one is copied.
+    pub fn points_seen(&self, points: &[Point]) {
+        self.points(points.last().cloned().into_iter().collect());
+        let extra = points.len().saturating_sub(1) as u64;
+        self.fleet.metrics.points.inc_by(extra);
+        self.device.points.fetch_add(extra, Ordering::Relaxed);
+    }
+
     /// The decoder refused a message; a nack with `code` was sent.
     pub fn decode_error(&self, code: &'static str, detail: &str) {
         self.fleet.metrics.decode_error(code);

@@ -23,6 +23,10 @@ pub struct IngestContext {
     /// How long to wait on a full pipeline before answering "overloaded".
     pub backpressure_timeout: Duration,
     pub shutdown: CancellationToken,
+    /// The MQTT bridge, which gets the points once acked.
+    pub uplink: Option<crate::mqtt::Uplink>,
+    /// Where command results go.
+    pub commands: Option<Arc<crate::commands::Router>>,
 }
 
 /// How submitting one message ended.
@@ -72,6 +76,9 @@ impl IngestContext {
                 detail,
             }) => {
                 tracing::info!(device, cmd, ok, detail, "command result");
+                if let Some(router) = &self.commands {
+                    router.local_result(device, &cmd, ok, detail);
+                }
                 return Submitted::CommandResult { seq };
             }
             Err(e) => return Submitted::Refused(e),
@@ -84,7 +91,10 @@ impl IngestContext {
         let entry = Entry {
             lines,
             points: n,
-            reply: Reply::new(seq, permit),
+            reply: match &self.uplink {
+                Some(uplink) => Reply::new(seq, permit).with_forward(uplink.forward(points)),
+                None => Reply::new(seq, permit),
+            },
         };
         tokio::select! {
             r = tokio::time::timeout(self.backpressure_timeout, self.pipeline.send(entry)) => match r {

@@ -22,6 +22,8 @@
 //! - [`sink`]: the InfluxDB writer, retries, dead-letter file, and the disk
 //!   spool (`sink::spool`) for batches InfluxDB cannot take.
 //! - [`dedupe`]: resent messages without `ts` are not written twice.
+//! - [`mqtt`]: the MQTT bridge (points out, commands in); [`commands`]: the
+//!   device→session registry, command routing and the HTTP command API.
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`auth`]: device registry (hashed tokens), handshake auth, `wsingest device`.
 //! - [`limits`]: per-device sessions, rate limits, cardinality guard, their metrics.
@@ -37,6 +39,7 @@ pub mod auth;
 pub mod batch;
 pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod compare;
 pub mod config;
 pub mod conn;
@@ -50,6 +53,7 @@ pub mod limits;
 pub mod lineproto;
 pub mod live;
 pub mod metrics;
+pub mod mqtt;
 pub mod pipeline;
 pub mod point;
 pub mod protocol;

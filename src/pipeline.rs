@@ -35,11 +35,23 @@ pub enum Outcome {
 pub struct Reply {
     seq: Option<u64>,
     permit: mpsc::OwnedPermit<Outcome>,
+    /// Points for the MQTT bridge, published once the message is acked.
+    forward: Option<crate::mqtt::Forward>,
 }
 
 impl Reply {
     pub fn new(seq: Option<u64>, permit: mpsc::OwnedPermit<Outcome>) -> Self {
-        Reply { seq, permit }
+        Reply {
+            seq,
+            permit,
+            forward: None,
+        }
+    }
+
+    /// Hand the message's points to the MQTT bridge when it is acked.
+    pub fn with_forward(mut self, forward: crate::mqtt::Forward) -> Self {
+        self.forward = Some(forward);
+        self
     }
 
     pub fn seq(&self) -> Option<u64> {
@@ -47,7 +59,12 @@ impl Reply {
     }
 
     pub fn ack(self) {
-        self.permit.send(Outcome::Acked { seq: self.seq });
+        match self.forward {
+            Some(f) => f.acked(self.seq, self.permit),
+            None => {
+                self.permit.send(Outcome::Acked { seq: self.seq });
+            }
+        }
     }
 
     pub fn nack(self, error: &'static str, detail: impl Into<String>) {

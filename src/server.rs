@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::{Auth, AuthSettings, Identity, RegistryError};
+use crate::commands;
 use crate::config::{Config, SinkKind};
 use crate::conn::{Conn, Peer};
 use crate::decode::Decoder;
@@ -33,6 +34,7 @@ use crate::fleet::Fleet;
 use crate::ingest::IngestContext;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::mqtt;
 use crate::pipeline::{self, Pipeline, PipelineConfig};
 use crate::protocol::{self, Encoding};
 use crate::session::{self, SessionContext, SessionLimits};
@@ -54,6 +56,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Spool(#[from] crate::sink::spool::SpoolError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
 }
 
 /// Shared by every request handler.
@@ -74,6 +78,9 @@ struct AppState {
     fleet: Arc<Fleet>,
     live: Arc<crate::live::Live>,
     dedupe: Option<Arc<crate::dedupe::Dedupe>>,
+    commands: Arc<commands::Router>,
+    uplink: Option<mqtt::Uplink>,
+    bridge: Option<mqtt::Monitor>,
 }
 
 /// Serve on `listener` until `shutdown` fires, then close sessions with 1001
@@ -208,6 +215,34 @@ pub async fn serve_with_metrics(
         shutdown.clone(),
         drain.clone(),
     );
+    let (outbound_tx, outbound_rx) = match config.mqtt.enabled() {
+        true => {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
+    let commands = Arc::new(commands::Router::new(config.commands.clone(), outbound_tx));
+    let bridge = match outbound_rx {
+        Some(rx) => Some(mqtt::Bridge::start(
+            &config.mqtt,
+            commands.clone(),
+            rx,
+            metrics.bridge(),
+        )?),
+        None => None,
+    };
+    let sweeper = commands.clone();
+    let sweep_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sweeper.sweep(),
+                _ = sweep_stop.cancelled() => break,
+            }
+        }
+    });
     let s = &config.server;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -221,6 +256,8 @@ pub async fn serve_with_metrics(
         pipeline: pipeline.clone(),
         backpressure_timeout: Duration::from_millis(s.backpressure_timeout_ms),
         shutdown: shutdown.clone(),
+        uplink: bridge.as_ref().map(|b| b.uplink()),
+        commands: Some(commands.clone()),
     };
     let o = &config.observe;
     let fleet = Arc::new(Fleet::new(
@@ -270,6 +307,9 @@ pub async fn serve_with_metrics(
                 s.dedupe_max_entries,
             ))
         }),
+        uplink: bridge.as_ref().map(|b| b.uplink()),
+        bridge: bridge.as_ref().map(|b| b.monitor()),
+        commands,
         config,
     });
     let auth_state = state.clone();
@@ -346,6 +386,9 @@ pub async fn serve_with_metrics(
             "pipeline did not drain in time; unacked messages will be resent by devices"
         );
     }
+    if let Some(bridge) = bridge {
+        bridge.shutdown(grace).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -384,6 +427,10 @@ fn security(
 }
 
 fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
+    let command_api = commands::http::routes(
+        state.commands.clone(),
+        state.config.observe.operator_token.clone(),
+    );
     Router::new()
         .route("/", get(root))
         .route("/v1/devices/{device_id}", get(device))
@@ -394,7 +441,20 @@ fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
         .route("/metrics", get(metrics))
         .route("/live", get(live_page))
         .route("/live/feed", get(|State(s): State<Arc<AppState>>, req: Request<Body>| async move { s.live.feed(req) }))
+        .route("/v1/mqtt", get(mqtt_stats))
         .with_state(state)
+        .merge(command_api)
+}
+
+/// The MQTT bridge's counters (404 without a bridge).
+async fn mqtt_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
+    match &state.bridge {
+        Some(b) => axum::Json(b.view()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no MQTT bridge: set mqtt.url or --mqtt-url",
+        ),
+    }
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -509,6 +569,14 @@ pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
+/// A device id becomes the `device` tag: keep it to a safe alphabet.
+pub(crate) fn valid_device_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
 /// Who is this request's device? The one rule for every transport (WebSocket
 /// handshake, HTTP fallback, gRPC), see [`crate::auth`]: an error status and
 /// message when the request is not allowed in. Refusals are counted and
@@ -610,6 +678,8 @@ async fn upgrade_device(
         encoding: chosen.map(|(_, e)| e).unwrap_or(Encoding::ByFrame),
         decoder: state.decoder.clone(),
         pipeline: state.pipeline.clone(),
+        commands: None,
+        uplink: state.uplink.clone(),
         limits: SessionLimits {
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
             ping_interval: Duration::from_secs(s.ping_interval_secs),
@@ -627,6 +697,8 @@ async fn upgrade_device(
     let ws_config = state.ws_config;
     let shutdown = state.shutdown.clone();
     let limits = state.limits.clone();
+    let router = state.commands.clone();
+    let mut ctx = ctx;
     state.sessions.spawn(
         async move {
             let upgraded = match on_upgrade.await {
@@ -642,6 +714,7 @@ async fn upgrade_device(
                 Some(ws_config),
             )
             .await;
+            ctx.commands = Some(router.register(&ctx.device));
             tracing::info!(encoding = ?ctx.encoding, "session opened");
             let summary = session::run(ws, ctx, shutdown).await;
             tracing::info!(

@@ -30,11 +30,13 @@ use tokio_tungstenite::tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::{Command, SessionCommands};
 use crate::config::AckMode;
 use crate::decode::{Decoder, Format, Message};
 use crate::dedupe::{Dedupe, Seen, message_hash};
 use crate::fleet::SessionObserver;
 use crate::limits::SessionGuard;
+use crate::mqtt::Uplink;
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply, sleep_until};
 use crate::protocol::{Downlink, Encoding};
 
@@ -65,6 +67,10 @@ pub struct SessionContext {
     pub ack_mode: AckMode,
     /// Resend dedupe shared by every session (`None`: off).
     pub dedupe: Option<Arc<Dedupe>>,
+    /// This device's commands (`None`: the session gets none).
+    pub commands: Option<SessionCommands>,
+    /// The MQTT bridge, which gets the points once acked (`None`: no bridge).
+    pub uplink: Option<Uplink>,
 }
 
 /// What a session did, for its closing log line and for tests.
@@ -99,6 +105,7 @@ where
 {
     let limits = ctx.limits.clone();
     let kick = ctx.guard.kick().clone();
+    let mut commands = ctx.commands.take();
     let (out_tx, mut out_rx) = mpsc::channel::<Outcome>(limits.max_inflight);
     let mut summary = SessionSummary::default();
     let mut inflight = 0usize;
@@ -181,6 +188,24 @@ where
                     return ended(summary, "device stopped reading");
                 }
             }
+            cmd = next_command(&mut commands), if closing.is_none() => {
+                let Some(cmd) = cmd else {
+                    // A newer session of this device receives its commands now.
+                    commands = None;
+                    continue;
+                };
+                let msg = cmd.downlink().encode(reply_format);
+                if send_all(&mut ws, vec![msg], limits.send_timeout).await.is_err() {
+                    if let Some(c) = &commands {
+                        c.undelivered(cmd);
+                    }
+                    return ended(summary, "device stopped reading");
+                }
+                tracing::debug!(cmd = cmd.id, name = cmd.name, "command delivered");
+                if let Some(c) = &commands {
+                    c.delivered(&cmd);
+                }
+            }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 tracing::warn!(inflight, "closing with messages still waiting for their ack");
                 break;
@@ -260,12 +285,21 @@ where
                         for p in &points {
                             crate::lineproto::encode_point(p, &mut lines);
                         }
-                        summary.points += points.len() as u64;
-                        let n_points = points.len() as u32;
-                        ctx.observer.points(points);
+                        let count = points.len();
+                        summary.points += count as u64;
                         let permit = out_tx.clone().try_reserve_owned().expect("inflight below channel capacity");
                         inflight += 1;
-                        let entry = Entry { lines, points: n_points, reply: Reply::new(seq, permit) };
+                        let reply = match &ctx.uplink {
+                            Some(uplink) => {
+                                ctx.observer.points_seen(&points);
+                                Reply::new(seq, permit).with_forward(uplink.forward(points))
+                            }
+                            None => {
+                                ctx.observer.points(points);
+                                Reply::new(seq, permit)
+                            }
+                        };
+                        let entry = Entry { lines, points: count as u32, reply };
                         match enqueue(&ctx.pipeline, entry, limits.backpressure_timeout, &shutdown).await {
                             Ok(()) if received_mode => {
                                 ctx.observer.acked();
@@ -290,9 +324,19 @@ where
                             }
                         }
                     }
-                    Ok(Message::CommandResult { cmd, ok, detail, .. }) => {
+                    Ok(Message::CommandResult { seq, cmd, ok, detail }) => {
                         invalid_run = 0;
                         tracing::info!(cmd, ok, detail, "command result");
+                        if let Some(c) = &commands {
+                            c.result(&cmd, ok, detail);
+                        }
+                        if let Some(seq) = seq {
+                            summary.acks += 1;
+                            let ack = Downlink::Ack { ack: seq }.encode(reply_format);
+                            if send_all(&mut ws, vec![ack], limits.send_timeout).await.is_err() {
+                                return ended(summary, "device stopped reading");
+                            }
+                        }
                         None
                     }
                     Err(e) => {
@@ -389,6 +433,14 @@ fn ended(mut summary: SessionSummary, reason: &str) -> SessionSummary {
     summary
 }
 
+/// The next command for this session, or never when it has none.
+async fn next_command(commands: &mut Option<SessionCommands>) -> Option<Command> {
+    match commands {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The session driven through channels instead of a socket, with tokio's
@@ -459,6 +511,37 @@ mod tests {
         tmpsc::Receiver<WsMessage>,
         tokio::task::JoinHandle<SessionSummary>,
     ) {
+        start_with(limits, Arc::new(Blackhole::default()), AckMode::Durable)
+    }
+
+    /// A sink that never answers: InfluxDB down and the spool full.
+    struct Stuck;
+
+    impl crate::sink::Sink for Stuck {
+        fn deliver(
+            &self,
+            batch: crate::batch::Batch,
+        ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+            Box::pin(async move {
+                let _held = batch;
+                std::future::pending::<()>().await
+            })
+        }
+
+        fn ready(&self) -> bool {
+            false
+        }
+    }
+
+    fn start_with(
+        limits: SessionLimits,
+        sink: Arc<dyn crate::sink::Sink>,
+        ack_mode: AckMode,
+    ) -> (
+        tmpsc::Sender<Result<WsMessage, WsError>>,
+        tmpsc::Receiver<WsMessage>,
+        tokio::task::JoinHandle<SessionSummary>,
+    ) {
         let (in_tx, in_rx) = tmpsc::channel(16);
         let (out_tx, out_rx) = tmpsc::channel(16);
         let rx = futures_util::stream::unfold(in_rx, |mut rx| async move {
@@ -477,7 +560,7 @@ mod tests {
                 flush_interval: Duration::from_millis(10),
                 concurrency: 1,
             },
-            Arc::new(Blackhole::default()),
+            sink,
             shutdown.clone(),
             CancellationToken::new(),
         );
@@ -494,8 +577,10 @@ mod tests {
             pipeline,
             limits,
             guard: crate::limits::SessionGuard::unlimited("d"),
-            ack_mode: AckMode::Durable,
+            ack_mode,
             dedupe: None,
+            commands: None,
+            uplink: None,
         };
         (in_tx, out_rx, tokio::spawn(run(duplex, ctx, shutdown)))
     }
@@ -508,6 +593,39 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_acks_for_the_backpressure_timeout_closes_with_1013() {
+        let mut l = limits();
+        l.max_inflight = 3;
+        let (tx, mut rx, task) = start_with(l, Arc::new(Stuck), AckMode::Durable);
+        for seq in 1..=5 {
+            // The last two stay unread in the socket: the session stopped reading.
+            let _ = tx
+                .send(Ok(WsMessage::text(format!(
+                    r#"{{"seq": {seq}, "fields": {{"v": 1}}}}"#
+                ))))
+                .await;
+        }
+        let summary = task.await.unwrap();
+        assert_eq!(summary.close_code, Some(1013));
+        assert_eq!((summary.messages, summary.acks, summary.nacks), (3, 0, 0));
+        match rx.recv().await {
+            Some(WsMessage::Close(Some(f))) => assert_eq!(u16::from(f.code), 1013),
+            other => panic!("expected the close, not {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn received_mode_acks_before_the_sink_answers() {
+        let (tx, mut rx, task) = start_with(limits(), Arc::new(Stuck), AckMode::Received);
+        tx.send(Ok(WsMessage::text(r#"{"seq": 9, "fields": {"v": 1}}"#)))
+            .await
+            .unwrap();
+        assert_eq!(text(&mut rx).await, r#"{"ack":9}"#);
+        drop(tx);
+        assert_eq!(task.await.unwrap().acks, 1);
     }
 
     #[tokio::test(start_paused = true)]

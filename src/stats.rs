@@ -2,8 +2,8 @@
 //! Grafana can show per-device numbers that would be too many labels for
 //! Prometheus:
 //!
-//! - `wsingest_device` (tags `device`, `instance`): per device active in the
-//!   interval or online, the interval's `messages`, `points`, `bytes`,
+//! - `wsingest_device` (tags `device`, `instance`): per device that changed
+//!   in the interval (and online devices every [`IDLE_DEVICE_EVERY`]), the interval's `messages`, `points`, `bytes`,
 //!   `errors`, `acks`, `sessions_opened` (integers), their rates
 //!   `messages_per_s`, `points_per_s`, `bytes_per_s` (floats), `sessions`
 //!   open now, `online` (0/1) and `last_seen_ms` (epoch ms).
@@ -38,6 +38,11 @@ pub const DEVICE_MEASUREMENT: &str = "wsingest_device";
 pub const STATS_MEASUREMENT: &str = "wsingest_stats";
 pub const SESSION_MEASUREMENT: &str = "wsingest_session";
 pub const MEASUREMENT_MEASUREMENT: &str = "wsingest_measurement";
+
+/// An online device that sent nothing is written every this many intervals
+/// (a heartbeat for "online" and "last seen"), not every interval: 100k idle
+/// sessions would otherwise cost InfluxDB 10k points/s at the default 10 s.
+pub const IDLE_DEVICE_EVERY: u32 = 6;
 
 /// Samples waiting for their outcome at once.
 const OUTSTANDING: usize = 8;
@@ -132,11 +137,19 @@ async fn run(
     }
 }
 
+/// A device's counters at the last sample, and how many samples ago it was
+/// last written.
+struct PrevDevice {
+    stats: Arc<DeviceStats>,
+    counters: DeviceCounters,
+    unwritten: u32,
+}
+
 /// Turns counters into points; remembers the previous values for deltas.
 pub struct Sampler {
     instance: String,
     prev: Snapshot,
-    prev_devices: HashMap<Arc<str>, (Arc<DeviceStats>, DeviceCounters)>,
+    prev_devices: HashMap<Arc<str>, PrevDevice>,
     prev_measurements: HashMap<Arc<str>, u64>,
 }
 
@@ -161,19 +174,23 @@ impl Sampler {
         for d in devices {
             let now = d.counters();
             // An entry evicted and created again starts from zero.
-            let before = match self.prev_devices.get(&d.id) {
-                Some((old, c)) if Arc::ptr_eq(old, &d) => *c,
-                _ => DeviceCounters::default(),
+            let (before, unwritten) = match self.prev_devices.get(&d.id) {
+                Some(p) if Arc::ptr_eq(&p.stats, &d) => (p.counters, p.unwritten),
+                _ => (DeviceCounters::default(), 0),
             };
             if now.sessions_open > 0 {
                 online += 1;
             }
             let delta = |a: u64, b: u64| a.saturating_sub(b);
             let messages = delta(now.messages, before.messages);
-            let active = now.sessions_open > 0
-                || messages > 0
-                || delta(now.sessions_opened, before.sessions_opened) > 0;
-            if active {
+            // Written when something changed (traffic, a session opened or
+            // ended), and online devices at least every IDLE_DEVICE_EVERY.
+            let changed = messages > 0
+                || delta(now.sessions_opened, before.sessions_opened) > 0
+                || now.sessions_open != before.sessions_open;
+            let heartbeat = now.sessions_open > 0 && unwritten + 1 >= IDLE_DEVICE_EVERY;
+            let write = changed || heartbeat;
+            if write {
                 let points = delta(now.points, before.points);
                 let bytes = delta(now.bytes, before.bytes);
                 let mut p = Point {
@@ -207,7 +224,15 @@ impl Sampler {
                 }
                 crate::lineproto::encode_point(&p, &mut out);
             }
-            next.insert(d.id.clone(), (d, now));
+            let unwritten = if write { 0 } else { unwritten + 1 };
+            next.insert(
+                d.id.clone(),
+                PrevDevice {
+                    stats: d,
+                    counters: now,
+                    unwritten,
+                },
+            );
         }
         self.prev_devices = next;
 
@@ -420,13 +445,23 @@ mod tests {
             "{text}"
         );
         assert_eq!(lines.len(), 4);
-        // Next interval: dev-b was idle and offline, so only dev-a and the stats.
+        // Next intervals: both idle, so only the stats, until dev-a (online)
+        // is due for its heartbeat; dev-b (offline) stays unwritten.
+        for i in 1..IDLE_DEVICE_EVERY {
+            let text = String::from_utf8(s.sample(&fleet, Duration::from_secs(2), 2_000)).unwrap();
+            assert_eq!(text.lines().count(), 1, "interval {i}: {text}");
+        }
         let text = String::from_utf8(s.sample(&fleet, Duration::from_secs(2), 2_000)).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.starts_with("wsingest_device,device=dev-a,"), "{text}");
         assert!(
             text.contains("bytes=0i") && text.contains("sessions_opened=0i"),
             "{text}"
         );
+        // A message makes it due at once.
+        g.observer().message(1);
+        let text = String::from_utf8(s.sample(&fleet, Duration::from_secs(2), 3_000)).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
         drop(g);
     }
 }

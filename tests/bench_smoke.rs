@@ -19,7 +19,14 @@ fn every_scenario_completes_and_prints_every_figure() {
         .collect();
     assert_eq!(
         names,
-        ["blackhole", "batch-cbor", "influx", "sessions", "latency"]
+        [
+            "blackhole",
+            "batch-cbor",
+            "influx",
+            "sessions",
+            "latency",
+            "spool"
+        ]
     );
     for r in reports.as_array().unwrap() {
         let figures = r["figures"].as_array().unwrap();

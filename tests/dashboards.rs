@@ -9,7 +9,9 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 
+use common::browser;
 use common::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
@@ -77,7 +79,7 @@ fn point(profile: &str, dev: usize, i: i64, ts: i64, energy: &mut f64) -> Value 
             json!({"ts": ts, "fields": {
                 "lat": 52.51 + 0.01 * a.sin(), "lon": 13.40 + 0.02 * a.cos(),
                 "speed_kmh": 30.0 + 25.0 * wobble(i, d), "heading_deg": ((i * 7) % 360) as f64,
-                "battery_pct": 100.0 - (i as f64) * 0.1 - 5.0 * d}})
+                "battery_pct": 100.0 - (i as f64) * 0.1 - 5.0 * d, "ignition": i % 50 != 0}})
         }
         "vibration" => json!({"ts": ts, "fields": {
             "ax_g": 0.8 * wobble(i, d), "ay_g": 0.8 * wobble(i, d + 1.5), "az_g": 1.0 + 0.3 * wobble(i, d + 2.5),
@@ -431,7 +433,7 @@ async fn every_panel_query_returns_data() {
     config.observe.stats_interval_ms = 200;
     config.observe.instance = "validator".into();
     let server = TestServer::start(config).await;
-    let devices = write_fleet(&server).await;
+    let mut devices = write_fleet(&server).await;
     // The server's own stats: every device's numbers and the ended sessions.
     eventually(30, "stats for every device and session", || async {
         let per_device = influx
@@ -454,6 +456,34 @@ async fn every_panel_query_returns_data() {
         .then_some(())
     })
     .await;
+    // And a run of the real generator: one device of every profile for 3 s.
+    let profiles = profiles().len();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
+        .args([
+            "simulate",
+            "--profile",
+            "all",
+            "--devices",
+            "1",
+            "--duration",
+            "3s",
+        ])
+        .args(["--id-prefix", "sim-", "--url", &server.ws_url("")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("wsingest simulate runs");
+    assert!(status.success(), "the generator run failed: {status}");
+    devices += profiles;
+    eventually(30, "stats of the generator's devices", || async {
+        let per_device = influx
+            .rows(
+                DB,
+                "SELECT sum(points) FROM wsingest_device GROUP BY device",
+            )
+            .await;
+        (per_device.len() == devices).then_some(())
+    })
+    .await;
 
     let mut files: Vec<_> = std::fs::read_dir("grafana/dashboards")
         .unwrap()
@@ -465,6 +495,7 @@ async fn every_panel_query_returns_data() {
     let mut uids = HashSet::new();
     let mut checked = 0;
     let mut report = Vec::new();
+    let mut layout = String::new();
     let dashboards: Vec<(String, Value)> = files
         .iter()
         .map(|p| {
@@ -516,7 +547,9 @@ async fn every_panel_query_returns_data() {
             };
             vars.values.insert(name, value);
         }
+        let mut boxes = Vec::new();
         for p in d["panels"].as_array().unwrap() {
+            let mut values = 0;
             for t in p["targets"].as_array().unwrap() {
                 let q = vars.apply(t["query"].as_str().unwrap());
                 let what = format!("{file}: panel {:?} query {}", p["title"], t["refId"]);
@@ -525,9 +558,12 @@ async fn every_panel_query_returns_data() {
                     "{n:>6} values  {file}: {}",
                     p["title"].as_str().unwrap()
                 ));
+                values += n;
                 checked += 1;
             }
+            boxes.push((p.clone(), values));
         }
+        layout.push_str(&layout_html(d, &vars.values, &boxes));
         // Data links point at dashboards that exist.
         let text = d.to_string();
         for link in text.split("/d/").skip(1) {
@@ -546,24 +582,173 @@ async fn every_panel_query_returns_data() {
         report.join("\n")
     );
     assert!(checked >= 40, "{checked} queries checked");
+    screenshot_layout(&layout).await;
     server.stop().await;
 }
 
+/// A dashboard's grid as HTML boxes (24 columns), each with its panel's title,
+/// type and how many values its queries returned here.
+fn layout_html(d: &Value, vars: &BTreeMap<String, String>, boxes: &[(Value, usize)]) -> String {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;");
+    let rows = boxes
+        .iter()
+        .map(|(p, _)| p["gridPos"]["y"].as_i64().unwrap() + p["gridPos"]["h"].as_i64().unwrap())
+        .max()
+        .unwrap_or(0);
+    let vars: Vec<String> = vars
+        .iter()
+        .map(|(k, v)| format!("${k} = {}", esc(v)))
+        .collect();
+    let mut html = format!(
+        "<h2>{} <small>{} · {} · {}</small></h2><div class=grid style='height:{}px'>",
+        esc(d["title"].as_str().unwrap()),
+        d["uid"].as_str().unwrap(),
+        d["time"]["from"].as_str().unwrap(),
+        vars.join(", "),
+        rows * 22
+    );
+    for (p, values) in boxes {
+        let g = &p["gridPos"];
+        let pct = |v: &Value| v.as_i64().unwrap() as f64 * 100.0 / 24.0;
+        html.push_str(&format!(
+            "<div class=panel style='left:{}%;width:calc({}% - 6px);top:{}px;height:{}px'>\
+             <b>{}</b><span>{} · {} values</span></div>",
+            pct(&g["x"]),
+            pct(&g["w"]),
+            g["y"].as_i64().unwrap() * 22,
+            g["h"].as_i64().unwrap() * 22 - 6,
+            esc(p["title"].as_str().unwrap()),
+            p["type"].as_str().unwrap(),
+            values
+        ));
+    }
+    html.push_str("</div>");
+    html
+}
+
+/// Render every dashboard's layout in headless Chromium to a PNG (a test
+/// artifact; docs/img/dashboards.png came from it).
+async fn screenshot_layout(body: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><style>\
+         body{{font:13px system-ui,sans-serif;background:#111217;color:#ccccdc;margin:16px}}\
+         h2{{font-size:15px;margin:18px 0 6px}} small{{color:#8e8e9e;font-weight:normal}}\
+         .grid{{position:relative}} .panel{{position:absolute;box-sizing:border-box;background:#181b1f;\
+         border:1px solid #2c3235;border-radius:3px;padding:6px 8px;overflow:hidden}}\
+         .panel b{{display:block}} .panel span{{color:#8e8e9e;font-size:11px}}</style>{body}"
+    );
+    let page = dir.join("dashboards.html");
+    std::fs::write(&page, html).unwrap();
+    let mut b = browser::Browser::open(&format!("file://{}", page.display()), 1400, 900).await;
+    b.wait_for(10, "the layout page", "document.readyState === 'complete'")
+        .await;
+    let height = b
+        .eval("document.documentElement.scrollHeight")
+        .await
+        .as_u64()
+        .unwrap();
+    b.page(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+    )
+    .await;
+    let path = std::env::var_os("WSINGEST_DASHBOARDS_SCREENSHOT")
+        .map(Into::into)
+        .unwrap_or_else(|| dir.join("dashboards.png"));
+    b.screenshot(&path).await;
+    eprintln!("dashboard layout: {}", path.display());
+}
+
+/// Measurement, tag keys and field keys of every profile in devices/.
+fn profiles() -> BTreeMap<String, (HashSet<String>, HashSet<String>)> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir("devices").expect("devices/ (issue 4's profiles)") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let t: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let keys = |k: &str| {
+            t.get(k)
+                .and_then(|v| v.as_table())
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        out.insert(
+            t["measurement"].as_str().unwrap().to_string(),
+            (keys("tags"), keys("fields")),
+        );
+    }
+    out
+}
+
 #[test]
-fn dashboards_only_name_what_devices_send() {
-    // Measurements and fields charted by the profile dashboards are the ones
-    // this test's fleet (and the device profiles) send.
-    let sent: HashSet<&str> = PROFILES.iter().map(|p| p.0).collect();
+fn dashboards_and_test_fleet_use_the_profiles_names() {
+    let profiles = profiles();
+    // The test fleet sends what the profiles declare.
+    for (measurement, _, tag, _) in PROFILES {
+        let (tags, fields) = profiles
+            .get(*measurement)
+            .unwrap_or_else(|| panic!("no profile for {measurement}"));
+        assert!(tags.contains(*tag), "{measurement}: tag {tag}");
+        let mut energy = 0.0;
+        let sample = point(measurement, 0, 0, 0, &mut energy);
+        let sent: HashSet<String> = sample["fields"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            &sent, fields,
+            "{measurement}: the test fleet's fields are the profile's"
+        );
+    }
+    // Every identifier a dashboard query reads from a profile measurement is
+    // one of its fields or tags (or the device tag, or an alias).
     for entry in std::fs::read_dir("grafana/dashboards").unwrap() {
         let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        for chunk in text.split("FROM \\\"").skip(1) {
-            let m: String = chunk.chars().take_while(|c| *c != '\\').collect();
-            assert!(
-                m.starts_with("wsingest_") || m == "$measurement" || sent.contains(m.as_str()),
-                "{}: measurement {m} is neither ours nor a profile's",
-                path.display()
-            );
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let q = t["query"].as_str().unwrap();
+                let froms: Vec<&str> = q
+                    .split("FROM \"")
+                    .skip(1)
+                    .map(|c| &c[..c.find('"').unwrap()])
+                    .collect();
+                for m in &froms {
+                    assert!(
+                        m.starts_with("wsingest_")
+                            || *m == "$measurement"
+                            || profiles.contains_key(*m),
+                        "{}: measurement {m} is neither ours nor a profile's",
+                        path.display()
+                    );
+                }
+                let Some((tags, fields)) = froms.iter().find_map(|m| profiles.get(*m)) else {
+                    continue;
+                };
+                let quoted: Vec<&str> = q.split('"').skip(1).step_by(2).collect();
+                let aliases: HashSet<&str> = q
+                    .split("AS \"")
+                    .skip(1)
+                    .map(|c| &c[..c.find('"').unwrap()])
+                    .collect();
+                for name in quoted {
+                    assert!(
+                        fields.contains(name)
+                            || tags.contains(name)
+                            || aliases.contains(name)
+                            || froms.contains(&name)
+                            || name == "device",
+                        "{}: panel {}: {name:?} is not a field or tag of the profile",
+                        path.display(),
+                        p["title"]
+                    );
+                }
+            }
         }
     }
 }

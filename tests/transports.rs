@@ -12,51 +12,6 @@ use common::*;
 use wsingest::compare::transports::{self, Kind, Payload, Target};
 use wsingest::compare::workload;
 
-/// mosquitto on a free port (killed on drop).
-struct Broker {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn broker() -> Broker {
-    let bin = common::services::require_binary("mosquitto", "mosquitto");
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = dir.path().join("m.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let child = std::process::Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(20, "mosquitto listening", || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    Broker {
-        child,
-        port,
-        _dir: dir,
-    }
-}
-
 /// The messages: three 2-point batches, then a single point (seq 10, so its
 /// timestamp is its own).
 const MESSAGES: [(u64, usize); 4] = [(1, 2), (2, 2), (3, 2), (10, 1)];
@@ -83,7 +38,7 @@ async fn every_transport_stores_the_same_points() {
     influx.create_db("same").await;
     let config = test_config(&influx.url, "same");
     let server = TestServer::start(config.clone()).await;
-    let mqtt = broker().await;
+    let mqtt = Mosquitto::start().await;
     let broker_addr = SocketAddr::from(([127, 0, 0, 1], mqtt.port));
     let stop = tokio_util::sync::CancellationToken::new();
     let ingest = tokio::spawn(wsingest::compare::mqtt_ingest::run(

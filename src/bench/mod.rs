@@ -10,6 +10,7 @@
 mod load;
 pub(crate) mod procs;
 mod scenarios;
+mod spool;
 
 use std::fmt::Write as _;
 
@@ -30,6 +31,8 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
     #[error("HTTP: {0}")]
     Http(String),
+    #[error(transparent)]
+    Spool(#[from] crate::sink::spool::SpoolError),
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for BenchError {
@@ -57,6 +60,8 @@ pub enum Scenario {
     Sessions,
     /// Ack latency at 10/50/90 % of the influx scenario's rate.
     Latency,
+    /// InfluxDB outage: spool append (fsync per batch) and replay rates.
+    Spool,
     /// Every scenario in turn.
     All,
 }
@@ -159,6 +164,7 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Report>, BenchError> {
             Scenario::Influx,
             Scenario::Sessions,
             Scenario::Latency,
+            Scenario::Spool,
         ],
         s => vec![s],
     };
@@ -179,6 +185,7 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Report>, BenchError> {
             }
             Scenario::Sessions => scenarios::sessions(&args).await?,
             Scenario::Latency => scenarios::latency(&args, influx_rate).await?,
+            Scenario::Spool => spool::spool(&args).await?,
             Scenario::All => unreachable!(),
         };
         if !args.json {

@@ -17,10 +17,10 @@ use super::{BenchArgs, BenchError, Report};
 use crate::point::{FieldValue, Point};
 
 /// A temp dir removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> Result<Self, BenchError> {
+    pub(super) fn new(name: &str) -> Result<Self, BenchError> {
         let dir =
             std::env::temp_dir().join(format!("wsingest-bench-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -259,7 +259,7 @@ pub async fn batch_cbor(args: &BenchArgs) -> Result<Report, BenchError> {
 
 /// The points of the influx scenario for one device: 100-point JSON batch
 /// messages, and the same points as line protocol (as the server writes them).
-fn influx_workload(devices: usize, per_device: u64) -> (Vec<Vec<Message>>, Vec<u8>) {
+pub(super) fn influx_workload(devices: usize, per_device: u64) -> (Vec<Vec<Message>>, Vec<u8>) {
     let mut messages = Vec::with_capacity(devices);
     let mut lines = Vec::new();
     for d in 0..devices {
@@ -301,7 +301,7 @@ fn influx_workload(devices: usize, per_device: u64) -> (Vec<Vec<Message>>, Vec<u
     (messages, lines)
 }
 
-async fn create_db(url: &str, db: &str) -> Result<(), BenchError> {
+pub(super) async fn create_db(url: &str, db: &str) -> Result<(), BenchError> {
     let mut u = reqwest::Url::parse(&format!("{url}/query"))
         .map_err(|e| BenchError::Http(e.to_string()))?;
     u.query_pairs_mut()
@@ -316,7 +316,7 @@ async fn create_db(url: &str, db: &str) -> Result<(), BenchError> {
 
 /// influxd's own bulk rate: pre-encoded line protocol in 5000-point batches
 /// over `concurrency` connections. Points per second.
-async fn influx_bulk_rate(
+pub(super) async fn influx_bulk_rate(
     url: &str,
     db: &str,
     lines: &[u8],

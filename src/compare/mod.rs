@@ -286,22 +286,30 @@ async fn start_servers(
     };
     // Ready when a probe message comes back acked (the subscription is live).
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_error = String::new();
     loop {
-        let mut c = transports::connect(Kind::Mqtt, &servers.target, "probe").await?;
-        c.sender.send(1, &workload::readings(1, 1)).await?;
-        if tokio::time::timeout(Duration::from_millis(500), c.answers.recv())
-            .await
-            .is_ok_and(|a| a.is_some())
-        {
-            return Ok(servers);
+        match probe(&servers.target).await {
+            Ok(true) => return Ok(servers),
+            Ok(false) => {}
+            // The subscriber may not be connected yet: keep trying until the deadline.
+            Err(e) => last_error = e.to_string(),
         }
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(dir.join("mqtt-ingest.log")).unwrap_or_default();
             return Err(CompareError::Client(format!(
-                "wsingest's MQTT subscriber did not answer within 30 s:\n{log}"
+                "wsingest's MQTT subscriber did not answer within 30 s ({last_error}):\n{log}"
             )));
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One MQTT message through broker and subscriber: was it acked?
+async fn probe(target: &Target) -> Result<bool, CompareError> {
+    let mut c = transports::connect(Kind::Mqtt, target, "probe").await?;
+    c.sender.send(1, &workload::readings(1, 1)).await?;
+    let answer = tokio::time::timeout(Duration::from_millis(500), c.answers.recv()).await;
+    Ok(answer.is_ok_and(|a| a.is_some()))
 }
 
 /// What one phase of one device measured.

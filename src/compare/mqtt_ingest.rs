@@ -89,6 +89,8 @@ pub async fn run(
         pipeline,
         backpressure_timeout: Duration::from_millis(config.server.backpressure_timeout_ms),
         shutdown: shutdown.clone(),
+        uplink: None,
+        commands: None,
     };
     let format = match payload {
         Payload::Json => Format::Json,

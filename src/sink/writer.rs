@@ -475,12 +475,12 @@ impl Sink for InfluxSink {
         Box::pin(self.deliver_batch(batch))
     }
 
-    /// Ready when InfluxDB takes writes or the spool can take a batch.
+    /// Ready when InfluxDB takes writes or the spool can take a batch: it
+    /// has room for one and no batch is already waiting for room.
     fn ready(&self) -> bool {
         (self.reachable.load(Ordering::Relaxed) && !self.degraded())
-            || self
-                .spool
-                .as_ref()
-                .is_some_and(|s| s.has_room(self.ready_room))
+            || self.spool.as_ref().is_some_and(|s| {
+                self.held_points.load(Ordering::Relaxed) == 0 && s.has_room(self.ready_room)
+            })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod devices;
+pub mod mqtt;
 pub mod process;
 pub mod security;
 pub mod services;
@@ -19,7 +20,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use wsingest::config::Config;
 
-pub use services::{Influxd, VictoriaMetrics, free_port};
+pub use mqtt::MqttProbe;
+pub use services::{Influxd, Mosquitto, Nginx, VictoriaMetrics, free_port};
 
 /// A wsingest server running in this process on a free port.
 pub struct TestServer {

@@ -283,3 +283,150 @@ impl Drop for VictoriaMetrics {
         let _ = self.child.wait();
     }
 }
+
+/// Wait until `port` on 127.0.0.1 accepts TCP connections.
+async fn wait_port(port: u16, what: &str, child: &mut Child, log: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} exited with {status} before listening; its log:\n{log}");
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what} did not listen on port {port} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real mosquitto broker: anonymous, on a free port of 127.0.0.1.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Option<Child>,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub async fn start() -> Mosquitto {
+        require_binary("mosquitto", "mosquitto");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config_path = dir.path().join("mosquitto.conf");
+        // No queue limit for QoS 0 so that the broker does not drop what a
+        // test counts.
+        std::fs::write(
+            &config_path,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\n"
+            ),
+        )
+        .unwrap();
+        let log_path = dir.path().join("mosquitto.log");
+        let mut m = Mosquitto {
+            port,
+            child: None,
+            config_path,
+            log_path,
+            _dir: dir,
+        };
+        m.restart().await;
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Start (again) on the same port.
+    pub async fn restart(&mut self) {
+        let bin = require_binary("mosquitto", "mosquitto");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut child = Command::new(bin)
+            .arg("-c")
+            .arg(&self.config_path)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("mosquitto starts");
+        wait_port(self.port, "mosquitto", &mut child, &self.log_path).await;
+        self.child = Some(child);
+    }
+
+    /// Kill the broker (SIGKILL), as a crash or a network cut would.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real nginx (Debian package `nginx`) with a config the test writes,
+/// running in the foreground with everything under a temp dir.
+pub struct Nginx {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Nginx {
+    /// Start nginx with `config` (a whole nginx.conf; `{prefix}` in it is
+    /// replaced by the temp dir). `port` is where the config listens.
+    pub async fn start(config: &str, port: u16) -> Nginx {
+        let bin = require_binary("nginx", "nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, config.replace("{prefix}", &prefix)).unwrap();
+        let log_path = dir.path().join("logs/stderr.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("logs/error.log"))
+            .arg("-g")
+            .arg(format!("daemon off; pid {prefix}/nginx.pid;"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("nginx starts");
+        wait_port(port, "nginx", &mut child, &log_path).await;
+        Nginx { port, dir, child }
+    }
+
+    /// The access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

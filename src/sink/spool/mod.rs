@@ -77,6 +77,7 @@
 //! the failed range is ever trusted or acked; the batch stays unacked in
 //! memory and is tried again.
 
+mod reader;
 pub mod record;
 pub mod replay;
 pub mod segment;
@@ -86,13 +87,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub use reader::Reader;
 pub use record::MessageMeta;
-use record::{Decoded, HEADER_LEN};
 use segment::{Checkpoint, SEGMENT_HEADER_LEN};
 
 /// The `[spool]` section of the config.
@@ -227,7 +229,17 @@ pub struct Spool {
     state: Mutex<State>,
     appended: tokio::sync::Notify,
     freed: tokio::sync::Notify,
+    gauges: Gauges,
     _lock: File,
+}
+
+/// Lock-free copies of a few [`State`] figures.
+#[derive(Default)]
+struct Gauges {
+    bytes: AtomicU64,
+    segments: AtomicU64,
+    pending: AtomicU64,
+    failing: AtomicBool,
 }
 
 impl Spool {
@@ -308,10 +320,12 @@ impl Spool {
                 buf: Vec::new(),
             }),
             appended: tokio::sync::Notify::new(),
+            gauges: Gauges::default(),
             freed: tokio::sync::Notify::new(),
             _lock: lock,
             dir,
         };
+        spool.publish(&spool.lock());
         Ok((spool, report))
     }
 
@@ -336,7 +350,22 @@ impl Spool {
             });
         }
         let mut guard = self.lock();
-        let st = &mut *guard;
+        let result = self.append_locked(&mut guard, rec_len, messages, body);
+        self.publish(&guard);
+        drop(guard);
+        if result.is_ok() {
+            self.appended.notify_one();
+        }
+        result
+    }
+
+    fn append_locked(
+        &self,
+        st: &mut State,
+        rec_len: u64,
+        messages: &[MessageMeta],
+        body: &[u8],
+    ) -> Result<u64, SpoolError> {
         let need_new = match (&st.active, st.segments.back()) {
             (Some(_), Some(back)) => {
                 back.last_seq.is_some() && back.len + rec_len > self.segment_bytes
@@ -378,9 +407,19 @@ impl Spool {
         if st.buf.capacity() > 8 * 1024 * 1024 {
             st.buf = Vec::new(); // do not keep a huge buffer for ever
         }
-        drop(guard);
-        self.appended.notify_one();
         Ok(seq)
+    }
+
+    /// Copy the figures [`Spool::stats`] and [`Spool::has_room`] read, so
+    /// that those never wait on the lock (held across an fsync).
+    fn publish(&self, st: &State) {
+        let g = &self.gauges;
+        g.bytes.store(st.bytes, Ordering::Relaxed);
+        g.segments
+            .store(st.segments.len() as u64, Ordering::Relaxed);
+        g.pending
+            .store(st.next_seq - st.checkpoint, Ordering::Relaxed);
+        g.failing.store(st.failing, Ordering::Relaxed);
     }
 
     fn start_segment(&self, st: &mut State) -> Result<(), SpoolError> {
@@ -419,9 +458,19 @@ impl Spool {
     /// delete the segments that holds nothing else. Blocking I/O.
     pub fn commit(&self, seq: u64) -> Result<(), SpoolError> {
         let mut guard = self.lock();
-        let st = &mut *guard;
+        let result = self.commit_locked(&mut guard, seq);
+        self.publish(&guard);
+        drop(guard);
+        if result? {
+            self.freed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Returns whether space was freed.
+    fn commit_locked(&self, st: &mut State, seq: u64) -> Result<bool, SpoolError> {
         if seq < st.checkpoint {
-            return Ok(());
+            return Ok(false);
         }
         st.checkpoint = seq + 1;
         debug_assert!(
@@ -445,11 +494,7 @@ impl Spool {
             st.bytes -= front.len;
             freed = true;
         }
-        drop(guard);
-        if freed {
-            self.freed.notify_waiters();
-        }
-        Ok(())
+        Ok(freed)
     }
 
     /// Sync the checkpoint (on shutdown; not needed for correctness).
@@ -457,20 +502,21 @@ impl Spool {
         self.lock().ckpt.sync().map_err(io_err(&self.dir))
     }
 
+    /// Never waits for an append in progress.
     pub fn stats(&self) -> SpoolStats {
-        let st = self.lock();
+        let g = &self.gauges;
         SpoolStats {
-            bytes: st.bytes,
+            bytes: g.bytes.load(Ordering::Relaxed),
             max_bytes: self.max_bytes,
-            segments: st.segments.len(),
-            pending_records: st.next_seq - st.checkpoint,
-            failing: st.failing,
+            segments: g.segments.load(Ordering::Relaxed) as usize,
+            pending_records: g.pending.load(Ordering::Relaxed),
+            failing: g.failing.load(Ordering::Relaxed),
         }
     }
 
     /// Whether an append of `bytes` would fit now (for `/readyz`).
     pub fn has_room(&self, bytes: u64) -> bool {
-        let st = self.lock();
+        let st = self.stats();
         !st.failing && st.bytes + bytes + SEGMENT_HEADER_LEN <= self.max_bytes
     }
 
@@ -487,127 +533,7 @@ impl Spool {
 
     /// A reader from the oldest record not yet replayed.
     pub fn reader(self: &Arc<Self>) -> Reader {
-        Reader {
-            spool: self.clone(),
-            pos: None,
-            file: None,
-        }
-    }
-}
-
-/// Where a [`Reader`] is.
-#[derive(Debug, Clone, Copy)]
-struct Pos {
-    segment: u64,
-    offset: u64,
-    /// Everything in `segment` was read: go on with the next one.
-    done: bool,
-}
-
-/// Reads records in order, from the checkpoint on. Sees only synced bytes.
-pub struct Reader {
-    spool: Arc<Spool>,
-    pos: Option<Pos>,
-    file: Option<File>,
-}
-
-impl Reader {
-    /// The next record, or `None` when the reader is at the end (wait for
-    /// [`Spool::appended`]). Blocking I/O.
-    pub fn next_record(&mut self) -> Result<Option<OwnedRecord>, SpoolError> {
-        loop {
-            let (first_seq, path, len, has_next, checkpoint) = {
-                let st = self.spool.lock();
-                let idx = match self.pos {
-                    None => (!st.segments.is_empty()).then_some(0),
-                    Some(p) if p.done => st.segments.iter().position(|s| s.first_seq > p.segment),
-                    Some(p) => st.segments.iter().position(|s| s.first_seq >= p.segment),
-                };
-                let Some(idx) = idx else { return Ok(None) };
-                let s = &st.segments[idx];
-                (
-                    s.first_seq,
-                    s.path.clone(),
-                    s.len,
-                    idx + 1 < st.segments.len(),
-                    st.checkpoint,
-                )
-            };
-            if self.pos.is_none_or(|p| p.segment != first_seq) {
-                self.pos = Some(Pos {
-                    segment: first_seq,
-                    offset: SEGMENT_HEADER_LEN,
-                    done: false,
-                });
-                self.file = None;
-            }
-            let pos = self.pos.as_mut().expect("set above");
-            if pos.offset >= len {
-                if has_next {
-                    pos.done = true;
-                    continue;
-                }
-                return Ok(None);
-            }
-            if self.file.is_none() {
-                match File::open(&path) {
-                    Ok(f) => self.file = Some(f),
-                    // Deleted by a commit since we looked: look again.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_err(&path)(e)),
-                }
-            }
-            let file = self.file.as_ref().expect("opened above");
-            let avail = len - pos.offset;
-            let mut header = [0u8; HEADER_LEN];
-            let want = if avail >= HEADER_LEN as u64 {
-                file.read_exact_at(&mut header, pos.offset)
-                    .map_err(io_err(&path))?;
-                HEADER_LEN as u64
-                    + u64::from(u32::from_le_bytes(
-                        header[4..8].try_into().expect("4 bytes"),
-                    ))
-            } else {
-                avail
-            };
-            if header[..4] == record::MAGIC && want <= avail {
-                let mut buf = vec![0u8; want as usize];
-                file.read_exact_at(&mut buf, pos.offset)
-                    .map_err(io_err(&path))?;
-                if let Decoded::Record { record, len } = record::decode(&buf) {
-                    pos.offset += len as u64;
-                    if record.seq < checkpoint {
-                        continue; // replayed before a restart
-                    }
-                    let seq = record.seq;
-                    let messages = record.messages;
-                    let body_start = buf.len() - record.body.len();
-                    let body = Bytes::from(buf).slice(body_start..);
-                    return Ok(Some(OwnedRecord {
-                        seq,
-                        messages,
-                        body,
-                    }));
-                }
-            }
-            // Corruption inside synced bytes (bit rot since start): keep the
-            // bad bytes aside and resynchronise on the next valid record.
-            let mut rest = vec![0u8; avail as usize];
-            file.read_exact_at(&mut rest, pos.offset)
-                .map_err(io_err(&path))?;
-            let skip = record::find_next(&rest, 1).unwrap_or(rest.len());
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("segment");
-            let aside = segment::save_aside(&self.spool.dir, name, pos.offset, &rest[..skip]);
-            tracing::error!(
-                segment = %path.display(), offset = pos.offset, bytes = skip,
-                moved_to = ?aside.as_ref().map(|p| p.display().to_string()),
-                "corrupt spool data while replaying: skipped, the records in it are lost"
-            );
-            pos.offset += skip as u64;
-        }
+        Reader::new(self.clone())
     }
 }
 

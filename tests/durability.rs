@@ -561,3 +561,94 @@ async fn resent_message_without_ts_is_acked_again_not_written_twice() {
     assert_eq!(stored_n(&influx, "d", "de").await, vec![1]);
     server.stop().await;
 }
+
+/// The scenario with the device generator (`wsingest simulate`'s
+/// fleet, in process) for load: influxd stopped mid-run, then `wsingest serve`
+/// killed with SIGKILL while the spool holds acked points, then both back
+/// (the new process on the same port, so devices reconnect to it). The
+/// generator resends what was not acked, as the very same bytes. In the end
+/// every device's stored points are exactly the points it sent: every acked
+/// point survived, none is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generator_run_through_an_outage_and_a_kill_9_stores_exactly_what_was_sent() {
+    use wsingest::simulate::profile::Profile;
+    use wsingest::simulate::stats::Live;
+    use wsingest::simulate::{Fleet, FleetConfig};
+    let mut influx = Influxd::start().await;
+    influx.create_db("g").await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = fault_config(&influx.url, "g", &spool);
+    let port = free_port();
+    let mut first = WsingestProcess::start_on(config.clone(), dir.path(), port).await;
+    let meter =
+        Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/smart_meter.toml"))
+            .unwrap();
+    let fleet = Fleet::start(FleetConfig {
+        url: format!("ws://127.0.0.1:{port}"),
+        profiles: vec![(meter, 20)],
+        rate: Some(50.0),
+        duration: Some(Duration::from_secs(8)),
+        drain_timeout: Duration::from_secs(60),
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        seed: 5,
+        per_device: true,
+        ..FleetConfig::default()
+    })
+    .await
+    .unwrap();
+    let acked = |fleet: &Fleet| Live::get(&fleet.live().messages_acked);
+    eventually(30, "acks with InfluxDB up", || async {
+        (acked(&fleet) > 500).then_some(())
+    })
+    .await;
+    influx.stop();
+    let before = acked(&fleet);
+    eventually(30, "acks from the spool", || async {
+        (acked(&fleet) > before + 500 && spool_bytes(&spool) > 0).then_some(())
+    })
+    .await;
+    first.kill9();
+    influx.restart().await;
+    let second = WsingestProcess::start_on(config, dir.path(), port).await;
+    let report = tokio::time::timeout(Duration::from_secs(120), fleet.finish())
+        .await
+        .expect("the fleet finishes");
+    assert!(
+        report.inconsistencies().is_empty(),
+        "{:?}\n{}",
+        report.inconsistencies(),
+        report.table()
+    );
+    let t = &report.totals;
+    assert_eq!(
+        (t.messages_unacked, t.messages_nacked),
+        (0, 0),
+        "{}",
+        report.table()
+    );
+    assert!(
+        t.messages_resent > 0,
+        "the kill left messages to resend\n{}",
+        report.table()
+    );
+    let sent: std::collections::BTreeMap<String, u64> = report
+        .per_device
+        .iter()
+        .map(|d| (d.id.clone(), d.counters.points_sent))
+        .collect();
+    eventually(
+        60,
+        "InfluxDB holding exactly what each device sent",
+        || async {
+            (influx.count_by("g", "meter", "power_w", "device").await == sent).then_some(())
+        },
+    )
+    .await;
+    eventually(30, "the spool drained", || async {
+        (segment_count(&spool) == 0).then_some(())
+    })
+    .await;
+    assert!(second.log().contains("spool drained"), "{}", second.log());
+}

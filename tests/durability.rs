@@ -652,3 +652,119 @@ async fn generator_run_through_an_outage_and_a_kill_9_stores_exactly_what_was_se
     .await;
     assert!(second.log().contains("spool drained"), "{}", second.log());
 }
+
+/// A fake InfluxDB whose writes each take 100 ms, counting how many are in
+/// flight at once, of replayed (`old`) and live (`new`) points.
+#[derive(Clone, Default)]
+struct SlowInflux {
+    now: Arc<std::sync::Mutex<(usize, usize)>>,
+    max_old: Arc<AtomicU64>,
+    max_total: Arc<AtomicU64>,
+    old_done: Arc<AtomicU64>,
+    /// Live writes that started while replayed ones were still to come.
+    new_during_replay: Arc<AtomicU64>,
+}
+
+async fn slow_write(
+    axum::extract::State(s): axum::extract::State<SlowInflux>,
+    uri: axum::http::Uri,
+    body: String,
+) -> axum::http::StatusCode {
+    if uri.path() != "/write" {
+        return axum::http::StatusCode::NO_CONTENT;
+    }
+    let old = body.starts_with("old");
+    {
+        let mut n = s.now.lock().unwrap();
+        if old {
+            n.0 += 1;
+        } else {
+            n.1 += 1;
+            if s.old_done.load(Ordering::SeqCst) < 12 {
+                s.new_during_replay.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        s.max_old.fetch_max(n.0 as u64, Ordering::SeqCst);
+        s.max_total.fetch_max((n.0 + n.1) as u64, Ordering::SeqCst);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut n = s.now.lock().unwrap();
+    if old {
+        n.0 -= 1;
+        s.old_done.fetch_add(1, Ordering::SeqCst);
+    } else {
+        n.1 -= 1;
+    }
+    axum::http::StatusCode::NO_CONTENT
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_takes_its_share_of_the_write_slots_and_live_traffic_the_rest() {
+    use wsingest::sink::spool::{MessageMeta, Spool, SpoolConfig};
+    let fake = SlowInflux::default();
+    let app = axum::Router::new()
+        .fallback(slow_write)
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // Twelve batches left in the spool by an earlier outage.
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    {
+        let (spool, _) = Spool::open(&SpoolConfig {
+            dir: spool_dir.clone(),
+            ..SpoolConfig::default()
+        })
+        .unwrap();
+        for r in 0..12u64 {
+            let body = format!("old,device=x n={r} {r}\n");
+            spool
+                .append(
+                    &[MessageMeta {
+                        bytes: body.len() as u32,
+                        points: 1,
+                    }],
+                    body.as_bytes(),
+                )
+                .unwrap();
+        }
+    }
+    let mut config = test_config(&url, "db");
+    config.spool.dir = spool_dir.clone();
+    config.influx.concurrency = 4;
+    config.spool.replay_share = 0.5;
+    config.influx.batch_size = 1;
+    let server = TestServer::start(config).await;
+    // Live traffic while replay runs: acked through the other slots.
+    let mut ws = connect(&server.ws_url("/v1/devices/live"), None).await;
+    for seq in 1..=6u64 {
+        send_json(
+            &mut ws,
+            json!({"seq": seq, "measurement": "new", "fields": {"n": seq}}),
+        )
+        .await;
+    }
+    let mut acks = BTreeSet::new();
+    while acks.len() < 6 {
+        acks.insert(next_json(&mut ws).await["ack"].as_u64().unwrap());
+    }
+    eventually(30, "the spool replayed", || async {
+        (fake.old_done.load(Ordering::SeqCst) == 12).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake.max_old.load(Ordering::SeqCst),
+        2,
+        "replay holds 2 of the 4 slots (share 0.5)"
+    );
+    assert!(
+        fake.max_total.load(Ordering::SeqCst) <= 4,
+        "never more writes than influx.concurrency"
+    );
+    assert!(
+        fake.new_during_replay.load(Ordering::SeqCst) > 0,
+        "live writes went on during replay"
+    );
+    server.stop().await;
+}

@@ -153,16 +153,7 @@ impl Fleet {
 
     /// A session of `device` starts; the guard records its end.
     pub fn open_session(self: &Arc<Self>, device: &str) -> SessionGuard {
-        let stats = {
-            let mut devices = lock(&self.devices);
-            if devices.len() >= self.max_devices && !devices.contains_key(device) {
-                evict(&mut devices, None);
-            }
-            devices
-                .entry(Arc::from(device))
-                .or_insert_with_key(|k| Arc::new(DeviceStats::new(k.clone())))
-                .clone()
-        };
+        let stats = self.entry(device);
         stats.sessions_open.fetch_add(1, Ordering::Relaxed);
         stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
         stats.last_seen_ms.store(now_ms(), Ordering::Relaxed);
@@ -180,6 +171,29 @@ impl Fleet {
             start,
             closed: false,
         }
+    }
+
+    /// An observer for `device` outside a WebSocket session (HTTP fallback,
+    /// gRPC): counts its traffic without counting a session.
+    pub fn observe(self: &Arc<Self>, device: &str) -> SessionObserver {
+        SessionObserver {
+            measurement: Arc::new(Mutex::new(None)),
+            fleet: self.clone(),
+            device: self.entry(device),
+        }
+    }
+
+    fn entry(&self, device: &str) -> Arc<DeviceStats> {
+        let mut devices = lock(&self.devices);
+        if let Some(d) = devices.get(device) {
+            return d.clone();
+        }
+        if devices.len() >= self.max_devices {
+            evict(&mut devices, None);
+        }
+        let d = Arc::new(DeviceStats::new(Arc::from(device)));
+        devices.insert(d.id.clone(), d.clone());
+        d
     }
 
     /// Points received per measurement since start.
@@ -292,24 +306,7 @@ impl SessionObserver {
     /// A message's points were queued; the last one is kept for the live view
     /// (taken by value: the vector is done with, so this costs no copy).
     pub fn points(&self, mut points: Vec<Point>) {
-        let n = points.len() as u64;
-        self.fleet.metrics.points.inc_by(n);
-        self.device.points.fetch_add(n, Ordering::Relaxed);
-        {
-            let mut cached = lock(&self.measurement);
-            for p in &points {
-                match &*cached {
-                    Some((name, counter)) if **name == *p.measurement => {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        let (name, counter) = self.fleet.measurement_counter(&p.measurement);
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        *cached = Some((name, counter));
-                    }
-                }
-            }
-        }
+        self.count_points(&points);
         if let Some(p) = points.pop() {
             *self.device.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
         }
@@ -318,10 +315,29 @@ impl SessionObserver {
     /// [`Self::points`] for points that go on elsewhere (the MQTT bridge):
     /// only the last one is copied.
     pub fn points_seen(&self, points: &[Point]) {
-        self.points(points.last().cloned().into_iter().collect());
-        let extra = points.len().saturating_sub(1) as u64;
-        self.fleet.metrics.points.inc_by(extra);
-        self.device.points.fetch_add(extra, Ordering::Relaxed);
+        self.count_points(points);
+        if let Some(p) = points.last() {
+            *self.device.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+        }
+    }
+
+    fn count_points(&self, points: &[Point]) {
+        let n = points.len() as u64;
+        self.fleet.metrics.points.inc_by(n);
+        self.device.points.fetch_add(n, Ordering::Relaxed);
+        let mut cached = lock(&self.measurement);
+        for p in points {
+            match &*cached {
+                Some((name, counter)) if **name == *p.measurement => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    let (name, counter) = self.fleet.measurement_counter(&p.measurement);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    *cached = Some((name, counter));
+                }
+            }
+        }
     }
 
     /// The decoder refused a message; a nack with `code` was sent.
@@ -477,6 +493,10 @@ mod tests {
             Some("m")
         );
         assert_eq!(fleet.measurement_points(), vec![(Arc::from("m"), 2)]);
+        o.points_seen(&[point(3.0), point(4.0)]);
+        assert_eq!(fleet.measurement_points(), vec![(Arc::from("m"), 4)]);
+        assert_eq!(fleet.device("d1").unwrap().last_point(), Some(point(4.0)));
+        assert_eq!(fleet.device("d1").unwrap().counters().points, 4);
         g.close(Some(1007), "20 invalid messages in a row");
         assert_eq!(fleet.online(), 0);
         let (closed, dropped) = fleet.take_closed();
@@ -484,7 +504,7 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert_eq!(
             (closed[0].close_code, closed[0].messages, closed[0].points),
-            (Some(1007), 1, 2)
+            (Some(1007), 1, 4)
         );
         let errors = fleet.recent_errors();
         assert_eq!(

@@ -102,20 +102,22 @@ pub async fn post_points(
     let (tx, mut rx) = mpsc::channel::<Outcome>(1);
     let permit = tx.try_reserve_owned().expect("a fresh channel has room");
     let seq = match ctx.submit(&bytes, format, device, None, permit).await {
-        Submitted::Queued { seq, points } => match rx.recv().await {
-            Some(Outcome::Acked { .. }) => {
-                return encode(StatusCode::OK, format, &HttpAck { ack: seq, points });
+        Submitted::Queued { seq, points } => {
+            match rx.recv().await.inspect(|o| ctx.outcome(device, o)) {
+                Some(Outcome::Acked { .. }) => {
+                    return encode(StatusCode::OK, format, &HttpAck { ack: seq, points });
+                }
+                Some(Outcome::Nacked { seq, error, detail }) => {
+                    let status = match error {
+                        "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+                        _ => StatusCode::UNPROCESSABLE_ENTITY,
+                    };
+                    return encode(status, format, &Downlink::nack(seq, error, detail));
+                }
+                // The reply was dropped with the pipeline: shutting down.
+                None => seq,
             }
-            Some(Outcome::Nacked { seq, error, detail }) => {
-                let status = match error {
-                    "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                return encode(status, format, &Downlink::nack(seq, error, detail));
-            }
-            // The reply was dropped with the pipeline: shutting down.
-            None => seq,
-        },
+        }
         Submitted::CommandResult { seq } => {
             return encode(
                 StatusCode::OK,

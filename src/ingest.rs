@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::{DecodeError, Decoder, Format, Message};
+use crate::fleet::{Fleet, SessionObserver};
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
 
 /// What the request-style transports need from the server.
@@ -27,6 +28,9 @@ pub struct IngestContext {
     pub uplink: Option<crate::mqtt::Uplink>,
     /// Where command results go.
     pub commands: Option<Arc<crate::commands::Router>>,
+    /// Counts messages, points, errors and outcomes per device (metrics,
+    /// stats, live view); `None` where nobody looks (compare's MQTT ingest).
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// How submitting one message ended.
@@ -56,7 +60,8 @@ impl IngestContext {
         permit: mpsc::OwnedPermit<Outcome>,
     ) -> Submitted {
         let decoded = self.decoder.decode(bytes, format, device, now_ns());
-        self.submit_decoded(decoded, device, ordinal, permit).await
+        self.submit_counted(decoded, device, ordinal, permit, bytes.len())
+            .await
     }
 
     /// Enqueue an already decoded message (see [`IngestContext::submit`]).
@@ -67,6 +72,38 @@ impl IngestContext {
         ordinal: Option<u64>,
         permit: mpsc::OwnedPermit<Outcome>,
     ) -> Submitted {
+        self.submit_counted(decoded, device, ordinal, permit, 0)
+            .await
+    }
+
+    /// Count a message's outcome (ack or nack) for `device`; the transport
+    /// calls this when the outcome arrives.
+    pub fn outcome(&self, device: &str, outcome: &Outcome) {
+        let Some(o) = self.observer(device) else {
+            return;
+        };
+        match outcome {
+            Outcome::Acked { .. } => o.acked(),
+            Outcome::Nacked { error, detail, .. } => o.nacked(error, detail),
+        }
+    }
+
+    fn observer(&self, device: &str) -> Option<SessionObserver> {
+        self.fleet.as_ref().map(|f| f.observe(device))
+    }
+
+    async fn submit_counted(
+        &self,
+        decoded: Result<Message, DecodeError>,
+        device: &str,
+        ordinal: Option<u64>,
+        permit: mpsc::OwnedPermit<Outcome>,
+        bytes: usize,
+    ) -> Submitted {
+        let observer = self.observer(device);
+        if let Some(o) = &observer {
+            o.message(bytes);
+        }
         let (seq, points) = match decoded {
             Ok(Message::Points { seq, points }) => (seq.or(ordinal), points),
             Ok(Message::CommandResult {
@@ -81,13 +118,21 @@ impl IngestContext {
                 }
                 return Submitted::CommandResult { seq };
             }
-            Err(e) => return Submitted::Refused(e),
+            Err(e) => {
+                if let Some(o) = &observer {
+                    o.decode_error(e.code(), &e.to_string());
+                }
+                return Submitted::Refused(e);
+            }
         };
         let mut lines = Vec::with_capacity(96 * points.len());
         for p in &points {
             crate::lineproto::encode_point(p, &mut lines);
         }
         let n = points.len() as u32;
+        if let Some(o) = &observer {
+            o.points_seen(&points);
+        }
         let entry = Entry {
             lines,
             points: n,

@@ -251,13 +251,14 @@ pub async fn serve_with_metrics(
         .max_message_size(Some(s.max_message_bytes))
         .max_frame_size(Some(s.max_frame_bytes.min(s.max_message_bytes)));
     let decoder = Arc::new(Decoder::new(config.decoder_config()));
-    let ingest = IngestContext {
+    let mut ingest = IngestContext {
         decoder: decoder.clone(),
         pipeline: pipeline.clone(),
         backpressure_timeout: Duration::from_millis(s.backpressure_timeout_ms),
         shutdown: shutdown.clone(),
         uplink: bridge.as_ref().map(|b| b.uplink()),
         commands: Some(commands.clone()),
+        fleet: None,
     };
     let o = &config.observe;
     let fleet = Arc::new(Fleet::new(
@@ -265,6 +266,7 @@ pub async fn serve_with_metrics(
         Duration::from_secs(o.device_retention_secs),
         s.max_connections.saturating_mul(2),
     ));
+    ingest.fleet = Some(fleet.clone());
     let stats_stop = CancellationToken::new();
     let stats = (o.stats_interval_ms > 0).then(|| {
         crate::stats::spawn(

@@ -561,3 +561,210 @@ async fn resent_message_without_ts_is_acked_again_not_written_twice() {
     assert_eq!(stored_n(&influx, "d", "de").await, vec![1]);
     server.stop().await;
 }
+
+/// The scenario with the device generator (`wsingest simulate`'s
+/// fleet, in process) for load: influxd stopped mid-run, then `wsingest serve`
+/// killed with SIGKILL while the spool holds acked points, then both back
+/// (the new process on the same port, so devices reconnect to it). The
+/// generator resends what was not acked, as the very same bytes. In the end
+/// every device's stored points are exactly the points it sent: every acked
+/// point survived, none is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generator_run_through_an_outage_and_a_kill_9_stores_exactly_what_was_sent() {
+    use wsingest::simulate::profile::Profile;
+    use wsingest::simulate::stats::Live;
+    use wsingest::simulate::{Fleet, FleetConfig};
+    let mut influx = Influxd::start().await;
+    influx.create_db("g").await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = fault_config(&influx.url, "g", &spool);
+    let port = free_port();
+    let mut first = WsingestProcess::start_on(config.clone(), dir.path(), port).await;
+    let meter =
+        Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/smart_meter.toml"))
+            .unwrap();
+    let fleet = Fleet::start(FleetConfig {
+        url: format!("ws://127.0.0.1:{port}"),
+        profiles: vec![(meter, 20)],
+        rate: Some(50.0),
+        duration: Some(Duration::from_secs(8)),
+        drain_timeout: Duration::from_secs(60),
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        seed: 5,
+        per_device: true,
+        ..FleetConfig::default()
+    })
+    .await
+    .unwrap();
+    let acked = |fleet: &Fleet| Live::get(&fleet.live().messages_acked);
+    eventually(30, "acks with InfluxDB up", || async {
+        (acked(&fleet) > 500).then_some(())
+    })
+    .await;
+    influx.stop();
+    let before = acked(&fleet);
+    eventually(30, "acks from the spool", || async {
+        (acked(&fleet) > before + 500 && spool_bytes(&spool) > 0).then_some(())
+    })
+    .await;
+    first.kill9();
+    influx.restart().await;
+    let second = WsingestProcess::start_on(config, dir.path(), port).await;
+    let report = tokio::time::timeout(Duration::from_secs(120), fleet.finish())
+        .await
+        .expect("the fleet finishes");
+    assert!(
+        report.inconsistencies().is_empty(),
+        "{:?}\n{}",
+        report.inconsistencies(),
+        report.table()
+    );
+    let t = &report.totals;
+    assert_eq!(
+        (t.messages_unacked, t.messages_nacked),
+        (0, 0),
+        "{}",
+        report.table()
+    );
+    assert!(
+        t.messages_resent > 0,
+        "the kill left messages to resend\n{}",
+        report.table()
+    );
+    let sent: std::collections::BTreeMap<String, u64> = report
+        .per_device
+        .iter()
+        .map(|d| (d.id.clone(), d.counters.points_sent))
+        .collect();
+    eventually(
+        60,
+        "InfluxDB holding exactly what each device sent",
+        || async {
+            (influx.count_by("g", "meter", "power_w", "device").await == sent).then_some(())
+        },
+    )
+    .await;
+    eventually(30, "the spool drained", || async {
+        (segment_count(&spool) == 0).then_some(())
+    })
+    .await;
+    assert!(second.log().contains("spool drained"), "{}", second.log());
+}
+
+/// A fake InfluxDB whose writes each take 100 ms, counting how many are in
+/// flight at once, of replayed (`old`) and live (`new`) points.
+#[derive(Clone, Default)]
+struct SlowInflux {
+    now: Arc<std::sync::Mutex<(usize, usize)>>,
+    max_old: Arc<AtomicU64>,
+    max_total: Arc<AtomicU64>,
+    old_done: Arc<AtomicU64>,
+    /// Live writes that started while replayed ones were still to come.
+    new_during_replay: Arc<AtomicU64>,
+}
+
+async fn slow_write(
+    axum::extract::State(s): axum::extract::State<SlowInflux>,
+    uri: axum::http::Uri,
+    body: String,
+) -> axum::http::StatusCode {
+    if uri.path() != "/write" {
+        return axum::http::StatusCode::NO_CONTENT;
+    }
+    let old = body.starts_with("old");
+    {
+        let mut n = s.now.lock().unwrap();
+        if old {
+            n.0 += 1;
+        } else {
+            n.1 += 1;
+            if s.old_done.load(Ordering::SeqCst) < 12 {
+                s.new_during_replay.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        s.max_old.fetch_max(n.0 as u64, Ordering::SeqCst);
+        s.max_total.fetch_max((n.0 + n.1) as u64, Ordering::SeqCst);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut n = s.now.lock().unwrap();
+    if old {
+        n.0 -= 1;
+        s.old_done.fetch_add(1, Ordering::SeqCst);
+    } else {
+        n.1 -= 1;
+    }
+    axum::http::StatusCode::NO_CONTENT
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_takes_its_share_of_the_write_slots_and_live_traffic_the_rest() {
+    use wsingest::sink::spool::{MessageMeta, Spool, SpoolConfig};
+    let fake = SlowInflux::default();
+    let app = axum::Router::new()
+        .fallback(slow_write)
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // Twelve batches left in the spool by an earlier outage.
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    {
+        let (spool, _) = Spool::open(&SpoolConfig {
+            dir: spool_dir.clone(),
+            ..SpoolConfig::default()
+        })
+        .unwrap();
+        for r in 0..12u64 {
+            let body = format!("old,device=x n={r} {r}\n");
+            spool
+                .append(
+                    &[MessageMeta {
+                        bytes: body.len() as u32,
+                        points: 1,
+                    }],
+                    body.as_bytes(),
+                )
+                .unwrap();
+        }
+    }
+    let mut config = test_config(&url, "db");
+    config.spool.dir = spool_dir.clone();
+    config.influx.concurrency = 4;
+    config.spool.replay_share = 0.5;
+    config.influx.batch_size = 1;
+    let server = TestServer::start(config).await;
+    // Live traffic while replay runs: acked through the other slots.
+    let mut ws = connect(&server.ws_url("/v1/devices/live"), None).await;
+    for seq in 1..=6u64 {
+        send_json(
+            &mut ws,
+            json!({"seq": seq, "measurement": "new", "fields": {"n": seq}}),
+        )
+        .await;
+    }
+    let mut acks = BTreeSet::new();
+    while acks.len() < 6 {
+        acks.insert(next_json(&mut ws).await["ack"].as_u64().unwrap());
+    }
+    eventually(30, "the spool replayed", || async {
+        (fake.old_done.load(Ordering::SeqCst) == 12).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake.max_old.load(Ordering::SeqCst),
+        2,
+        "replay holds 2 of the 4 slots (share 0.5)"
+    );
+    assert!(
+        fake.max_total.load(Ordering::SeqCst) <= 4,
+        "never more writes than influx.concurrency"
+    );
+    assert!(
+        fake.new_during_replay.load(Ordering::SeqCst) > 0,
+        "live writes went on during replay"
+    );
+    server.stop().await;
+}

@@ -292,3 +292,51 @@ async fn live_feed_shows_devices_and_is_guarded() {
     assert!(refused.is_err(), "feed without token must be refused");
     guarded.stop().await;
 }
+
+#[tokio::test]
+async fn http_fallback_is_counted_per_device() {
+    let influx = Influxd::start().await;
+    influx.create_db("h1").await;
+    let server = TestServer::start(test_config(&influx.url, "h1")).await;
+    let http = services::http();
+    let post = |body: &'static str| {
+        http.post(server.http_url("/v1/devices/h-1/points"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let ok = post(r#"{"seq": 1, "measurement": "weather", "fields": {"temp_c": 20.5}}"#)
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let bad = post("{").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let t = metrics_text(&server).await;
+    let v = |s: &str| find_sample(&t, s).unwrap_or_else(|| panic!("no sample {s} in\n{t}"));
+    assert_eq!(v("wsingest_messages_total"), 2.0);
+    assert_eq!(v("wsingest_points_total"), 1.0);
+    assert_eq!(v("wsingest_acks_total"), 1.0);
+    assert_eq!(
+        v("wsingest_decode_errors_total{reason=\"invalid_json\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("wsingest_sessions_opened_total"),
+        0.0,
+        "a request is not a session"
+    );
+    let mut feed = connect(&server.ws_url("/live/feed"), None).await;
+    let u = feed_update(&mut feed).await;
+    let d = &u["devices"][0];
+    assert_eq!(d["id"], json!("h-1"));
+    assert_eq!(
+        (
+            d["points"].clone(),
+            d["errors"].clone(),
+            d["online"].clone()
+        ),
+        (json!(1), json!(1), json!(false))
+    );
+    assert_eq!(d["fields"]["temp_c"], json!(20.5));
+    server.stop().await;
+}

@@ -91,6 +91,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         uplink: None,
         commands: None,
+        fleet: None,
     };
     let format = match payload {
         Payload::Json => Format::Json,

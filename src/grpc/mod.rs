@@ -130,6 +130,7 @@ impl GrpcIngest {
                 biased;
                 Some(outcome) = orx.recv() => {
                     inflight -= 1;
+                    self.ctx.outcome(&device, &outcome);
                     let reply = match outcome {
                         Outcome::Acked { seq: None } => continue,
                         Outcome::Acked { seq: Some(seq) } => ack(seq),

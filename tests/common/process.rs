@@ -18,8 +18,13 @@ pub struct WsingestProcess {
 impl WsingestProcess {
     /// Write `config` (listening on a free port) to a file in `dir` and start
     /// `wsingest serve` on it; returns once `/healthz` answers.
-    pub async fn start(mut config: Config, dir: &Path) -> WsingestProcess {
-        let port = free_port();
+    pub async fn start(config: Config, dir: &Path) -> WsingestProcess {
+        Self::start_on(config, dir, free_port()).await
+    }
+
+    /// [`WsingestProcess::start`] on `port` (say, the port of a process that
+    /// was killed, so that its devices reconnect to the new one).
+    pub async fn start_on(mut config: Config, dir: &Path, port: u16) -> WsingestProcess {
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], port));
         let config_path = dir.join(format!("wsingest-{port}.toml"));
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();

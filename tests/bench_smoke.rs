@@ -25,7 +25,8 @@ fn every_scenario_completes_and_prints_every_figure() {
             "influx",
             "sessions",
             "latency",
-            "spool"
+            "spool",
+            "bridge"
         ]
     );
     for r in reports.as_array().unwrap() {

@@ -7,6 +7,7 @@
 //! The server under test is a separate `wsingest serve` process (this binary),
 //! so its CPU and memory are measured apart from the load generator's.
 
+mod bridge;
 mod load;
 pub(crate) mod procs;
 mod scenarios;
@@ -62,6 +63,8 @@ pub enum Scenario {
     Latency,
     /// InfluxDB outage: spool append (fsync per batch) and replay rates.
     Spool,
+    /// Ingest with and without the MQTT bridge to mosquitto (QoS 0 and 1).
+    Bridge,
     /// Every scenario in turn.
     All,
 }
@@ -165,6 +168,7 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Report>, BenchError> {
             Scenario::Sessions,
             Scenario::Latency,
             Scenario::Spool,
+            Scenario::Bridge,
         ],
         s => vec![s],
     };
@@ -186,6 +190,7 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Report>, BenchError> {
             Scenario::Sessions => scenarios::sessions(&args).await?,
             Scenario::Latency => scenarios::latency(&args, influx_rate).await?,
             Scenario::Spool => spool::spool(&args).await?,
+            Scenario::Bridge => bridge::bridge(&args).await?,
             Scenario::All => unreachable!(),
         };
         if !args.json {

@@ -262,6 +262,27 @@ async fn required_bridge_acks_after_puback_and_nacks_when_the_broker_is_down() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn mqtts_with_a_private_ca() {
+    let influx = Influxd::start().await;
+    influx.create_db("m4").await;
+    let mut broker = Mosquitto::start().await;
+    let (tls_port, ca) = broker.add_tls_listener().await;
+    let mut probe = MqttProbe::connect(broker.port, &["telemetry/#"]).await;
+    let mut c = test_config(&influx.url, "m4");
+    c.mqtt.url = Some(format!("mqtts://127.0.0.1:{tls_port}"));
+    c.mqtt.ca_file = Some(ca);
+    let server = TestServer::start(c).await;
+    wait_connected(&server, true).await;
+    let mut ws = connect(&server.ws_url("/v1/devices/tls-1"), None).await;
+    send_json(&mut ws, json!({"seq": 1, "fields": {"v": 1.5}})).await;
+    assert_eq!(next_json(&mut ws).await, json!({"ack": 1}));
+    let m = probe.next(10).await;
+    assert_eq!(m.topic, "telemetry/tls-1/telemetry");
+    assert_eq!(m.json()["fields"], json!({"v": 1.5}));
+    server.stop().await;
+}
+
 #[test]
 fn bad_mqtt_settings_are_config_errors() {
     let parse = |t: &str| {

@@ -346,6 +346,103 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// Add a TLS listener with a certificate for 127.0.0.1 signed by a CA made
+    /// here (openssl CLI); restarts the broker. Returns the TLS port and the
+    /// CA file a client must trust.
+    pub async fn add_tls_listener(&mut self) -> (u16, PathBuf) {
+        let openssl = require_binary("openssl", "openssl");
+        let dir = self._dir.path().to_path_buf();
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=wsingest test CA",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        // mosquitto started as root drops to user `mosquitto` before it reads
+        // the key: let that user read the files.
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [
+            (dir.clone(), 0o755),
+            (dir.join("server.key"), 0o644),
+            (dir.join("server.pem"), 0o644),
+        ] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let tls_port = free_port();
+        let mut conf = std::fs::read_to_string(&self.config_path).unwrap();
+        conf.push_str(&format!(
+            "listener {tls_port} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+            d = dir.display()
+        ));
+        std::fs::write(&self.config_path, conf).unwrap();
+        self.stop();
+        self.restart().await;
+        (tls_port, dir.join("ca.pem"))
+    }
+
     /// Start (again) on the same port.
     pub async fn restart(&mut self) {
         let bin = require_binary("mosquitto", "mosquitto");

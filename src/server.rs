@@ -444,6 +444,7 @@ fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
         .route("/live", get(live_page))
         .route("/live/feed", get(|State(s): State<Arc<AppState>>, req: Request<Body>| async move { s.live.feed(req) }))
         .route("/v1/mqtt", get(mqtt_stats))
+        .route("/v1/devices/{device_id}/commands", get(poll_commands))
         .with_state(state)
         .merge(command_api)
 }
@@ -598,6 +599,21 @@ fn authorize(
             tracing::info!(%target, reason = denied.reason(), "request refused");
             (denied.status(), denied.to_string())
         })
+}
+
+/// `GET /v1/devices/{device_id}/commands`: long-poll for commands (see
+/// [`commands::http::poll`]), authenticated like the device's other requests.
+async fn poll_commands(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<commands::http::WaitQuery>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let device = match authorize(&state, Some(id), &headers) {
+        Ok(d) => d,
+        Err((status, msg)) => return error(status, msg),
+    };
+    commands::http::poll(&state.commands, &device, q.wait).await
 }
 
 /// `POST /v1/devices/{device_id}/points`: the HTTP fallback (see [`crate::http_ingest`]).

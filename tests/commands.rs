@@ -340,3 +340,70 @@ async fn http_command_api_round_trip() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn http_long_poll_device_gets_commands_and_answers_over_http() {
+    let influx = Influxd::start().await;
+    influx.create_db("c4").await;
+    let mut c = test_config(&influx.url, "c4");
+    c.observe.operator_token = Some(Secret::new("op"));
+    c.commands.store = true;
+    let server = TestServer::start(c).await;
+    let http = services::http();
+    let poll_url = server.http_url("/v1/devices/poller/commands?wait=10");
+
+    // Nothing pending: an empty answer after the wait.
+    let r = http
+        .get(server.http_url("/v1/devices/poller/commands?wait=0.2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"commands": []})
+    );
+
+    // A command while the device is not polling is stored, and the device
+    // answers through the HTTP points fallback; the operator waits for it.
+    let post = http
+        .post(server.http_url("/v1/devices/poller/commands?wait=10"))
+        .bearer_auth("op")
+        .json(&json!({"cmd": "p-1", "name": "set_interval", "args": {"seconds": 60}}))
+        .send();
+    let polling_device = async {
+        let v: serde_json::Value = http
+            .get(&poll_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            json!({"commands": [{"cmd": "p-1", "name": "set_interval", "args": {"seconds": 60}}]})
+        );
+        let r = http
+            .post(server.http_url("/v1/devices/poller/points"))
+            .header("content-type", "application/json")
+            .body(json!({"cmd_result": "p-1", "ok": true}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    };
+    let (r, ()) = tokio::join!(post, polling_device);
+    let r = r.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["status"],
+        json!("done")
+    );
+
+    // A device with a WebSocket session gets its commands there, not by polling.
+    let _ws = device(&server, "poller", None).await;
+    let r = http.get(&poll_url).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    server.stop().await;
+}

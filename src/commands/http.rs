@@ -32,6 +32,52 @@ struct Api {
     token: Option<Secret>,
 }
 
+/// Most commands one long-poll answer carries.
+const POLL_MAX: usize = 100;
+
+/// `GET /v1/devices/{id}/commands?wait=30` for devices without a WebSocket
+/// (the device is authenticated by the caller): waits up to `wait` seconds
+/// (at most 60) for commands, answers `{"commands": [...]}` (maybe empty) and
+/// counts them as delivered. Results go back as `cmd_result` messages on
+/// `POST /v1/devices/{id}/points`. Commands published while no poll is
+/// waiting need `commands.store` to be kept for the next poll.
+pub async fn poll(router: &Arc<Router>, device: &str, wait: Option<f64>) -> Response {
+    let wait = match wait {
+        None => Duration::from_secs(30),
+        Some(w) if w.is_finite() && (0.0..=MAX_WAIT.as_secs_f64()).contains(&w) => {
+            Duration::from_secs_f64(w)
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_wait",
+                "wait is seconds, from 0 to 60",
+            );
+        }
+    };
+    let Some(mut rx) = router.register_poll(device) else {
+        return error(
+            StatusCode::CONFLICT,
+            "session_open",
+            "this device has a WebSocket session: its commands are delivered there",
+        );
+    };
+    let mut cmds = Vec::new();
+    if let Ok(Some(first)) = tokio::time::timeout(wait, rx.recv()).await {
+        cmds.push(first);
+        while cmds.len() < POLL_MAX
+            && let Some(c) = rx.try_recv()
+        {
+            cmds.push(c);
+        }
+    }
+    for c in &cmds {
+        rx.delivered(c);
+    }
+    let list: Vec<_> = cmds.iter().map(|c| c.message()).collect();
+    axum::Json(json!({ "commands": list })).into_response()
+}
+
 /// The command API's routes.
 pub fn routes(router: Arc<Router>, operator_token: Option<Secret>) -> Routes {
     Routes::new()
@@ -56,8 +102,8 @@ struct NewCommand {
 }
 
 #[derive(Debug, Deserialize)]
-struct WaitQuery {
-    wait: Option<f64>,
+pub struct WaitQuery {
+    pub wait: Option<f64>,
 }
 
 fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {

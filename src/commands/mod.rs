@@ -268,6 +268,15 @@ impl Router {
         }
     }
 
+    /// Register a long-poll (HTTP) receiver for `device`, unless a session
+    /// already receives its commands (which must not lose them to a poll).
+    pub fn register_poll(self: &Arc<Self>, device: &str) -> Option<SessionCommands> {
+        if self.inner().sessions.contains_key(device) {
+            return None;
+        }
+        Some(self.register(device))
+    }
+
     fn unregister(&self, device: &str, id: u64, leftover: Vec<Command>) {
         {
             let mut inner = self.inner();
@@ -511,6 +520,16 @@ impl SessionCommands {
                 return Some(cmd);
             }
         }
+    }
+
+    /// A command already waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Command> {
+        while let Ok(cmd) = self.rx.try_recv() {
+            if cmd.expires_at > Instant::now() {
+                return Some(cmd);
+            }
+        }
+        None
     }
 
     /// The command was written to the device.

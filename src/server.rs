@@ -607,11 +607,11 @@ async fn poll_commands(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<commands::http::WaitQuery>,
-    headers: HeaderMap,
+    req: Request<Body>,
 ) -> Response<Body> {
-    let device = match authorize(&state, Some(id), &headers) {
-        Ok(d) => d,
-        Err((status, msg)) => return error(status, msg),
+    let device = match authorize(&state, Some(id), req.headers(), req.uri()) {
+        Ok(who) => who.device,
+        Err((status, msg)) => return error(status, &msg),
     };
     commands::http::poll(&state.commands, &device, q.wait).await
 }

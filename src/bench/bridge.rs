@@ -43,14 +43,11 @@ async fn one_run(
             "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nqos = {qos}\n"
         ));
     }
-    let path = dir.join("bridge.toml");
-    std::fs::write(&path, config)?;
-    let args: Vec<String> = ["--sink", "blackhole", "--allow-anonymous", "--config"]
+    let args: Vec<String> = ["--sink", "blackhole", "--allow-anonymous"]
         .into_iter()
         .map(String::from)
-        .chain([path.display().to_string()])
         .collect();
-    let (server, port) = procs::wsingest(dir, &args).await?;
+    let (server, port) = procs::wsingest_with_config(dir, &config, &args).await?;
     let http = reqwest::Client::new();
     let stats_url = format!("http://127.0.0.1:{port}/v1/mqtt");
     let stats = || async {

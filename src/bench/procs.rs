@@ -190,6 +190,16 @@ pub async fn mosquitto(dir: &Path) -> Result<(Proc, u16), BenchError> {
 
 /// `wsingest serve` (this very binary) with `args`, listening on a free port.
 pub async fn wsingest(dir: &Path, args: &[String]) -> Result<(Proc, u16), BenchError> {
+    wsingest_with_config(dir, "", args).await
+}
+
+/// [`wsingest`] with `extra_toml` added to the benchmark's config file
+/// (`serve` takes one `--config`, so scenarios must not pass their own).
+pub async fn wsingest_with_config(
+    dir: &Path,
+    extra_toml: &str,
+    args: &[String],
+) -> Result<(Proc, u16), BenchError> {
     let exe = std::env::current_exe()?;
     let port = free_port()?;
     // Benchmarks measure the ingest path: per-device rate limits (1000 msg/s
@@ -197,7 +207,9 @@ pub async fn wsingest(dir: &Path, args: &[String]) -> Result<(Proc, u16), BenchE
     let config = dir.join("bench-wsingest.toml");
     std::fs::write(
         &config,
-        "[limits]\nmessages_per_sec = 0.0\npoints_per_sec = 0.0\nnew_series_per_minute = 0\n",
+        format!(
+            "[limits]\nmessages_per_sec = 0.0\npoints_per_sec = 0.0\nnew_series_per_minute = 0\n\n{extra_toml}"
+        ),
     )?;
     let mut cmd = Command::new(exe);
     cmd.arg("serve")

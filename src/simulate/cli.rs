@@ -68,7 +68,7 @@ pub struct SimulateArgs {
     /// Telemetry messages per device, then stop.
     #[arg(short, long)]
     pub messages: Option<u64>,
-    /// Payload encoding (and subprotocol).
+    /// Payload encoding (and subprotocol): json, cbor, or SenML packs (senml+json, senml+cbor).
     #[arg(short, long, value_enum, default_value = "json")]
     pub encoding: Encoding,
     /// File of `device-id token` lines (or a JSON object); each device sends

@@ -410,7 +410,7 @@ impl<'a> Device<'a> {
                             Live::add(&self.shared.live.nacked, 1);
                         }
                         Event::Command { reply, effect } => {
-                            if send(&mut ws, vec![reply]).await.is_err() {
+                            if send(&mut ws, reply.into_iter().collect()).await.is_err() {
                                 return End::Lost;
                             }
                             match effect {
@@ -486,8 +486,8 @@ impl<'a> Device<'a> {
                 })
                 .collect();
             let seq = self.proto.take_seq();
-            let frame = message::telemetry(self.proto.encoding(), &self.shape, Some(seq), &samples);
-            let points = samples.len() as u32;
+            let (frame, points) =
+                message::telemetry(self.proto.encoding(), &self.shape, Some(seq), &samples);
             self.proto.sent(seq, frame.clone(), points, now);
             frames.push(frame);
             Live::add(&self.shared.live.messages_sent, 1);

@@ -18,6 +18,14 @@ use super::fields::Value;
 pub enum Encoding {
     Json,
     Cbor,
+    /// SenML (RFC 8428) packs in JSON: one record per field and sample.
+    #[value(name = "senml+json", alias = "senml-json")]
+    #[serde(rename = "senml+json")]
+    SenmlJson,
+    /// SenML packs in CBOR, with RFC 8428's integer labels.
+    #[value(name = "senml+cbor", alias = "senml-cbor")]
+    #[serde(rename = "senml+cbor")]
+    SenmlCbor,
 }
 
 impl Encoding {
@@ -25,20 +33,29 @@ impl Encoding {
         match self {
             Encoding::Json => "wsingest.v1.json",
             Encoding::Cbor => "wsingest.v1.cbor",
+            Encoding::SenmlJson => "senml+json",
+            Encoding::SenmlCbor => "senml+cbor",
         }
+    }
+
+    fn is_cbor(self) -> bool {
+        matches!(self, Encoding::Cbor | Encoding::SenmlCbor)
+    }
+
+    /// SenML packs carry no `seq`: the server acks the n-th data frame of a
+    /// session as n, and the device maps that back to its own seq.
+    pub fn numbers_messages(self) -> bool {
+        matches!(self, Encoding::SenmlJson | Encoding::SenmlCbor)
     }
 
     /// Serialize `v` into one frame: JSON as text, CBOR as binary.
     pub fn frame<T: Serialize>(self, v: &T) -> Frame {
-        match self {
-            Encoding::Json => {
-                Frame::text(serde_json::to_string(v).expect("simulated messages serialize"))
-            }
-            Encoding::Cbor => {
-                let mut out = Vec::with_capacity(256);
-                ciborium::into_writer(v, &mut out).expect("simulated messages serialize");
-                Frame::binary(out)
-            }
+        if self.is_cbor() {
+            let mut out = Vec::with_capacity(256);
+            ciborium::into_writer(v, &mut out).expect("simulated messages serialize");
+            Frame::binary(out)
+        } else {
+            Frame::text(serde_json::to_string(v).expect("simulated messages serialize"))
         }
     }
 }
@@ -61,10 +78,19 @@ pub struct Sample {
     pub values: Vec<Value>,
 }
 
-/// A telemetry message: `{"seq", "ts", "measurement", "tags", "fields"}`, or
+/// A telemetry message and the number of points it carries:
+/// `{"seq", "ts", "measurement", "tags", "fields"}`, or
 /// `{"seq", "measurement", "tags", "points": [{"ts", "fields"}]}` for more
-/// than one sample.
-pub fn telemetry(encoding: Encoding, shape: &Shape, seq: Option<u64>, samples: &[Sample]) -> Frame {
+/// than one sample. In SenML, a pack of one record per field and sample.
+pub fn telemetry(
+    encoding: Encoding,
+    shape: &Shape,
+    seq: Option<u64>,
+    samples: &[Sample],
+) -> (Frame, u32) {
+    if encoding.numbers_messages() {
+        return senml_pack(encoding, shape, seq, samples);
+    }
     let tags = Tags(&shape.tags);
     let extra = match (&shape.seq_field, seq) {
         (Some(name), Some(seq)) => Some((&**name, seq)),
@@ -82,7 +108,7 @@ pub fn telemetry(encoding: Encoding, shape: &Shape, seq: Option<u64>, samples: &
         }
     }
     let names = &shape.names[..];
-    if let [one] = samples {
+    let frame = if let [one] = samples {
         encoding.frame(&Single {
             seq,
             ts: one.ts_ms,
@@ -104,6 +130,91 @@ pub fn telemetry(encoding: Encoding, shape: &Shape, seq: Option<u64>, samples: &
             tags,
             points,
         })
+    };
+    (frame, samples.len() as u32)
+}
+
+/// A SenML pack: the base name is the measurement (`weather:`), so each
+/// record's name is `<measurement>:<field>`; the base time is the first
+/// sample's, later samples are relative to it. SenML has no tags: the
+/// server adds `device` (and `name`, `unit`), the profile's tags are not sent.
+fn senml_pack(
+    encoding: Encoding,
+    shape: &Shape,
+    seq: Option<u64>,
+    samples: &[Sample],
+) -> (Frame, u32) {
+    let base_ms = samples.first().map_or(0, |s| s.ts_ms);
+    let base_name = format!("{}:", shape.measurement);
+    let seq_value = seq.map(|s| Value::Int(s as i64));
+    let mut records = Vec::with_capacity(samples.len() * (shape.names.len() + 1));
+    for s in samples {
+        let named = shape.names.iter().map(|n| &**n).zip(&s.values);
+        let extra = shape.seq_field.as_deref().zip(seq_value.as_ref());
+        for (name, value) in named.chain(extra) {
+            let first = records.is_empty();
+            records.push(SenmlRecord {
+                cbor: encoding.is_cbor(),
+                base_name: first.then_some(&*base_name),
+                base_time_s: first.then_some(base_ms as f64 / 1000.0),
+                name,
+                time_s: (s.ts_ms != base_ms).then(|| (s.ts_ms - base_ms) as f64 / 1000.0),
+                value,
+            });
+        }
+    }
+    let count = records.len() as u32;
+    (encoding.frame(&records), count)
+}
+
+/// One SenML record, with RFC 8428's text labels in JSON and its integer
+/// labels in CBOR (§6: bn = -2, bt = -3, n = 0, v = 2, vs = 3, vb = 4, t = 6).
+struct SenmlRecord<'a> {
+    cbor: bool,
+    base_name: Option<&'a str>,
+    base_time_s: Option<f64>,
+    name: &'a str,
+    time_s: Option<f64>,
+    value: &'a Value,
+}
+
+impl Serialize for SenmlRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn entry<M: SerializeMap, V: Serialize + ?Sized>(
+            m: &mut M,
+            cbor: bool,
+            (text, int): (&str, i8),
+            v: &V,
+        ) -> Result<(), M::Error> {
+            if cbor {
+                m.serialize_entry(&int, v)
+            } else {
+                m.serialize_entry(text, v)
+            }
+        }
+        let c = self.cbor;
+        let len = 2
+            + self.base_name.is_some() as usize
+            + self.base_time_s.is_some() as usize
+            + self.time_s.is_some() as usize;
+        let mut m = s.serialize_map(Some(len))?;
+        if let Some(bn) = self.base_name {
+            entry(&mut m, c, ("bn", -2), bn)?;
+        }
+        if let Some(bt) = self.base_time_s {
+            entry(&mut m, c, ("bt", -3), &bt)?;
+        }
+        entry(&mut m, c, ("n", 0), self.name)?;
+        if let Some(t) = self.time_s {
+            entry(&mut m, c, ("t", 6), &t)?;
+        }
+        match self.value {
+            Value::Float(v) => entry(&mut m, c, ("v", 2), v)?,
+            Value::Int(v) => entry(&mut m, c, ("v", 2), &(*v as f64))?,
+            Value::Str(v) => entry(&mut m, c, ("vs", 3), &**v)?,
+            Value::Bool(v) => entry(&mut m, c, ("vb", 4), v)?,
+        }
+        m.end()
     }
 }
 
@@ -189,55 +300,53 @@ pub enum Fault {
 pub const OVERSIZE_BYTES: usize = 70 * 1024;
 
 pub fn faulty(encoding: Encoding, fault: Fault, shape: &Shape, ts_ms: i64, noise: u64) -> Frame {
-    match (fault, encoding) {
-        (Fault::Garbage, Encoding::Json) => {
-            Frame::text(format!("garbage {noise:016x} <- not JSON"))
-        }
-        (Fault::Garbage, Encoding::Cbor) => {
+    // A message with the single field `name` (no tags, no seq).
+    let one = |name: &str, value: Value| {
+        let s = Shape {
+            measurement: shape.measurement.clone(),
+            tags: Arc::new([]),
+            names: Arc::new([name.into()]),
+            seq_field: None,
+        };
+        let sample = Sample {
+            ts_ms,
+            values: vec![value],
+        };
+        telemetry(encoding, &s, None, &[sample]).0
+    };
+    match (fault, encoding.is_cbor()) {
+        (Fault::Garbage, false) => Frame::text(format!("garbage {noise:016x} <- not JSON")),
+        (Fault::Garbage, true) => {
             // 0xff is a stray "break" code: never valid CBOR at the start.
             let mut b = vec![0xff];
             b.extend_from_slice(&noise.to_le_bytes());
             Frame::binary(b)
         }
-        (Fault::Nan, Encoding::Json) => Frame::text(format!(
+        (Fault::Nan, false) if encoding.numbers_messages() => Frame::text(format!(
+            r#"[{{"bn":"{}:","bt":{},"n":"value","v":NaN}}]"#,
+            shape.measurement,
+            ts_ms as f64 / 1000.0
+        )),
+        (Fault::Nan, false) => Frame::text(format!(
             r#"{{"ts":{ts_ms},"measurement":"{}","fields":{{"value":NaN}}}}"#,
             shape.measurement
         )),
-        (Fault::Nan, Encoding::Cbor) => {
-            let values = [Value::Float(f64::NAN)];
-            let names: [Arc<str>; 1] = ["value".into()];
-            encoding.frame(&Single {
-                seq: None,
-                ts: ts_ms,
-                measurement: &shape.measurement,
-                tags: Tags(&[]),
-                fields: Fields {
-                    names: &names,
-                    values: &values,
-                    extra: None,
-                },
-            })
-        }
-        (Fault::Oversize, _) => {
-            let values = [Value::Str("x".repeat(OVERSIZE_BYTES).into())];
-            let names: [Arc<str>; 1] = ["blob".into()];
-            encoding.frame(&Single {
-                seq: None,
-                ts: ts_ms,
-                measurement: &shape.measurement,
-                tags: Tags(&[]),
-                fields: Fields {
-                    names: &names,
-                    values: &values,
-                    extra: None,
-                },
-            })
-        }
+        (Fault::Nan, true) => one("value", Value::Float(f64::NAN)),
+        (Fault::Oversize, _) => one("blob", Value::Str("x".repeat(OVERSIZE_BYTES).into())),
     }
 }
 
-/// `{"cmd_result": id, "ok": ok, "detail": ...}`.
-pub fn command_result(encoding: Encoding, id: &str, ok: bool, detail: Option<&str>) -> Frame {
+/// `{"cmd_result": id, "ok": ok, "detail": ...}`; `None` on SenML sessions,
+/// where every frame must be a pack (the command is applied, not answered).
+pub fn command_result(
+    encoding: Encoding,
+    id: &str,
+    ok: bool,
+    detail: Option<&str>,
+) -> Option<Frame> {
+    if encoding.numbers_messages() {
+        return None;
+    }
     #[derive(Serialize)]
     struct CmdResult<'a> {
         cmd_result: &'a str,
@@ -245,11 +354,11 @@ pub fn command_result(encoding: Encoding, id: &str, ok: bool, detail: Option<&st
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<&'a str>,
     }
-    encoding.frame(&CmdResult {
+    Some(encoding.frame(&CmdResult {
         cmd_result: id,
         ok,
         detail,
-    })
+    }))
 }
 
 /// A message from the server.
@@ -343,22 +452,36 @@ mod tests {
     }
 
     fn decode(f: &Frame) -> Result<Message, crate::decode::DecodeError> {
-        let (bytes, format) = match f {
-            Frame::Text(t) => (t.as_bytes().to_vec(), Format::Json),
-            Frame::Binary(b) => (b.to_vec(), Format::Cbor),
+        let format = match f {
+            Frame::Text(_) => Format::Json,
+            _ => Format::Cbor,
+        };
+        decode_as(format, f)
+    }
+
+    fn decode_as(format: Format, f: &Frame) -> Result<Message, crate::decode::DecodeError> {
+        let bytes = match f {
+            Frame::Text(t) => t.as_bytes().to_vec(),
+            Frame::Binary(b) => b.to_vec(),
             _ => unreachable!(),
         };
         Decoder::new(DecoderConfig::default()).decode(&bytes, format, "dev-1", 0)
     }
 
+    const SENML: [(Encoding, Format); 2] = [
+        (Encoding::SenmlJson, Format::SenmlJson),
+        (Encoding::SenmlCbor, Format::SenmlCbor),
+    ];
+
     #[test]
     fn single_point_json_is_the_design_shape() {
-        let f = telemetry(
+        let (f, points) = telemetry(
             Encoding::Json,
             &shape(),
             Some(42),
             &[sample(1732492800123, 21.5)],
         );
+        assert_eq!(points, 1);
         let v: serde_json::Value = serde_json::from_str(f.to_text().unwrap()).unwrap();
         assert_eq!(
             v,
@@ -372,12 +495,13 @@ mod tests {
         let mut s = shape();
         s.seq_field = Some("sim_seq".into());
         for enc in [Encoding::Json, Encoding::Cbor] {
-            let f = telemetry(
+            let (f, n) = telemetry(
                 enc,
                 &s,
                 Some(7),
                 &[sample(1000, 1.0), sample(1010, 2.0), sample(1020, 3.0)],
             );
+            assert_eq!(n, 3);
             let Ok(Message::Points { seq, points }) = decode(&f) else {
                 panic!("{enc:?}: {:?}", decode(&f))
             };
@@ -391,6 +515,71 @@ mod tests {
                     .iter()
                     .any(|(k, v)| k == "sim_seq" && v.to_string() == "7")
             );
+        }
+    }
+
+    #[test]
+    fn senml_packs_name_each_field_and_keep_every_timestamp() {
+        let mut s = shape();
+        s.seq_field = Some("sim_seq".into());
+        let samples = [
+            sample(1_732_492_800_123, 1.0),
+            sample(1_732_492_800_173, 2.5),
+        ];
+        for (enc, format) in SENML {
+            let (f, n) = telemetry(enc, &s, Some(7), &samples);
+            // ok, temp_c and sim_seq per sample.
+            assert_eq!(n, 6, "{enc:?}");
+            assert_eq!(matches!(f, Frame::Binary(_)), enc == Encoding::SenmlCbor);
+            let Ok(Message::Points { seq, points }) = decode_as(format, &f) else {
+                panic!("{enc:?}: {:?}", decode_as(format, &f))
+            };
+            assert_eq!((seq, points.len()), (None, 6), "{enc:?}");
+            let got: Vec<(Option<&str>, i64, String)> = points
+                .iter()
+                .map(|p| (p.tag("name"), p.time_ns, p.fields[0].1.to_string()))
+                .collect();
+            let t0 = 1_732_492_800_123_000_000;
+            let t1 = 1_732_492_800_173_000_000;
+            let want = [
+                (Some("weather:ok"), t0, "true"),
+                (Some("weather:temp_c"), t0, "1"),
+                (Some("weather:sim_seq"), t0, "7"),
+                (Some("weather:ok"), t1, "true"),
+                (Some("weather:temp_c"), t1, "2.5"),
+                (Some("weather:sim_seq"), t1, "7"),
+            ];
+            let want: Vec<(Option<&str>, i64, String)> = want
+                .iter()
+                .map(|(n, t, v)| (*n, *t, v.to_string()))
+                .collect();
+            assert_eq!(got, want, "{enc:?}");
+        }
+    }
+
+    #[test]
+    fn senml_faults_are_refused_and_commands_not_answered() {
+        for (enc, format) in SENML {
+            let garbage = if enc == Encoding::SenmlJson {
+                "invalid_json"
+            } else {
+                "invalid_cbor"
+            };
+            let nan = if enc == Encoding::SenmlJson {
+                "invalid_json"
+            } else {
+                "invalid_field"
+            };
+            for (fault, code) in [
+                (Fault::Garbage, garbage),
+                (Fault::Nan, nan),
+                (Fault::Oversize, "too_large"),
+            ] {
+                let f = faulty(enc, fault, &shape(), 1000, 7);
+                let e = decode_as(format, &f).unwrap_err();
+                assert_eq!(e.code(), code, "{enc:?} {fault:?}: {e}");
+            }
+            assert_eq!(command_result(enc, "c-1", true, None), None);
         }
     }
 
@@ -465,7 +654,8 @@ mod tests {
     #[test]
     fn command_results_decode_on_the_server() {
         for enc in [Encoding::Json, Encoding::Cbor] {
-            let m = decode(&command_result(enc, "c-17", false, Some("unknown command"))).unwrap();
+            let f = command_result(enc, "c-17", false, Some("unknown command")).unwrap();
+            let m = decode(&f).unwrap();
             assert_eq!(
                 m,
                 Message::CommandResult {

@@ -132,9 +132,9 @@ pub enum Event {
         points: u32,
         faulty: bool,
     },
-    /// A command: send `reply`, then apply `effect`.
+    /// A command: send `reply` (none on SenML sessions), then apply `effect`.
     Command {
-        reply: Frame,
+        reply: Option<Frame>,
         effect: Effect,
     },
     /// Unreadable, or an ack for a message we do not have.
@@ -150,6 +150,12 @@ pub struct Protocol {
     window_limit: usize,
     /// Faulty messages sent on this connection and not yet nacked.
     faulty_in_flight: u64,
+    /// Data frames sent on this connection: the server's number for the
+    /// last one when it numbers messages (SenML).
+    session_frames: u64,
+    /// When the server numbers messages: its number for each frame not yet
+    /// answered → our seq (`None`: a faulty message).
+    ordinals: BTreeMap<u64, Option<u64>>,
     pub counters: Counters,
 }
 
@@ -164,6 +170,8 @@ impl Protocol {
             window: BTreeMap::new(),
             window_limit: window_limit.max(1),
             faulty_in_flight: 0,
+            session_frames: 0,
+            ordinals: BTreeMap::new(),
             counters: Counters::default(),
         }
     }
@@ -196,6 +204,7 @@ impl Protocol {
 
     /// A telemetry message went out for the first time.
     pub fn sent(&mut self, seq: u64, frame: Frame, points: u32, now: Instant) {
+        self.numbered(Some(seq));
         self.counters.messages_sent += 1;
         self.counters.points_sent += points as u64;
         self.window.insert(
@@ -209,12 +218,28 @@ impl Protocol {
     }
 
     pub fn sent_faulty(&mut self, fault: Fault) {
+        self.numbered(None);
         *self.counters.faulty_sent.entry(fault).or_default() += 1;
         self.faulty_in_flight += 1;
     }
 
-    /// After a reconnect: every unacknowledged message again, oldest first.
+    /// A data frame went out on this connection.
+    fn numbered(&mut self, seq: Option<u64>) {
+        self.session_frames += 1;
+        if self.encoding.numbers_messages() {
+            self.ordinals.insert(self.session_frames, seq);
+        }
+    }
+
+    /// At the start of every session (the server's numbering restarts):
+    /// every unacknowledged message again, oldest first.
     pub fn resend(&mut self, now: Instant) -> Vec<Frame> {
+        self.session_frames = 0;
+        self.ordinals.clear();
+        let seqs: Vec<u64> = self.window.keys().copied().collect();
+        for seq in seqs {
+            self.numbered(Some(seq));
+        }
         let mut out = Vec::with_capacity(self.window.len());
         for p in self.window.values_mut() {
             p.sent_at = now;
@@ -253,6 +278,10 @@ impl Protocol {
                 self.counters.invalid_downlinks += 1;
                 return Event::Unexpected;
             }
+        };
+        let Some(down) = self.resolve_seq(down) else {
+            self.counters.unexpected_acks += 1;
+            return Event::Unexpected;
         };
         match down {
             Downlink::Ack(seq) => match self.window.remove(&seq) {
@@ -307,6 +336,30 @@ impl Protocol {
                 let reply = message::command_result(self.encoding, &id, ok, detail.as_deref());
                 Event::Command { reply, effect }
             }
+        }
+    }
+}
+
+impl Protocol {
+    /// Where the server numbers messages, its number in an answer → our seq
+    /// (a nack for a faulty message has none); `None` for a number we did
+    /// not send or already had an answer for.
+    fn resolve_seq(&mut self, down: Downlink) -> Option<Downlink> {
+        if !self.encoding.numbers_messages() {
+            return Some(down);
+        }
+        match down {
+            Downlink::Ack(n) => self.ordinals.remove(&n)?.map(Downlink::Ack),
+            Downlink::Nack {
+                seq: Some(n),
+                error,
+                detail,
+            } => Some(Downlink::Nack {
+                seq: self.ordinals.remove(&n)?,
+                error,
+                detail,
+            }),
+            other => Some(other),
         }
     }
 }
@@ -437,6 +490,52 @@ mod tests {
     }
 
     #[test]
+    fn senml_answers_by_session_number_map_back_to_seqs() {
+        let mut p = Protocol::new(Encoding::SenmlJson, 10);
+        let t0 = Instant::now();
+        assert!(p.resend(t0).is_empty());
+        let s1 = p.take_seq();
+        p.sent(s1, Frame::text("m1"), 2, t0); // frame 1
+        p.sent_faulty(Fault::Garbage); // frame 2
+        let s2 = p.take_seq();
+        p.sent(s2, Frame::text("m2"), 3, t0); // frame 3
+        assert_eq!(
+            p.receive(&frame(Server::nack(Some(2), "invalid_json", "x")), t0),
+            Event::Nacked {
+                points: 0,
+                faulty: true
+            }
+        );
+        assert!(matches!(
+            p.receive(&frame(Server::Ack { ack: 3 }), t0),
+            Event::Acked { points: 3, .. }
+        ));
+        assert_eq!(
+            p.receive(&frame(Server::Ack { ack: 3 }), t0),
+            Event::Unexpected
+        );
+        // Reconnect: numbering restarts, the unacked m1 is frame 1 again,
+        // the next new message frame 2.
+        assert_eq!(p.resend(t0), vec![Frame::text("m1")]);
+        let s3 = p.take_seq();
+        p.sent(s3, Frame::text("m3"), 1, t0);
+        assert!(matches!(
+            p.receive(&frame(Server::Ack { ack: 2 }), t0),
+            Event::Acked { points: 1, .. }
+        ));
+        assert!(matches!(
+            p.receive(&frame(Server::Ack { ack: 1 }), t0),
+            Event::Acked { points: 2, .. }
+        ));
+        assert!(p.is_idle());
+        let c = &p.counters;
+        assert_eq!(
+            (c.messages_acked, c.faulty_nacked, c.unexpected_acks),
+            (3, 1, 1)
+        );
+    }
+
+    #[test]
     fn faulty_messages_are_matched_by_null_nacks() {
         let mut p = Protocol::new(Encoding::Json, 10);
         p.sent_faulty(Fault::Garbage);
@@ -507,7 +606,7 @@ mod tests {
             panic!()
         };
         assert_eq!(effect, Effect::SetInterval(Duration::from_secs(2)));
-        let Frame::Binary(b) = reply else {
+        let Some(Frame::Binary(b)) = reply else {
             panic!("CBOR reply is binary")
         };
         let v: serde_json::Value = ciborium::from_reader(&b[..]).unwrap();

@@ -99,7 +99,7 @@ pub struct SimulateArgs {
     /// Local addresses to connect from, round-robin (e.g. 127.0.0.2-127.0.0.9,127.0.1.1), to
     /// get past the ~28k ephemeral ports of one address.
     #[arg(long, value_parser = parse_addrs, value_name = "ADDRS")]
-    pub source_addrs: Option<Vec<IpAddr>>,
+    pub source_addrs: Option<AddrList>,
     /// Prefix for every device id, so several generators use distinct ids.
     #[arg(long, default_value = "")]
     pub id_prefix: String,
@@ -165,8 +165,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a duration"))
 }
 
+/// The addresses of one `--source-addrs` value. A newtype: clap treats an
+/// argument of type `Vec<T>` as repeated values of `T`, not as one list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddrList(pub Vec<IpAddr>);
+
 /// `127.0.0.2,127.0.0.3` or `127.0.0.2-127.0.0.20` (IPv4 ranges), mixed.
-pub fn parse_addrs(s: &str) -> Result<Vec<IpAddr>, String> {
+pub fn parse_addrs(s: &str) -> Result<AddrList, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
@@ -196,7 +201,7 @@ pub fn parse_addrs(s: &str) -> Result<Vec<IpAddr>, String> {
     if out.is_empty() {
         return Err("give at least one address".into());
     }
-    Ok(out)
+    Ok(AddrList(out))
 }
 
 impl SimulateArgs {
@@ -261,7 +266,7 @@ impl SimulateArgs {
             },
             seed: self.seed.unwrap_or_else(rand::random),
             tokens,
-            source_addrs: self.source_addrs.clone().unwrap_or_default(),
+            source_addrs: self.source_addrs.clone().map(|a| a.0).unwrap_or_default(),
             id_prefix: self.id_prefix.clone(),
             seq_field: self.seq_field.clone(),
             per_device: self.per_device,
@@ -392,7 +397,7 @@ mod tests {
 
     #[test]
     fn address_lists() {
-        let a = parse_addrs("127.0.0.2-127.0.0.4,127.0.1.1").unwrap();
+        let a = parse_addrs("127.0.0.2-127.0.0.4,127.0.1.1").unwrap().0;
         assert_eq!(a.len(), 4);
         assert_eq!(a[2], "127.0.0.4".parse::<IpAddr>().unwrap());
         assert!(parse_addrs("127.0.0.9-127.0.0.2").is_err());
@@ -425,6 +430,24 @@ mod tests {
         assert_eq!(got, vec![("smart_meter", 3), ("gps_tracker", 2)]);
         let t = Top::try_parse_from(["x", "--devices-dir", dir]).unwrap();
         assert_eq!(t.args.load_profiles().unwrap().len(), 5);
+        // Every flag reaches the fleet's config (clap checks argument types
+        // only when they are read).
+        let t = Top::try_parse_from([
+            "x",
+            "--devices-dir",
+            dir,
+            "--source-addrs",
+            "127.0.0.2-127.0.0.3",
+            "--clock-skew",
+            "5m",
+            "-e",
+            "senml+cbor",
+        ])
+        .unwrap();
+        let c = t.args.fleet_config().unwrap();
+        assert_eq!(c.source_addrs.len(), 2);
+        assert_eq!(c.faults.clock_skew_ms, 300_000);
+        assert_eq!(c.encoding, Encoding::SenmlCbor);
         let t = Top::try_parse_from(["x", "--devices-dir", dir, "-p", "all", "-p", "smart_meter"])
             .unwrap();
         assert!(

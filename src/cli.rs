@@ -198,6 +198,13 @@ impl ServeArgs {
 mod tests {
     use super::*;
 
+    /// clap's own consistency checks of every subcommand and flag.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
     #[test]
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();

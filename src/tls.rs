@@ -73,6 +73,8 @@ fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsErr
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // h2 first for clients that offer it (HTTP fallback ingest, gRPC, the
+    // API); WebSocket clients offer only http/1.1 (or no ALPN) and get it.
+    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(sc)
 }

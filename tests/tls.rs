@@ -98,6 +98,75 @@ async fn wss_with_device_tokens_end_to_end() {
     server.stop().await;
 }
 
+/// The HTTP fallback over TLS: a client offering h2 gets HTTP/2 (ALPN), one
+/// offering only HTTP/1.1 gets that; both are acked and stored. A WebSocket
+/// client (ALPN http/1.1) still upgrades on the same port.
+#[tokio::test]
+async fn http_fallback_over_tls_negotiates_h2_and_http1() {
+    wsingest::tls::install_crypto_provider();
+    let influx = Influxd::start().await;
+    influx.create_db("tls3").await;
+    let certs = TestCerts::generate();
+    let mut config = test_config(&influx.url, "tls3");
+    config.tls.cert = Some(certs.cert_path.clone());
+    config.tls.key = Some(certs.key_path.clone());
+    let server = TestServer::start(config).await;
+    let port = server.addr.port();
+    let url = format!("https://localhost:{port}/v1/devices/h2-dev/points");
+    let ca = reqwest::Certificate::from_pem(certs.ca_pem.as_bytes()).unwrap();
+    let h2 = reqwest::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .build()
+        .unwrap();
+    let h1 = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .http1_only()
+        .build()
+        .unwrap();
+    for (seq, client, version) in [
+        (1, &h2, reqwest::Version::HTTP_2),
+        (2, &h1, reqwest::Version::HTTP_11),
+    ] {
+        let r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(json!({"seq": seq, "ts": seq * 1000, "fields": {"v": seq}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), version);
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap(),
+            json!({"ack": seq, "points": 1})
+        );
+    }
+    let mut ws = connect_wss(
+        &format!("wss://localhost:{port}/v1/devices/ws-dev"),
+        certs.client_config(),
+        &[],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text(
+        json!({"seq": 3, "ts": 3000, "fields": {"v": 3}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let ack = ws.next().await.unwrap().unwrap();
+    assert_eq!(ack.to_text().unwrap(), r#"{"ack":3}"#);
+    let rows = influx.rows("tls3", "SELECT v, device FROM telemetry").await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!(1_000_000_000u64), json!(1), json!("h2-dev")],
+            vec![json!(2_000_000_000u64), json!(2), json!("h2-dev")],
+            vec![json!(3_000_000_000u64), json!(3), json!("ws-dev")],
+        ]
+    );
+    server.stop().await;
+}
+
 /// GET /metrics over https with a bare TLS client (HTTP/1.1 by hand).
 async fn metrics_tls(server: &TestServer, certs: &TestCerts) -> String {
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();

@@ -55,12 +55,20 @@ curl -sf -XPOST "${INFLUX_URL}/query" --data-urlencode "q=CREATE DATABASE wsinge
 
 # Its own session: Ctrl-C reaches the fleet (which drains its acks first);
 # the server is stopped by the cleanup with SIGTERM.
-setsid target/release/wsingest serve --config config/demo.toml --influx-url "$INFLUX_URL" &
+# Its log goes to a file so the demo's output stays readable.
+setsid target/release/wsingest serve --config config/demo.toml --influx-url "$INFLUX_URL" \
+  >"$DATA/wsingest.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -sf http://127.0.0.1:8765/healthz >/dev/null && break
   sleep 0.1
 done
+if ! curl -sf http://127.0.0.1:8765/healthz >/dev/null; then
+  echo "wsingest serve did not start (is port 8765 taken?); its log, $DATA/wsingest.log:" >&2
+  tail -n 20 "$DATA/wsingest.log" >&2
+  exit 1
+fi
+echo "started wsingest serve on ws://127.0.0.1:8765 (log: $DATA/wsingest.log)"
 
 DEMO_FLEET="${DEMO_FLEET:-60s}"
 DEMO_DEVICES="${DEMO_DEVICES:-4}"
@@ -111,6 +119,9 @@ async def main():
         print(await ws.recv())
 asyncio.run(main())'
 
+  MQTT bridge: add --mqtt-url mqtt://127.0.0.1:1883 to the serve command, then
+               mosquitto_sub -t 'telemetry/#' -v        (docs/mqtt.md)
+  Server log:  ${DATA}/wsingest.log
   Health: curl http://127.0.0.1:8765/readyz      Stop: Ctrl-C
 MSG
 

@@ -94,6 +94,18 @@ pub struct PipelineConfig {
     pub concurrency: usize,
 }
 
+impl From<&crate::config::Config> for PipelineConfig {
+    fn from(c: &crate::config::Config) -> PipelineConfig {
+        PipelineConfig {
+            queue_capacity: c.influx.queue_capacity,
+            batch_points: c.influx.batch_size,
+            batch_bytes: c.influx.batch_bytes,
+            flush_interval: c.flush_interval(),
+            concurrency: c.influx.concurrency,
+        }
+    }
+}
+
 /// The sessions' end of the pipeline.
 #[derive(Clone)]
 pub struct Pipeline {

@@ -204,13 +204,7 @@ pub async fn serve_with_metrics(
     let tls = crate::tls::acceptor(&config.tls)?;
     let drain = CancellationToken::new();
     let (pipeline, batcher) = pipeline::start(
-        PipelineConfig {
-            queue_capacity: config.influx.queue_capacity,
-            batch_points: config.influx.batch_size,
-            batch_bytes: config.influx.batch_bytes,
-            flush_interval: config.flush_interval(),
-            concurrency: config.influx.concurrency,
-        },
+        PipelineConfig::from(&config),
         sink.clone(),
         shutdown.clone(),
         drain.clone(),

@@ -73,13 +73,7 @@ pub async fn run(
     let sink = sink(&config)?;
     let drain = CancellationToken::new();
     let (pipeline, batcher) = pipeline::start(
-        PipelineConfig {
-            queue_capacity: config.influx.queue_capacity,
-            batch_points: config.influx.batch_size,
-            batch_bytes: config.influx.batch_bytes,
-            flush_interval: config.flush_interval(),
-            concurrency: config.influx.concurrency,
-        },
+        PipelineConfig::from(&config),
         sink,
         shutdown.clone(),
         drain.clone(),

@@ -1,6 +1,6 @@
 //! Arbitrary points through validation: every point `check_point` accepts
 //! encodes to exactly one line, which a strict parser (following what
-//! InfluxDB 1.x really parses, see MACHINE-NOTES.md) splits back into the
+//! InfluxDB 1.x really parses, see docs/line-protocol.md) splits back into the
 //! same measurement, tags and fields.
 #![no_main]
 

@@ -353,6 +353,15 @@ impl SessionObserver {
         self.nacked("rate_limited", detail);
     }
 
+    /// A message was refused by a per-device limit ([`crate::limits`]):
+    /// counted as rate-limited or as a plain nack, by its error code.
+    pub fn limited(&self, code: &'static str, detail: &str) {
+        match code {
+            "rate_limited" => self.rate_limited(detail),
+            _ => self.nacked(code, detail),
+        }
+    }
+
     /// A message was acknowledged as durable.
     pub fn acked(&self) {
         self.fleet.metrics.acks.inc();

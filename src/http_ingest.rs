@@ -15,7 +15,14 @@
 //! | 422 | nack: parseable but refused (any other decoder or database reason) |
 //! | 413 | body over `server.max_message_bytes` |
 //! | 415 | unknown `Content-Type` |
+//! | 422 | nack `forbidden_measurement`: a measurement outside the device's allow-list |
+//! | 429 + `Retry-After` | nack `rate_limited` or `too_many_series`: over a per-device limit; resend after the given seconds |
 //! | 503 + `Retry-After` | nack `storage_unavailable`, `overloaded` or `shutting_down`: resend later |
+//!
+//! A request is one message, so a limit refuses the whole request: 429 with
+//! the nack as its body. The limits are the device's own, shared with its
+//! WebSocket sessions and gRPC streams (see [`crate::limits`]): a device
+//! cannot post its way past the rate it has on its socket.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -24,6 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::decode::Format;
 use crate::ingest::{IngestContext, Submitted};
+use crate::limits::DeviceLimiter;
 use crate::pipeline::Outcome;
 use crate::protocol::Downlink;
 
@@ -54,10 +62,12 @@ pub fn format_of(content_type: Option<&HeaderValue>) -> Option<Format> {
         .map(|(_, f)| *f)
 }
 
-/// Handle one `POST /v1/devices/{device}/points` of an authenticated device.
+/// Handle one `POST /v1/devices/{device}/points` of an authenticated device,
+/// under its limits.
 pub async fn post_points(
     ctx: &IngestContext,
     device: &str,
+    mut limiter: DeviceLimiter,
     headers: &HeaderMap,
     body: Body,
     max_bytes: usize,
@@ -101,7 +111,10 @@ pub async fn post_points(
     };
     let (tx, mut rx) = mpsc::channel::<Outcome>(1);
     let permit = tx.try_reserve_owned().expect("a fresh channel has room");
-    let seq = match ctx.submit(&bytes, format, device, None, permit).await {
+    let submitted = ctx
+        .submit(&bytes, format, device, None, Some(&mut limiter), permit)
+        .await;
+    let seq = match submitted {
         Submitted::Queued { seq, points } => {
             match rx.recv().await.inspect(|o| ctx.outcome(device, o)) {
                 Some(Outcome::Acked { .. }) => {
@@ -138,6 +151,24 @@ pub async fn post_points(
                 format,
                 &Downlink::nack(e.seq(), e.code(), e.to_string()),
             );
+        }
+        Submitted::Limited { seq, refusal } => {
+            let status = match refusal.error {
+                "rate_limited" | "too_many_series" => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let mut resp = encode(
+                status,
+                format,
+                &Downlink::nack(seq, refusal.error, refusal.detail),
+            );
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                // Whole seconds, rounded up: resending sooner is refused again.
+                let secs = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return resp;
         }
         Submitted::Overloaded { seq } => {
             return encode(

@@ -1,6 +1,7 @@
 //! One message into the pipeline, for the transports other than the WebSocket
-//! session (HTTP fallback, gRPC): decode, validate, encode to line protocol,
-//! enqueue with a reply slot, and say what happened.
+//! session (HTTP fallback, gRPC): decode, validate, check the device's
+//! limits, encode to line protocol, enqueue with a reply slot, and say what
+//! happened.
 //!
 //! The WebSocket session has its own loop (`session.rs`); these transports
 //! share this one so that the same payload gets the same ack or nack whichever
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decode::{DecodeError, Decoder, Format, Message};
 use crate::fleet::{Fleet, SessionObserver};
+use crate::limits::{DeviceLimiter, Refusal};
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
 
 /// What the request-style transports need from the server.
@@ -42,6 +44,9 @@ pub enum Submitted {
     CommandResult { seq: Option<u64> },
     /// Refused before the pipeline (the permit is released).
     Refused(DecodeError),
+    /// Refused by a per-device limit (rate, series, measurement); the permit
+    /// is released and the refusal already counted.
+    Limited { seq: Option<u64>, refusal: Refusal },
     /// The pipeline stayed full past the backpressure timeout.
     Overloaded { seq: Option<u64> },
     /// The server is shutting down.
@@ -51,16 +56,19 @@ pub enum Submitted {
 impl IngestContext {
     /// Decode `bytes` of `device` and enqueue its points with `permit` as the
     /// way back. `ordinal` numbers messages that carry no `seq` (SenML).
+    /// `limiter` holds the device's limits (`None`: unlimited, for the
+    /// benchmarks' own ingest).
     pub async fn submit(
         &self,
         bytes: &[u8],
         format: Format,
         device: &str,
         ordinal: Option<u64>,
+        limiter: Option<&mut DeviceLimiter>,
         permit: mpsc::OwnedPermit<Outcome>,
     ) -> Submitted {
         let decoded = self.decoder.decode(bytes, format, device, now_ns());
-        self.submit_counted(decoded, device, ordinal, permit, bytes.len())
+        self.submit_counted(decoded, device, ordinal, limiter, permit, bytes.len())
             .await
     }
 
@@ -70,9 +78,10 @@ impl IngestContext {
         decoded: Result<Message, DecodeError>,
         device: &str,
         ordinal: Option<u64>,
+        limiter: Option<&mut DeviceLimiter>,
         permit: mpsc::OwnedPermit<Outcome>,
     ) -> Submitted {
-        self.submit_counted(decoded, device, ordinal, permit, 0)
+        self.submit_counted(decoded, device, ordinal, limiter, permit, 0)
             .await
     }
 
@@ -97,6 +106,7 @@ impl IngestContext {
         decoded: Result<Message, DecodeError>,
         device: &str,
         ordinal: Option<u64>,
+        limiter: Option<&mut DeviceLimiter>,
         permit: mpsc::OwnedPermit<Outcome>,
         bytes: usize,
     ) -> Submitted {
@@ -125,6 +135,14 @@ impl IngestContext {
                 return Submitted::Refused(e);
             }
         };
+        if let Some(limiter) = limiter
+            && let Err(refusal) = limiter.check(&points)
+        {
+            if let Some(o) = &observer {
+                o.limited(refusal.error, &refusal.detail);
+            }
+            return Submitted::Limited { seq, refusal };
+        }
         let mut lines = Vec::with_capacity(96 * points.len());
         for p in &points {
             crate::lineproto::encode_point(p, &mut lines);

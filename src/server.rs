@@ -318,9 +318,10 @@ pub async fn serve_with_metrics(
                 .map(str::to_owned);
             // gRPC has no query string: the token comes in `authorization`.
             authorize(&auth_state, id, headers, &axum::http::Uri::from_static("/"))
-                .map(|who| who.device)
         }),
+        limits: state.limits.clone(),
         max_inflight: state.config.server.max_inflight_messages,
+        max_message_bytes: state.config.server.max_message_bytes,
         close_timeout: Duration::from_secs(state.config.server.shutdown_timeout_secs),
     };
     let app = router(state.clone(), grpc);
@@ -617,12 +618,21 @@ async fn http_points(
     req: Request<Body>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let device = match authorize(&state, Some(id), &parts.headers, &parts.uri) {
-        Ok(who) => who.device,
+    let who = match authorize(&state, Some(id), &parts.headers, &parts.uri) {
+        Ok(who) => who,
         Err((status, msg)) => return error(status, &msg),
     };
+    let limiter = state.limits.limiter(&who);
     let max = state.config.server.max_message_bytes;
-    crate::http_ingest::post_points(&state.ingest, &device, &parts.headers, body, max).await
+    crate::http_ingest::post_points(
+        &state.ingest,
+        &who.device,
+        limiter,
+        &parts.headers,
+        body,
+        max,
+    )
+    .await
 }
 
 async fn upgrade(

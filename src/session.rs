@@ -259,6 +259,8 @@ where
                             if let Some(reason) = refused.close {
                                 closing = Some(close_after(CloseCode::Policy, &reason));
                             }
+                            summary.nacks += 1;
+                            ctx.observer.limited(refused.error, &refused.detail);
                             break 'points Some(Downlink::nack(seq, refused.error, refused.detail));
                         }
                         invalid_run = 0;

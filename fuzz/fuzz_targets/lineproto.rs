@@ -1,6 +1,7 @@
 //! Arbitrary points through validation: every point `check_point` accepts
-//! encodes to exactly one line, whose measurement and tag section contain no
-//! unescaped separators beyond the ones the encoder wrote.
+//! encodes to exactly one line, which a strict parser (following what
+//! InfluxDB 1.x really parses, see docs/line-protocol.md) splits back into the
+//! same measurement, tags and fields.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,16 +24,120 @@ fuzz_target!(|input: (String, Vec<(String, String)>, Vec<(String, String)>, f64)
     }
     let mut out = Vec::new();
     encode_point(&p, &mut out);
-    // Outside string fields, a line never contains a raw newline.
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in &out[..out.len() - 1] {
-        match b {
-            _ if escaped => escaped = false,
-            b'\\' if in_string => escaped = true,
-            b'"' => in_string = !in_string,
-            b'\n' | b'\r' => assert!(in_string, "line split: {:?}", String::from_utf8_lossy(&out)),
-            _ => {}
+    let line = std::str::from_utf8(&out).expect("the encoder writes UTF-8");
+    let parsed = parse(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(parsed.0, p.measurement, "measurement of {line:?}");
+    assert_eq!(parsed.1, p.tags, "tags of {line:?}");
+    assert_eq!(parsed.2.len(), p.fields.len(), "fields of {line:?}");
+    for ((k, v), (pk, pv)) in parsed.2.iter().zip(&p.fields) {
+        assert_eq!(k, pk, "field key of {line:?}");
+        match pv {
+            FieldValue::Str(s) => assert_eq!(v, &format!("\"{s}\""), "field {k} of {line:?}"),
+            FieldValue::Float(f) => {
+                assert_eq!(v.parse::<f64>().ok(), Some(*f), "field {k} of {line:?}")
+            }
+            _ => unreachable!("only strings and floats are generated"),
         }
     }
-    assert_eq!(out.last(), Some(&b'\n'));
+    assert_eq!(parsed.3, "1", "timestamp of {line:?}");
 });
+
+type Parsed = (String, Vec<(String, String)>, Vec<(String, String)>, String);
+
+/// Parse one line the way InfluxDB 1.x does: in names a backslash escapes
+/// only the separators of its section (elsewhere it is literal); in string
+/// fields `\"` and `\\` are escapes and raw newlines are content. String
+/// values come back with their quotes, unescaped.
+fn parse(line: &str) -> Result<Parsed, String> {
+    let mut c = line.chars().peekable();
+    let mut name = |stops: &[char], escapes: &[char]| -> (String, Option<char>) {
+        let mut s = String::new();
+        while let Some(ch) = c.next() {
+            if ch == '\\' {
+                match c.peek() {
+                    Some(&n) if escapes.contains(&n) => {
+                        s.push(n);
+                        c.next();
+                    }
+                    _ => s.push('\\'),
+                }
+            } else if stops.contains(&ch) {
+                return (s, Some(ch));
+            } else if ch == '\n' {
+                return (s, Some('\n'));
+            } else {
+                s.push(ch);
+            }
+        }
+        (s, None)
+    };
+    let (measurement, mut stop) = name(&[',', ' '], &[',', ' ']);
+    let mut tags = Vec::new();
+    while stop == Some(',') {
+        let (k, s) = name(&['='], &[',', ' ', '=']);
+        if s != Some('=') {
+            return Err(format!("tag key {k:?} not followed by '='"));
+        }
+        let (v, s) = name(&[',', ' '], &[',', ' ', '=']);
+        tags.push((k, v));
+        stop = s;
+    }
+    if stop != Some(' ') {
+        return Err("no field section".into());
+    }
+    drop(name);
+    let rest: String = c.collect();
+    let mut fields = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        let mut key = String::new();
+        loop {
+            match chars.next() {
+                Some('\\') if matches!(chars.peek(), Some(',' | ' ' | '=')) => {
+                    key.push(chars.next().unwrap())
+                }
+                Some('=') => break,
+                Some(ch @ (' ' | ',' | '\n')) => return Err(format!("field key ended by {ch:?}")),
+                Some(ch) => key.push(ch),
+                None => return Err("line ends in a field key".into()),
+            }
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            value.push(chars.next().unwrap());
+            loop {
+                match chars.next() {
+                    Some('\\') if matches!(chars.peek(), Some('"' | '\\')) => {
+                        value.push(chars.next().unwrap())
+                    }
+                    Some('"') => break,
+                    Some(ch) => value.push(ch),
+                    None => return Err("unterminated string".into()),
+                }
+            }
+            value.push('"');
+        } else {
+            while let Some(&ch) = chars.peek() {
+                if matches!(ch, ',' | ' ' | '\n') {
+                    break;
+                }
+                value.push(ch);
+                chars.next();
+            }
+        }
+        fields.push((key, value));
+        match chars.next() {
+            Some(',') => continue,
+            Some(' ') => break,
+            other => return Err(format!("field followed by {other:?}")),
+        }
+    }
+    let ts: String = chars.by_ref().take_while(|&ch| ch != '\n').collect();
+    if chars.next().is_some() {
+        return Err("more than one line".into());
+    }
+    if !line.ends_with('\n') {
+        return Err("no newline at the end".into());
+    }
+    Ok((measurement, tags, fields, ts))
+}

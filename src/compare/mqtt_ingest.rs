@@ -177,9 +177,13 @@ pub async fn run(
         let Ok(permit) = otx.clone().reserve_owned().await else {
             continue;
         };
-        let nack = match ctx.submit(&body, format, device, None, permit).await {
+        // The comparison measures transports, not limits: no limiter.
+        let nack = match ctx.submit(&body, format, device, None, None, permit).await {
             Submitted::Queued { .. } | Submitted::CommandResult { .. } => None,
             Submitted::Refused(e) => Some(Downlink::nack(e.seq(), e.code(), e.to_string())),
+            Submitted::Limited { seq, refusal } => {
+                Some(Downlink::nack(seq, refusal.error, refusal.detail))
+            }
             Submitted::Overloaded { seq } | Submitted::ShuttingDown { seq } => {
                 Some(Downlink::nack(seq, "overloaded", "resend later"))
             }

@@ -11,6 +11,13 @@
 //! Flow control mirrors the WebSocket session: at most `max_inflight`
 //! messages per stream wait for their outcome; past that the stream is not
 //! read (HTTP/2 flow control then holds the client back).
+//!
+//! Per-device limits are the device's own, shared with its WebSocket
+//! sessions and HTTP requests ([`crate::limits`]): a message over them is
+//! nacked (`rate_limited`, `too_many_series`, `forbidden_measurement`), and
+//! persistent rate abuse ends the stream with `RESOURCE_EXHAUSTED` (where a
+//! WebSocket gets 1008). A stream does not count as a session against
+//! `max_sessions_per_device`.
 
 #[allow(clippy::all, missing_docs)]
 #[rustfmt::skip]
@@ -29,9 +36,11 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Identity;
 use crate::decode::model::{WireField, WireMessage, WirePoint, WireTime};
 use crate::decode::{DecodeError, Format};
 use crate::ingest::{IngestContext, Submitted, now_ns};
+use crate::limits::{DeviceLimiter, Limits};
 use crate::pipeline::Outcome;
 use proto::{downlink, uplink};
 
@@ -40,14 +49,20 @@ pub const DEVICE_METADATA: &str = "device-id";
 
 /// Decides which device a stream belongs to, from its request headers; the
 /// same rule as the WebSocket handshake (see `server.rs`).
-pub type Authorize = Arc<dyn Fn(&HeaderMap) -> Result<String, (StatusCode, String)> + Send + Sync>;
+pub type Authorize =
+    Arc<dyn Fn(&HeaderMap) -> Result<Identity, (StatusCode, String)> + Send + Sync>;
 
 /// The `Ingest` service.
 #[derive(Clone)]
 pub struct GrpcIngest {
     pub ctx: IngestContext,
     pub authorize: Authorize,
+    /// The per-device limits, shared with the other transports.
+    pub limits: Arc<Limits>,
     pub max_inflight: usize,
+    /// Largest uplink message accepted (`server.max_message_bytes`, as on
+    /// the WebSocket; tonic's own default is 4 MiB).
+    pub max_message_bytes: usize,
     /// How long a closing stream waits for its outstanding outcomes.
     pub close_timeout: Duration,
 }
@@ -55,7 +70,8 @@ pub struct GrpcIngest {
 impl GrpcIngest {
     /// The tonic service, ready to mount on a router.
     pub fn into_service(self) -> proto::ingest_server::IngestServer<GrpcIngest> {
-        proto::ingest_server::IngestServer::new(self)
+        let max = self.max_message_bytes;
+        proto::ingest_server::IngestServer::new(self).max_decoding_message_size(max)
     }
 }
 
@@ -70,17 +86,19 @@ impl proto::ingest_server::Ingest for GrpcIngest {
         request: Request<Streaming<proto::Uplink>>,
     ) -> Result<Response<DownlinkStream>, Status> {
         let headers = request.metadata().clone().into_headers();
-        let device = (self.authorize)(&headers).map_err(|(status, msg)| match status {
+        let who = (self.authorize)(&headers).map_err(|(status, msg)| match status {
             StatusCode::UNAUTHORIZED => Status::unauthenticated(msg),
             StatusCode::FORBIDDEN => Status::permission_denied(msg),
             _ => Status::invalid_argument(msg),
         })?;
+        let limiter = self.limits.limiter(&who);
+        let device = who.device;
         let inbound = request.into_inner();
         let (tx, mut rx) = mpsc::channel(self.max_inflight.clamp(1, 1024));
         let this = self.clone();
         let span = tracing::info_span!("grpc_session", device = %device);
         tokio::spawn(tracing::Instrument::instrument(
-            async move { this.run(device, inbound, tx).await },
+            async move { this.run(device, limiter, inbound, tx).await },
             span,
         ));
         let out: DownlinkStream =
@@ -111,6 +129,7 @@ impl GrpcIngest {
     async fn run(
         self,
         device: String,
+        mut limiter: DeviceLimiter,
         mut inbound: Streaming<proto::Uplink>,
         out: mpsc::Sender<Result<proto::Downlink, Status>>,
     ) {
@@ -158,7 +177,10 @@ impl GrpcIngest {
                             continue;
                         }
                         Err(status) => {
+                            // A message over the size limit, or a broken
+                            // stream: tell the client why (if it still listens).
                             tracing::debug!(%status, "stream ended with an error");
+                            let _ = out.send(Err(status)).await;
                             return;
                         }
                     };
@@ -169,7 +191,13 @@ impl GrpcIngest {
                     let (decoded, numbered) = self.decode(up, &device);
                     let submitted = self
                         .ctx
-                        .submit_decoded(decoded, &device, numbered.then_some(ordinal), permit)
+                        .submit_decoded(
+                            decoded,
+                            &device,
+                            numbered.then_some(ordinal),
+                            Some(&mut limiter),
+                            permit,
+                        )
                         .await;
                     match submitted {
                         Submitted::Queued { points: n, .. } => points += u64::from(n),
@@ -179,6 +207,18 @@ impl GrpcIngest {
                             let seq = e.seq().or(numbered.then_some(ordinal));
                             if out.send(Ok(nack(seq, e.code(), e.to_string()))).await.is_err() {
                                 return;
+                            }
+                        }
+                        Submitted::Limited { seq, refusal } => {
+                            inflight -= 1;
+                            if out.send(Ok(nack(seq, refusal.error, refusal.detail))).await.is_err() {
+                                return;
+                            }
+                            if let Some(reason) = refusal.close {
+                                tracing::info!(%reason, "ending the stream");
+                                reading = false;
+                                end = Some(Status::resource_exhausted(reason));
+                                deadline = Some(tokio::time::Instant::now() + self.close_timeout);
                             }
                         }
                         Submitted::Overloaded { .. } => {

@@ -1,27 +1,34 @@
-//! Per-device limits enforced on live sessions: concurrent sessions per
-//! device (replace or refuse), message and point rate (token buckets),
-//! allowed measurements, new series per minute; plus closing sessions whose
-//! token was revoked. Every refusal is counted in [`metrics::Metrics`].
+//! Per-device limits: concurrent sessions per device (replace or refuse),
+//! message and point rate (token buckets), allowed measurements, new series
+//! per minute; plus closing sessions whose token was revoked. Every refusal
+//! is counted in [`metrics::Metrics`].
 //!
-//! State is per device, shared by that device's sessions (so opening more
-//! sockets buys no extra rate), and dropped a couple of minutes after the
-//! device's last session ends, so memory follows the live fleet.
+//! State is per device and shared by every way the device sends: its
+//! WebSocket sessions, its gRPC streams and its HTTP fallback requests all
+//! check their messages through a [`DeviceLimiter`] on the same buckets, so
+//! opening more sockets or switching transport buys no extra rate. A state
+//! is dropped a couple of minutes after the device's last session ends or
+//! its last message arrives, so memory follows the live fleet; past
+//! [`EVICT_AT`] states, those of devices without a session go at once.
 //!
 //! Outcomes a device sees:
 //! - too many sessions: the oldest is closed with 1008 (`replace`, default) or
 //!   the handshake gets 409 (`refuse`);
 //! - over its rate: nack `rate_limited`; refused more than
-//!   `rate_limit_close_after` times in a minute: close 1008;
+//!   `rate_limit_close_after` times in a minute: close 1008 (a gRPC stream
+//!   ends with `RESOURCE_EXHAUSTED`; an HTTP request is answered 429 with
+//!   `Retry-After` every time, there being no session to close);
 //! - a measurement outside its allow-list: nack `forbidden_measurement`;
 //! - too many new series this minute: nack `too_many_series`;
 //! - token revoked or rotated: close 1008.
 
+mod limiter;
 pub mod metrics;
 pub mod rate;
 pub mod series;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -33,6 +40,8 @@ use crate::point::Point;
 use metrics::{Metrics, inc};
 use rate::TokenBucket;
 use series::SeriesGuard;
+
+pub use limiter::DeviceLimiter;
 
 /// What to do when a device opens more sessions than it may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -115,6 +124,9 @@ pub struct Refusal {
     pub error: &'static str,
     pub detail: String,
     pub close: Option<String>,
+    /// When a resend may pass (the bucket refilled, the series window
+    /// turned); zero when waiting does not help (`forbidden_measurement`).
+    pub retry_after: Duration,
 }
 
 struct Slot {
@@ -131,13 +143,49 @@ struct DeviceState {
     idle_since: Option<Instant>,
 }
 
-/// Device states older than this after their last session are forgotten.
+impl DeviceState {
+    fn new(rates: Rates, now: Instant) -> DeviceState {
+        DeviceState {
+            sessions: Vec::new(),
+            messages: TokenBucket::new(rates.messages, rates.messages * rates.burst_secs, now),
+            points: TokenBucket::new(rates.points, rates.points * rates.burst_secs, now),
+            series: SeriesGuard::new(now),
+            idle_since: Some(now),
+        }
+    }
+
+    /// Apply the rates of the device's current policy, keeping the levels.
+    fn set_rates(&mut self, rates: Rates) {
+        let b = rates.burst_secs;
+        self.messages.set_rate(rates.messages, rates.messages * b);
+        self.points.set_rate(rates.points, rates.points * b);
+    }
+}
+
+/// A device's rates: its policy over `[limits]`.
+#[derive(Debug, Clone, Copy)]
+struct Rates {
+    messages: f64,
+    points: f64,
+    burst_secs: f64,
+}
+
+/// Device states older than this after their last session or message are
+/// forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(120);
+
+/// Device states held before those of devices without a session are
+/// dropped at once (HTTP requests under ever new device ids must not grow
+/// the map for two minutes). Doubles when the live sessions alone are more,
+/// so the O(devices) pass stays rare.
+pub const EVICT_AT: usize = 100_000;
 
 /// The shared limit state of a server.
 pub struct Limits {
     config: LimitsConfig,
     devices: Mutex<HashMap<String, DeviceState>>,
+    /// Current eviction threshold (see [`EVICT_AT`]); changed under `devices`' lock.
+    evict_at: AtomicUsize,
     last_sweep: Mutex<Instant>,
     next_id: AtomicU64,
     pub metrics: Metrics,
@@ -148,6 +196,7 @@ impl Limits {
         Arc::new(Limits {
             config,
             devices: Mutex::new(HashMap::new()),
+            evict_at: AtomicUsize::new(EVICT_AT),
             last_sweep: Mutex::new(Instant::now()),
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
@@ -163,20 +212,14 @@ impl Limits {
         let now = Instant::now();
         self.sweep(now);
         let c = &self.config;
-        let p = &who.policy;
-        let msg_rate = p.messages_per_sec.unwrap_or(c.messages_per_sec);
-        let pt_rate = p.points_per_sec.unwrap_or(c.points_per_sec);
-        let max = p.max_sessions.unwrap_or(c.max_sessions_per_device).max(1);
+        let max = who
+            .policy
+            .max_sessions
+            .unwrap_or(c.max_sessions_per_device)
+            .max(1);
+        let limiter = self.limiter_unswept(who, now);
         let mut devices = self.devices.lock().expect("limits lock");
-        let state = devices
-            .entry(who.device.clone())
-            .or_insert_with(|| DeviceState {
-                sessions: Vec::new(),
-                messages: TokenBucket::new(msg_rate, msg_rate * c.burst_secs, now),
-                points: TokenBucket::new(pt_rate, pt_rate * c.burst_secs, now),
-                series: SeriesGuard::new(now),
-                idle_since: None,
-            });
+        let state = self.state_mut(&mut devices, &who.device, limiter.rates, now);
         if state.sessions.len() >= max {
             match c.session_policy {
                 SessionPolicy::Refuse => {
@@ -196,8 +239,6 @@ impl Limits {
                 }
             }
         }
-        state.messages.set_rate(msg_rate, msg_rate * c.burst_secs);
-        state.points.set_rate(pt_rate, pt_rate * c.burst_secs);
         state.idle_since = None;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick = Kick::default();
@@ -206,15 +247,60 @@ impl Limits {
             token: who.token,
             kick: kick.clone(),
         });
-        Ok(SessionGuard {
-            limits: self.clone(),
-            device: who.device.clone(),
-            id,
-            kick,
-            allowed_measurements: p.allowed_measurements.clone(),
-            new_series_per_minute: p.new_series_per_minute.unwrap_or(c.new_series_per_minute),
-            refused_window: (now, 0),
-        })
+        Ok(SessionGuard { limiter, id, kick })
+    }
+
+    /// A handle to check messages of `who` that come without a session (a
+    /// gRPC stream, an HTTP request) against the same per-device state as
+    /// its sessions. It does not count as a session.
+    pub fn limiter(self: &Arc<Self>, who: &Identity) -> DeviceLimiter {
+        let now = Instant::now();
+        self.sweep(now);
+        self.limiter_unswept(who, now)
+    }
+
+    fn limiter_unswept(self: &Arc<Self>, who: &Identity, now: Instant) -> DeviceLimiter {
+        let c = &self.config;
+        let p = &who.policy;
+        let rates = Rates {
+            messages: p.messages_per_sec.unwrap_or(c.messages_per_sec),
+            points: p.points_per_sec.unwrap_or(c.points_per_sec),
+            burst_secs: c.burst_secs,
+        };
+        let mut devices = self.devices.lock().expect("limits lock");
+        // The policy may have changed since the state was made (registry reload).
+        self.state_mut(&mut devices, &who.device, rates, now)
+            .set_rates(rates);
+        drop(devices);
+        DeviceLimiter::new(
+            self.clone(),
+            who.device.clone(),
+            rates,
+            p.allowed_measurements.clone(),
+            p.new_series_per_minute.unwrap_or(c.new_series_per_minute),
+            now,
+        )
+    }
+
+    /// The state of `device`, made with `rates` when there is none (the
+    /// device is new, or was forgotten while a limiter lived on).
+    fn state_mut<'a>(
+        &self,
+        devices: &'a mut HashMap<String, DeviceState>,
+        device: &str,
+        rates: Rates,
+        now: Instant,
+    ) -> &'a mut DeviceState {
+        if !devices.contains_key(device) {
+            let at = self.evict_at.load(Ordering::Relaxed);
+            if devices.len() >= at {
+                devices.retain(|_, s| !s.sessions.is_empty());
+                self.evict_at
+                    .store(at.max(devices.len().saturating_mul(2)), Ordering::Relaxed);
+            }
+            devices.insert(device.to_owned(), DeviceState::new(rates, now));
+        }
+        devices.get_mut(device).expect("present or just inserted")
     }
 
     /// Close (1008) every session for which `valid(device, token)` is false:
@@ -271,14 +357,9 @@ impl Limits {
 
 /// One session's handle on the limits; dropping it releases the session.
 pub struct SessionGuard {
-    limits: Arc<Limits>,
-    device: String,
+    limiter: DeviceLimiter,
     id: u64,
     kick: Kick,
-    allowed_measurements: Option<Vec<String>>,
-    new_series_per_minute: u32,
-    /// Start of the current minute and `rate_limited` nacks within it.
-    refused_window: (Instant, u32),
 }
 
 impl SessionGuard {
@@ -304,74 +385,17 @@ impl SessionGuard {
         &self.kick
     }
 
-    /// Check one decoded message against the device's limits; on success
-    /// its rate tokens are spent and its series recorded.
+    /// Check one decoded message against the device's limits (see
+    /// [`DeviceLimiter::check`]).
     pub fn check(&mut self, points: &[Point]) -> Result<(), Refusal> {
-        let m = &self.limits.metrics;
-        if let Some(allowed) = &self.allowed_measurements
-            && let Some(p) = points.iter().find(|p| !allowed.contains(&p.measurement))
-        {
-            inc(&m.measurement_refused);
-            return Err(Refusal {
-                error: "forbidden_measurement",
-                detail: format!(
-                    "measurement {:?} is not allowed for this device",
-                    p.measurement
-                ),
-                close: None,
-            });
-        }
-        let now = Instant::now();
-        let mut devices = self.limits.devices.lock().expect("limits lock");
-        let Some(state) = devices.get_mut(&self.device) else {
-            return Ok(()); // released: the session is closing anyway
-        };
-        let n = points.len() as f64;
-        if !(state.messages.can_take(1.0, now) && state.points.can_take(n, now)) {
-            drop(devices);
-            inc(&m.messages_rate_limited);
-            m.points_rate_limited
-                .fetch_add(points.len() as u64, Ordering::Relaxed);
-            let (start, count) = &mut self.refused_window;
-            if now.saturating_duration_since(*start) >= Duration::from_secs(60) {
-                *start = now;
-                *count = 0;
-            }
-            *count += 1;
-            let limit = self.limits.config.rate_limit_close_after;
-            let close = (limit > 0 && *count > limit).then(|| {
-                inc(&m.rate_limit_closes);
-                format!(
-                    "rate limit exceeded persistently ({count} messages refused within a minute)"
-                )
-            });
-            return Err(Refusal {
-                error: "rate_limited",
-                detail: "over this device's message or point rate; slow down and resend".into(),
-                close,
-            });
-        }
-        if let Err(fresh) = state.series.admit(points, self.new_series_per_minute, now) {
-            drop(devices);
-            inc(&m.series_refused);
-            return Err(Refusal {
-                error: "too_many_series",
-                detail: format!(
-                    "this message adds {fresh} new series (measurement + tags); this device may add {} per minute",
-                    self.new_series_per_minute
-                ),
-                close: None,
-            });
-        }
-        state.messages.take(1.0);
-        state.points.take(n);
-        Ok(())
+        self.limiter.check(points)
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.limits.release(&self.device, self.id);
+        let l = &self.limiter;
+        l.limits.release(&l.device, self.id);
     }
 }
 
@@ -514,6 +538,41 @@ mod tests {
         g.check(&pts(1, "a")).unwrap();
         g.check(&pts(1, "a")).unwrap();
         assert_eq!(g.check(&pts(1, "b")).unwrap_err().error, "too_many_series");
+    }
+
+    #[test]
+    fn every_transport_spends_the_same_budget_and_idle_states_are_bounded() {
+        let l = Limits::new(LimitsConfig {
+            messages_per_sec: 1.0,
+            burst_secs: 2.0,
+            ..Default::default()
+        });
+        let mut session = l.admit(&who("d", DevicePolicy::default())).unwrap();
+        let mut stream = l.limiter(&who("d", DevicePolicy::default()));
+        session.check(&pts(1, "m")).unwrap();
+        stream.check(&pts(1, "m")).unwrap();
+        assert_eq!(
+            session.check(&pts(1, "m")).unwrap_err().error,
+            "rate_limited"
+        );
+        let mut request = l.limiter(&who("d", DevicePolicy::default()));
+        let refused = request.check(&pts(1, "m")).unwrap_err();
+        assert_eq!(refused.error, "rate_limited");
+        assert!(
+            refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(1)
+        );
+        assert_eq!(l.sessions_of("d"), 1, "a limiter is not a session");
+
+        // Requests under ever new ids: the map stays bounded, and the state
+        // of the device with a session (its spent bucket) is kept.
+        for i in 0..EVICT_AT + 10 {
+            l.limiter(&who(&format!("x{i}"), DevicePolicy::default()));
+        }
+        assert!(l.devices.lock().unwrap().len() <= EVICT_AT);
+        assert_eq!(
+            session.check(&pts(1, "m")).unwrap_err().error,
+            "rate_limited"
+        );
     }
 
     #[tokio::test]

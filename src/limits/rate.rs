@@ -4,7 +4,7 @@
 //! 200-point burst) is let through when the bucket is full and leaves it in
 //! debt, so big batches are slowed down rather than refused forever.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -52,6 +52,16 @@ impl TokenBucket {
         self.tokens >= n.min(self.burst)
     }
 
+    /// How long until `n` tokens are available, counted from the last
+    /// [`TokenBucket::can_take`] (which refilled the bucket).
+    pub fn wait(&self, n: f64) -> Duration {
+        let short = n.min(self.burst) - self.tokens;
+        if self.unlimited() || short <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(short / self.rate)
+    }
+
     /// Take `n` tokens; call after [`TokenBucket::can_take`] said yes.
     pub fn take(&mut self, n: f64) {
         if !self.unlimited() {
@@ -63,7 +73,6 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn refills_at_rate_up_to_burst() {
@@ -80,6 +89,9 @@ mod tests {
         let t1 = t0 + Duration::from_millis(500);
         assert!(b.can_take(5.0, t1));
         assert!(!b.can_take(6.0, t1));
+        assert_eq!(b.wait(5.0), Duration::ZERO);
+        let left = b.wait(6.0).as_secs_f64();
+        assert!((left - 0.1).abs() < 1e-9, "{left}");
         // A long pause refills only up to the burst.
         assert!(b.can_take(20.0, t0 + Duration::from_secs(100)));
     }
@@ -94,6 +106,8 @@ mod tests {
             !b.can_take(1.0, t0 + Duration::from_secs(4)),
             "450 of debt takes 4.5 s to repay"
         );
+        let left = b.wait(1.0).as_secs_f64();
+        assert!((left - 0.51).abs() < 1e-9, "{left}");
         assert!(b.can_take(1.0, t0 + Duration::from_millis(4600)));
     }
 

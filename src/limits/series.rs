@@ -65,6 +65,13 @@ impl SeriesGuard {
     }
 }
 
+impl SeriesGuard {
+    /// How long until the quota of new series is fresh again.
+    pub fn resets_in(&self, now: Instant) -> Duration {
+        WINDOW.saturating_sub(now.saturating_duration_since(self.window_start))
+    }
+}
+
 /// A series is its measurement and its (sorted) tag set.
 fn series_hash(p: &Point) -> u64 {
     let mut h = DefaultHasher::new();
@@ -104,6 +111,10 @@ mod tests {
         assert_eq!(
             g.admit(&[point("a"), point("b"), point("1")], 3, t0),
             Err(2)
+        );
+        assert_eq!(
+            g.resets_in(t0 + Duration::from_secs(45)),
+            Duration::from_secs(15)
         );
         // The next minute has a fresh quota.
         g.admit(&[point("a"), point("b")], 3, t0 + WINDOW).unwrap();

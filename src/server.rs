@@ -487,16 +487,19 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
+    // The security counters (see [`crate::limits::metrics`]) follow the
+    // registry's, in either format (before OpenMetrics' closing `# EOF`).
     let (body, content_type) = if openmetrics {
-        (
-            state.metrics.encode_openmetrics(),
-            crate::metrics::OPENMETRICS_CONTENT_TYPE,
-        )
+        let mut text = state.metrics.encode_openmetrics();
+        if text.ends_with("# EOF\n") {
+            text.truncate(text.len() - "# EOF\n".len());
+        }
+        state.limits.metrics.render(&mut text, true);
+        text.push_str("# EOF\n");
+        (text, crate::metrics::OPENMETRICS_CONTENT_TYPE)
     } else {
-        // The security counters (see [`crate::limits::metrics`]) follow
-        // in the Prometheus text format.
         let mut text = state.metrics.encode_prometheus();
-        state.limits.metrics.render(&mut text);
+        state.limits.metrics.render(&mut text, false);
         (text, crate::metrics::PROMETHEUS_CONTENT_TYPE)
     };
     ([(header::CONTENT_TYPE, content_type)], body).into_response()

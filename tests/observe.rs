@@ -111,7 +111,38 @@ async fn metrics_count_sessions_messages_errors_and_writes() {
             .unwrap()
             .starts_with("application/openmetrics-text")
     );
-    assert!(r.text().await.unwrap().ends_with("# EOF\n"));
+    // Every sample of the Prometheus text (security counters included) is
+    // in the OpenMetrics text with the same value; one `# EOF`, at the end.
+    let om = r.text().await.unwrap();
+    assert!(
+        om.ends_with("# EOF\n") && om.matches("# EOF").count() == 1,
+        "{om}"
+    );
+    let samples = |text: &str| -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let t = metrics_text(&server).await;
+    let (plain, open) = (samples(&t), samples(&om));
+    // (Histogram bucket bounds are formatted differently by the two
+    // encoders; their _count and _sum are compared.)
+    for (name, value) in plain.iter().filter(|(n, _)| !n.contains("_bucket{")) {
+        // Gauges and counters may move between the two scrapes.
+        assert!(
+            open.contains_key(name),
+            "{name} missing in OpenMetrics:\n{om}"
+        );
+        if name.starts_with("wsingest_handshakes_refused") {
+            assert_eq!(&open[name], value, "{name}");
+        }
+    }
+    assert!(
+        om.contains("# TYPE wsingest_handshake_timeouts counter\n"),
+        "OpenMetrics counter families have no _total: {om}"
+    );
     server.stop().await;
 }
 

@@ -60,11 +60,17 @@ impl Metrics {
         }
     }
 
-    /// Append the counters in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    /// Append the counters in Prometheus text format, or in OpenMetrics
+    /// (where a counter's family name has no `_total`; the caller writes
+    /// `# EOF` after them).
+    pub fn render(&self, out: &mut String, openmetrics: bool) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, values: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let family = match openmetrics {
+                true => name.strip_suffix("_total").unwrap_or(name),
+                false => name,
+            };
+            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
             for (labels, v) in values {
                 let _ = writeln!(out, "{name}{labels} {v}");
             }
@@ -159,7 +165,7 @@ mod tests {
         m.session_closed(Some(1009));
         inc(&m.messages_rate_limited);
         let mut s = String::new();
-        m.render(&mut s);
+        m.render(&mut s, false);
         assert!(
             s.contains("wsingest_handshakes_refused_total{reason=\"wrong_device\"} 2"),
             "{s}"
@@ -170,5 +176,11 @@ mod tests {
         );
         assert!(s.contains("wsingest_messages_rate_limited_total 1"), "{s}");
         assert_eq!(m.handshakes_refused("wrong_device"), 2);
+        let mut om = String::new();
+        m.render(&mut om, true);
+        assert!(
+            om.contains("# TYPE wsingest_messages_rate_limited counter\nwsingest_messages_rate_limited_total 1\n"),
+            "{om}"
+        );
     }
 }

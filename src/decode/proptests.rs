@@ -193,6 +193,31 @@ proptest! {
     }
 
     #[test]
+    fn reused_points_decode_as_fresh_ones(a in message(), b in message(), cbor in any::<bool>()) {
+        let d = Decoder::new(DecoderConfig {
+            int_field_measurements: ["a".to_string()].into(),
+            ..Default::default()
+        });
+        let encode = |v: &serde_json::Value| if cbor {
+            let mut b = Vec::new();
+            ciborium::into_writer(v, &mut b).unwrap();
+            (b, Format::Cbor)
+        } else {
+            (v.to_string().into_bytes(), Format::Json)
+        };
+        let (a, fa) = encode(&a);
+        let (b, fb) = encode(&b);
+        // The spare points of message a, and a few more, filled with b.
+        let mut spare = match d.decode(&a, fa, "dev-a", 1) {
+            Ok(Message::Points { points, .. }) => points,
+            _ => vec![],
+        };
+        spare.extend(spare.clone());
+        let reused = d.decode_reusing(&b, fb, "dev-b", 2, &mut spare);
+        prop_assert_eq!(reused, d.decode(&b, fb, "dev-b", 2));
+    }
+
+    #[test]
     fn truncations_of_a_valid_cbor_message_never_panic(cut in 0usize..64) {
         let msg = serde_json::json!({"seq": 1, "ts": 5, "measurement": "m", "tags": {"a": "b"},
             "points": [{"fields": {"x": 1.5, "s": "str"}}]});

@@ -226,3 +226,26 @@ fn cbor_half_floats() {
         }
     }
 }
+
+/// Points filled in place of a bigger message's points are exactly the
+/// points a fresh decode gives.
+#[test]
+fn reused_points_are_overwritten_entirely() {
+    let d = Decoder::new(DecoderConfig {
+        int_field_measurements: ["big".to_string()].into(),
+        ..Default::default()
+    });
+    let big = br#"{"seq":1,"ts":1,"measurement":"big","tags":{"a":"1","b":"2","z":"3"},
+        "points":[{"fields":{"i":1,"s":"text","x":1.5}},{"fields":{"i":2}},{"fields":{"i":3}}]}"#;
+    let small = br#"{"seq":2,"fields":{"v":2.5}}"#;
+    let Ok(Message::Points { mut points, .. }) = d.decode(big, Format::Json, "dev-a", 7) else {
+        panic!()
+    };
+    let reused = d.decode_reusing(small, Format::Json, "dev-b", 9, &mut points);
+    assert_eq!(reused, d.decode(small, Format::Json, "dev-b", 9));
+    let Ok(Message::Points { points: p, .. }) = &reused else {
+        panic!()
+    };
+    assert_eq!(p[0].time_ns, 9);
+    assert!(!p[0].int_fields);
+}

@@ -400,6 +400,9 @@ impl Decoder {
         let own = p.tags.as_deref().unwrap_or_default();
         let inherited = base.tags.as_deref().unwrap_or_default();
         let tag_list = &mut slot.tags;
+        // A new point is sized exactly (a pushed-to vector starts at 4): the
+        // live view keeps each device's last point for as long as it lives.
+        tag_list.reserve_exact((own.len() + inherited.len() + 1).saturating_sub(tag_list.len()));
         let mut n = 0;
         let mut put = |k: &str, v: &str| {
             match tag_list.get_mut(n) {
@@ -455,6 +458,7 @@ impl Decoder {
         slot.tags.truncate(n);
         let fields = p.fields.unwrap_or_default();
         slot.fields.truncate(fields.len());
+        slot.fields.reserve_exact(fields.len() - slot.fields.len());
         for (n, (k, v)) in fields.into_iter().enumerate() {
             let v = match v {
                 FieldRef::Float(f) => FieldValue::Float(f),

@@ -312,6 +312,19 @@ impl SessionObserver {
         }
     }
 
+    /// [`Self::points`] for a vector the caller reuses: the last point is
+    /// swapped with the one kept before, which takes its place in `points`.
+    pub fn points_swapped(&self, points: &mut Vec<Point>) {
+        self.count_points(points);
+        if let Some(p) = points.last_mut() {
+            let mut last = self.device.last.lock().unwrap_or_else(|e| e.into_inner());
+            match &mut *last {
+                Some(kept) => std::mem::swap(kept, p),
+                None => *last = points.pop(),
+            }
+        }
+    }
+
     /// [`Self::points`] for points that go on elsewhere (the MQTT bridge):
     /// only the last one is copied.
     pub fn points_seen(&self, points: &[Point]) {

@@ -150,6 +150,12 @@ async fn run_batcher(
     let mut batcher = Batcher::new(config.batch_points, config.batch_bytes);
     let mut deadline: Option<Instant> = None;
     let mut closing = false;
+    // One timer, moved when the deadline changes: a new `Sleep` per loop turn
+    // registered and dropped a timer-wheel entry per message (~10 % of the
+    // server's CPU on single-point messages).
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
 
     let dispatch = |batch: Batch| {
         let sink = sink.clone();
@@ -169,6 +175,12 @@ async fn run_batcher(
     };
 
     loop {
+        if let Some(d) = deadline
+            && armed != Some(d)
+        {
+            timer.as_mut().reset(d);
+            armed = Some(d);
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled(), if !closing => {
@@ -185,7 +197,7 @@ async fn run_batcher(
                 dispatch(batcher.take()).await;
                 break;
             }
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            _ = &mut timer, if deadline.is_some() => {
                 dispatch(batcher.take()).await;
                 deadline = None;
             }

@@ -240,7 +240,10 @@ pub async fn serve_with_metrics(
     let s = &config.server;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        // Frames queue until the session flushes: a burst of acks goes out in
+        // one write instead of one syscall (and one TCP segment) per ack. The
+        // buffer grows only as far as a burst needs, so idle sessions stay small.
+        .write_buffer_size(4096)
         .max_write_buffer_size(s.max_message_bytes.max(64 * 1024))
         .max_message_size(Some(s.max_message_bytes))
         .max_frame_size(Some(s.max_frame_bytes.min(s.max_message_bytes)));

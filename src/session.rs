@@ -248,7 +248,7 @@ where
                 summary.messages += 1;
                 ctx.observer.message(bytes.len());
                 let now_ns = crate::point::now_ns();
-                let decoded = ctx.decoder.decode(&bytes, format, &ctx.device, now_ns);
+                let decoded = ctx.decoder.decode_reusing(&bytes, format, &ctx.device, now_ns, &mut spare_points());
                 // SenML packs have no seq: the n-th message of the session is
                 // acked (or nacked) as n, so devices can still match answers.
                 let ordinal = ctx.encoding.numbers_messages().then_some(summary.messages);
@@ -297,7 +297,8 @@ where
                                 Reply::new(seq, permit).with_forward(uplink.forward(points))
                             }
                             None => {
-                                ctx.observer.points(points);
+                                ctx.observer.points_swapped(&mut points);
+                                recycle_points(points);
                                 Reply::new(seq, permit)
                             }
                         };
@@ -381,6 +382,27 @@ where
     })
     .await;
     summary
+}
+
+thread_local! {
+    /// Points of decoded messages, given back for the next message decoded on
+    /// this worker thread to fill (see [`Decoder::decode_reusing`]).
+    static SPARE_POINTS: std::cell::Cell<Vec<crate::point::Point>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// More spare points than this per thread are freed, not kept: what a
+/// thread keeps stays bounded (names and tag values have length limits).
+const MAX_SPARE_POINTS: usize = 256;
+
+fn spare_points() -> Vec<crate::point::Point> {
+    SPARE_POINTS.with(|s| s.take())
+}
+
+fn recycle_points(points: Vec<crate::point::Point>) {
+    if points.len() <= MAX_SPARE_POINTS {
+        SPARE_POINTS.with(|s| s.set(points));
+    }
 }
 
 /// Map a read error to the close we answer it with; `None` when the

@@ -42,6 +42,22 @@ fn every_scenario_completes_and_prints_every_figure() {
             );
         }
         assert!(r["goal_met"].is_boolean(), "{r}");
+        // The summary's result and reference name figures of the report.
+        let names: Vec<&str> = figures
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        let headline = r["headline"].as_array().unwrap();
+        assert!(!headline.is_empty(), "{r}");
+        for n in headline
+            .iter()
+            .chain(r["reference"].as_str().map(|_| &r["reference"]))
+        {
+            assert!(
+                names.contains(&n.as_str().unwrap()),
+                "{n} is not a figure of {r}"
+            );
+        }
     }
     let influx = &reports[2];
     assert_eq!(

@@ -63,7 +63,10 @@ pub async fn run(spec: LoadSpec) -> Result<LoadResult, BenchError> {
             .as_str()
             .into_client_request()
             .map_err(|e| BenchError::Load(e.to_string()))?;
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        // TCP_NODELAY, as devices should and the server does: with Nagle on, a
+        // message waits for the ACK of the previous one, which the server may
+        // delay ~40 ms while it has nothing to send (acks come per batch).
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true)
             .await
             .map_err(|e| BenchError::Load(format!("connect {url}: {e}")))?;
         conns.push(ws);

@@ -103,6 +103,10 @@ pub struct Report {
     pub ratio: Option<f64>,
     pub goal: String,
     pub goal_met: Option<bool>,
+    /// Names of the figures the summary shows as the result.
+    pub headline: Vec<String>,
+    /// Name of the reference's figure, when there is one.
+    pub reference: Option<String>,
 }
 
 impl Report {
@@ -114,7 +118,23 @@ impl Report {
             ratio: None,
             goal: goal.into(),
             goal_met: None,
+            headline: vec![],
+            reference: None,
         }
+    }
+
+    /// Choose the figures of the summary line: `result` and `reference`.
+    fn summarize(&mut self, result: &[&str], reference: Option<&str>) {
+        self.headline = result.iter().map(|s| s.to_string()).collect();
+        self.reference = reference.map(str::to_string);
+    }
+
+    fn figure(&self, name: &str) -> Option<String> {
+        self.figures.iter().find(|f| f.name == name).map(|f| {
+            format!("{}: {} {}", f.name, human(f.value), f.unit)
+                .trim_end()
+                .to_string()
+        })
     }
 
     fn add(&mut self, name: &str, value: f64, unit: &str) {
@@ -145,6 +165,32 @@ impl Report {
         let _ = writeln!(s, "\nGoal: {} — {met}\n", self.goal);
         s
     }
+}
+
+/// One line per scenario: result next to its reference, ratio and goal.
+pub fn summary(reports: &[Report]) -> String {
+    let mut s = String::from(
+        "## Summary\n\n| scenario | result | reference | ratio | goal | met |\n|---|---|---|---:|---|---|\n",
+    );
+    for r in reports {
+        let result: Vec<String> = r.headline.iter().filter_map(|n| r.figure(n)).collect();
+        let reference = r.reference.as_deref().and_then(|n| r.figure(n));
+        let met = match r.goal_met {
+            Some(true) => "met",
+            Some(false) => "**not met**",
+            None => "n/a",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {met} |",
+            r.scenario,
+            result.join("; "),
+            reference.unwrap_or_default(),
+            r.ratio.map(|x| format!("{x:.2}×")).unwrap_or_default(),
+            r.goal,
+        );
+    }
+    s
 }
 
 fn human(v: f64) -> String {
@@ -203,6 +249,8 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Report>, BenchError> {
             "{}",
             serde_json::to_string_pretty(&reports).expect("reports serialize")
         );
+    } else if reports.len() > 1 {
+        println!("{}", summary(&reports));
     }
     Ok(reports)
 }

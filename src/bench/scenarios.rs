@@ -102,6 +102,10 @@ pub async fn blackhole(args: &BenchArgs) -> Result<Report, BenchError> {
         client_cpu / total as f64 * 1e6,
         "s",
     );
+    rep.summarize(
+        &["wsingest msg/s"],
+        Some("mosquitto QoS 0 msg/s (reference)"),
+    );
     rep.ratio = Some(ours / reference);
     rep.goal_met = Some(ours >= 1.5 * reference);
     Ok(rep)
@@ -253,6 +257,7 @@ pub async fn batch_cbor(args: &BenchArgs) -> Result<Report, BenchError> {
         server_cpu / total_points as f64 * 1e6,
         "s",
     );
+    rep.summarize(&["points/s", "server CPU per million points"], None);
     rep.goal_met = Some(pps >= 2_000_000.0);
     Ok(rep)
 }
@@ -431,6 +436,10 @@ pub async fn influx(args: &BenchArgs) -> Result<Report, BenchError> {
         "s",
     );
     rep.add("nacked messages", r.nacked as f64, "");
+    rep.summarize(
+        &["wsingest points/s"],
+        Some("influxd bulk points/s (reference)"),
+    );
     rep.ratio = Some(ours / reference);
     rep.goal_met = Some(r.nacked == 0 && ours >= 0.9 * reference);
     Ok(rep)
@@ -487,6 +496,10 @@ pub async fn sessions(args: &BenchArgs) -> Result<Report, BenchError> {
     rep.add("server RSS per session", per_session, "KiB");
     rep.add("server RSS total", rss1 as f64 / 1024.0, "MiB");
     rep.add("handshakes/s", n as f64 / open_secs, "/s");
+    rep.summarize(
+        &["sessions", "server RSS per session", "handshakes/s"],
+        None,
+    );
     rep.goal_met = Some(n >= 100_000 && per_session <= 10.0);
     Ok(rep)
 }
@@ -525,6 +538,7 @@ pub async fn latency(args: &BenchArgs, max_rate: Option<f64>) -> Result<Report, 
     let (_influxd, url) = procs::influxd(&dir.0).await?;
     create_db(&url, "wsingest").await?;
     let (_server, port) = procs::wsingest(&dir.0, &influx_args(&url, "wsingest")).await?;
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
     let devices = 10usize;
     let secs = if args.smoke { 1.0 } else { 10.0 };
     let mut rep = Report::new(
@@ -540,6 +554,7 @@ pub async fn latency(args: &BenchArgs, max_rate: Option<f64>) -> Result<Report, 
         let per_device = ((per_device_rate * secs).ceil() as u64).max(2);
         let (messages, _) = influx_workload(devices, per_device);
         let messages = Arc::new(messages);
+        let writes0 = write_stats(&metrics_url).await?;
         let mut r = load::run(LoadSpec {
             url: format!("ws://127.0.0.1:{port}"),
             devices,
@@ -554,10 +569,68 @@ pub async fn latency(args: &BenchArgs, max_rate: Option<f64>) -> Result<Report, 
         rep.add(&format!("p50 at {pct} %"), r.percentile_ms(0.5), "ms");
         rep.add(&format!("p99 at {pct} %"), r.percentile_ms(0.99), "ms");
         rep.add(&format!("p999 at {pct} %"), r.percentile_ms(0.999), "ms");
+        // Where the time goes: the InfluxDB write, measured by the server.
+        let writes = write_stats(&metrics_url).await?.since(&writes0);
+        rep.add(
+            &format!("mean InfluxDB write at {pct} %"),
+            writes.mean_ms(),
+            "ms",
+        );
+        rep.add(
+            &format!("InfluxDB writes over 64 ms at {pct} %"),
+            writes.over_64ms as f64,
+            &format!("of {}", writes.count),
+        );
         if pct == 50 {
             met = Some(r.percentile_ms(0.99) <= flush_ms + 20.0);
         }
     }
+    rep.summarize(
+        &["p50 at 50 %", "p99 at 50 %", "mean InfluxDB write at 50 %"],
+        None,
+    );
     rep.goal_met = met;
     Ok(rep)
+}
+
+/// The server's InfluxDB write counts, read from its `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+struct WriteStats {
+    count: u64,
+    seconds: f64,
+    over_64ms: u64,
+}
+
+impl WriteStats {
+    fn since(&self, before: &WriteStats) -> WriteStats {
+        WriteStats {
+            count: self.count.saturating_sub(before.count),
+            seconds: self.seconds - before.seconds,
+            over_64ms: self.over_64ms.saturating_sub(before.over_64ms),
+        }
+    }
+
+    fn mean_ms(&self) -> f64 {
+        self.seconds / self.count.max(1) as f64 * 1000.0
+    }
+}
+
+async fn write_stats(metrics_url: &str) -> Result<WriteStats, BenchError> {
+    let text = reqwest::get(metrics_url)
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let count = sample("wsingest_write_duration_seconds_count");
+    let within = sample("wsingest_write_duration_seconds_bucket{le=\"0.064\"}");
+    Ok(WriteStats {
+        count: count as u64,
+        seconds: sample("wsingest_write_duration_seconds_sum"),
+        over_64ms: (count - within).max(0.0) as u64,
+    })
 }

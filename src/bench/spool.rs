@@ -216,6 +216,13 @@ pub async fn spool(args: &BenchArgs) -> Result<Report, BenchError> {
         "points/s",
     );
     rep.add("replay points/s (4 of 4 slots)", replay_all, "points/s");
+    rep.summarize(
+        &[
+            "spool append points/s (fsync per batch)",
+            "replay points/s (4 of 4 slots)",
+        ],
+        Some("influxd bulk points/s (reference)"),
+    );
     rep.ratio = Some(append_rate / reference);
     rep.goal_met = Some(append_rate >= reference && replay_default >= 0.5 * reference);
     Ok(rep)

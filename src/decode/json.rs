@@ -2,14 +2,18 @@
 //! `fields.temp_c: invalid type: ...` so a nack names the offending key.
 
 use super::DecodeError;
+use super::borrowed::MsgRef;
 use super::model::{SeqOnly, WireMessage};
 
+/// The fast path: the borrowed model, strings without escapes not copied.
+/// `None` when the message is refused; [`decode`] then says why.
+pub fn decode_fast(bytes: &[u8]) -> Option<MsgRef<'_>> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// The slow path, for a message [`decode_fast`] refused: tracking the key
+/// path costs on every value, so it is only done for the error detail.
 pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
-    // The fast path: tracking the key path costs on every value, so it is only
-    // done again, for the error detail, when a message is refused.
-    if let Ok(m) = serde_json::from_slice::<WireMessage>(bytes) {
-        return Ok(m);
-    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = serde_path_to_error::deserialize::<_, WireMessage>(&mut de)
         .map_err(|e| {

@@ -45,6 +45,83 @@ fn value() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// Message-shaped values, mostly valid, so that the fast paths run and most
+/// decode (with a share of hostile names and values that are refused).
+fn message() -> impl Strategy<Value = serde_json::Value> {
+    let name = prop_oneof![
+        8 => "[a-z]{1,3}",
+        1 => Just("device".to_string()),
+        1 => "[a-z ,=\\\\é]{0,4}",
+    ];
+    let float = prop_oneof![
+        4 => -1e6f64..1e6,
+        1 => prop_oneof![Just(0.5), Just(-1.25), Just(65504.0), Just(1e-7), Just(-0.0)],
+        1 => any::<f64>(),
+    ];
+    let field = prop_oneof![
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<u64>().prop_map(serde_json::Value::from),
+        float.prop_map(|f| serde_json::Number::from_f64(f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)),
+        "[a-z\\\\\"\n]{0,6}".prop_map(serde_json::Value::from),
+    ];
+    let ts = prop_oneof![
+        4 => (0i64..4_000_000_000_000).prop_map(serde_json::Value::from),
+        1 => any::<i64>().prop_map(serde_json::Value::from),
+        1 => (-1e15f64..1e15).prop_map(serde_json::Value::from),
+        1 => Just(serde_json::Value::from("2024-11-25T00:00:00.5Z")),
+        1 => Just(serde_json::Value::from("yesterday")),
+    ];
+    let tag_value = prop_oneof![4 => "[a-z]{1,3}", 1 => "[a-z\\\\]{0,3}"];
+    let tags = prop::collection::btree_map(name.clone(), tag_value, 0..3);
+    let fields = prop::collection::btree_map(name.clone(), field, 1..4);
+    let point = (
+        prop::option::of(ts),
+        prop::option::of(name),
+        prop::option::of(tags),
+        prop::option::weighted(0.9, fields),
+    )
+        .prop_map(|(ts, m, tags, fields)| {
+            let mut o = serde_json::Map::new();
+            ts.map(|v| o.insert("ts".into(), v));
+            m.map(|v| o.insert("measurement".into(), v.into()));
+            tags.map(|v| o.insert("tags".into(), serde_json::json!(v)));
+            fields.map(|v| o.insert("fields".into(), serde_json::json!(v)));
+            o
+        });
+    (
+        prop::option::of(any::<u64>()),
+        point.clone(),
+        prop::option::weighted(0.5, prop::collection::vec(point, 0..4)),
+    )
+        .prop_map(|(seq, mut o, points)| {
+            seq.map(|s| o.insert("seq".into(), s.into()));
+            if let Some(p) = points {
+                // A batch carries its fields inside `points`.
+                o.remove("fields");
+                o.insert(
+                    "points".into(),
+                    p.into_iter().map(serde_json::Value::Object).collect(),
+                );
+            }
+            serde_json::Value::Object(o)
+        })
+}
+
+/// The serde paths alone (the decoder before its fast paths): the owned
+/// model, converted the same way.
+fn slow(d: &Decoder, bytes: &[u8], format: Format) -> Result<Message, super::DecodeError> {
+    let wire = match format {
+        Format::Json => {
+            super::depth::check_json(bytes, d.config().max_depth)?;
+            super::json::decode(bytes)?
+        }
+        _ => super::cbor::decode(bytes, d.config().max_depth)?,
+    };
+    d.decode_wire(wire, "dev", 7)
+}
+
 fn check_lines(m: &Message) {
     if let Message::Points { points, .. } = m {
         for p in points {
@@ -97,6 +174,47 @@ proptest! {
             Ok(m) => check_lines(&m),
             Err(e) => prop_assert!(!e.code().is_empty() && !e.to_string().is_empty()),
         }
+    }
+
+    #[test]
+    fn fast_paths_give_what_the_serde_paths_give(
+        v in prop_oneof![message(), message(), value()],
+        cbor in any::<bool>(),
+    ) {
+        let d = Decoder::new(DecoderConfig::default());
+        let (bytes, format) = if cbor {
+            let mut b = Vec::new();
+            ciborium::into_writer(&v, &mut b).unwrap();
+            (b, Format::Cbor)
+        } else {
+            (v.to_string().into_bytes(), Format::Json)
+        };
+        prop_assert_eq!(d.decode(&bytes, format, "dev", 7), slow(&d, &bytes, format));
+    }
+
+    #[test]
+    fn reused_points_decode_as_fresh_ones(a in message(), b in message(), cbor in any::<bool>()) {
+        let d = Decoder::new(DecoderConfig {
+            int_field_measurements: ["a".to_string()].into(),
+            ..Default::default()
+        });
+        let encode = |v: &serde_json::Value| if cbor {
+            let mut b = Vec::new();
+            ciborium::into_writer(v, &mut b).unwrap();
+            (b, Format::Cbor)
+        } else {
+            (v.to_string().into_bytes(), Format::Json)
+        };
+        let (a, fa) = encode(&a);
+        let (b, fb) = encode(&b);
+        // The spare points of message a, and a few more, filled with b.
+        let mut spare = match d.decode(&a, fa, "dev-a", 1) {
+            Ok(Message::Points { points, .. }) => points,
+            _ => vec![],
+        };
+        spare.extend(spare.clone());
+        let reused = d.decode_reusing(&b, fb, "dev-b", 2, &mut spare);
+        prop_assert_eq!(reused, d.decode(&b, fb, "dev-b", 2));
     }
 
     #[test]

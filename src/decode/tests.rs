@@ -150,3 +150,102 @@ fn command_result() {
         }
     );
 }
+
+/// Repeated keys: the last value wins in tags and fields (as the owned
+/// model's maps did), a repeated message key is refused, in both formats.
+#[test]
+fn repeated_keys_as_before() {
+    let d = dec();
+    let m = d
+        .decode(
+            br#"{"seq":1,"tags":{"b":"1","a":"x","b":"2"},"fields":{"v":1,"u":true,"v":2.5}}"#,
+            Format::Json,
+            "dev",
+            5,
+        )
+        .unwrap();
+    let Message::Points { points, .. } = m else {
+        panic!()
+    };
+    assert_eq!(
+        points[0].tags,
+        vec![
+            ("a".into(), "x".into()),
+            ("b".into(), "2".into()),
+            ("device".into(), "dev".into())
+        ]
+    );
+    assert_eq!(
+        points[0].fields,
+        vec![
+            ("u".into(), FieldValue::Bool(true)),
+            ("v".into(), FieldValue::Float(2.5))
+        ]
+    );
+    // CBOR {"fields": {"v": 1, "v": -2}} then the same with "seq" twice.
+    let cbor = [
+        0xa1, 0x66, b'f', b'i', b'e', b'l', b'd', b's', 0xa2, 0x61, b'v', 0x01, 0x61, b'v', 0x21,
+    ];
+    let Message::Points { points, .. } = d.decode(&cbor, Format::Cbor, "dev", 5).unwrap() else {
+        panic!()
+    };
+    assert_eq!(points[0].fields, vec![("v".into(), FieldValue::Int(-2))]);
+    let twice = [
+        0xa2, 0x63, b's', b'e', b'q', 0x01, 0x63, b's', b'e', b'q', 0x02,
+    ];
+    assert_eq!(
+        d.decode(&twice, Format::Cbor, "dev", 5).unwrap_err().code(),
+        "invalid_message"
+    );
+    let e = json(r#"{"seq":1,"seq":2,"fields":{"v":1}}"#).unwrap_err();
+    assert_eq!(e.code(), "invalid_message");
+}
+
+/// Half floats (what encoders pick for values like 0.5) decode exactly.
+#[test]
+fn cbor_half_floats() {
+    let d = dec();
+    for (bits, want) in [
+        (0x3800u16, 0.5),
+        (0xbd00, -1.25),
+        (0x7bff, 65504.0),
+        (0x0001, 5.960464477539063e-8),
+        (0x8000, -0.0),
+    ] {
+        let [hi, lo] = bits.to_be_bytes();
+        let cbor = [
+            0xa1, 0x66, b'f', b'i', b'e', b'l', b'd', b's', 0xa1, 0x61, b'v', 0xf9, hi, lo,
+        ];
+        let Message::Points { points, .. } = d.decode(&cbor, Format::Cbor, "dev", 5).unwrap()
+        else {
+            panic!()
+        };
+        match points[0].fields[0].1 {
+            FieldValue::Float(f) => assert_eq!(f.to_bits(), f64::to_bits(want), "{bits:#x}"),
+            ref other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Points filled in place of a bigger message's points are exactly the
+/// points a fresh decode gives.
+#[test]
+fn reused_points_are_overwritten_entirely() {
+    let d = Decoder::new(DecoderConfig {
+        int_field_measurements: ["big".to_string()].into(),
+        ..Default::default()
+    });
+    let big = br#"{"seq":1,"ts":1,"measurement":"big","tags":{"a":"1","b":"2","z":"3"},
+        "points":[{"fields":{"i":1,"s":"text","x":1.5}},{"fields":{"i":2}},{"fields":{"i":3}}]}"#;
+    let small = br#"{"seq":2,"fields":{"v":2.5}}"#;
+    let Ok(Message::Points { mut points, .. }) = d.decode(big, Format::Json, "dev-a", 7) else {
+        panic!()
+    };
+    let reused = d.decode_reusing(small, Format::Json, "dev-b", 9, &mut points);
+    assert_eq!(reused, d.decode(small, Format::Json, "dev-b", 9));
+    let Ok(Message::Points { points: p, .. }) = &reused else {
+        panic!()
+    };
+    assert_eq!(p[0].time_ns, 9);
+    assert!(!p[0].int_fields);
+}

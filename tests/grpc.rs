@@ -204,3 +204,108 @@ async fn grpc_needs_the_same_auth_as_websockets() {
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     server.stop().await;
 }
+
+/// A stream for `device` with `Authorization: Bearer <token>`; `Err` when the
+/// server refuses to open it.
+async fn authed_client(
+    server: &TestServer,
+    device: &str,
+    token: &str,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<proto::Uplink>,
+        tonic::Streaming<proto::Downlink>,
+    ),
+    tonic::Status,
+> {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut c = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    let md = req.metadata_mut();
+    md.insert(wsingest::grpc::DEVICE_METADATA, device.parse().unwrap());
+    md.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    Ok((tx, c.session(req).await?.into_inner()))
+}
+
+/// Read until the stream ends; the status it ended with.
+async fn ended(replies: &mut tonic::Streaming<proto::Downlink>) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), replies.message())
+            .await
+            .expect("the stream ends within 5 s")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => return status,
+        }
+    }
+}
+
+/// A gRPC stream is a session of its device, like a WebSocket: a revoked
+/// token ends it (PERMISSION_DENIED) within seconds, and a newer session of
+/// the device, over either transport, replaces it (`max_sessions_per_device`
+/// = 1, policy replace).
+#[tokio::test]
+async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
+    use common::security::TestRegistry;
+    use wsingest::auth::DevicePolicy;
+
+    let influx = Influxd::start().await;
+    influx.create_db("g_auth").await;
+    let reg = TestRegistry::new();
+    let mut config = test_config(&influx.url, "g_auth");
+    config.auth.allow_anonymous = false;
+    config.auth.registry_path = Some(reg.path.clone());
+    config.auth.reload_interval_ms = 100;
+    let server = TestServer::start(config).await;
+    let t = reg.add("dev-g", DevicePolicy::default());
+    let (tx, mut replies) = eventually(10, "registry reload", || async {
+        authed_client(&server, "dev-g", &t).await.ok()
+    })
+    .await;
+    tx.send(telemetry(1, 1_000, &[("v", value_f(1.0))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 1 })
+    );
+
+    let revoked_at = std::time::Instant::now();
+    reg.revoke("dev-g");
+    let status = ended(&mut replies).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
+    assert!(revoked_at.elapsed() < Duration::from_secs(5));
+    let refused = authed_client(&server, "dev-g", &t).await.err().unwrap();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    // A WebSocket session of the device replaces its gRPC stream, and a
+    // second gRPC stream replaces that WebSocket.
+    let t2 = reg.rotate("dev-g");
+    let (tx, mut replies) = eventually(10, "rotated token accepted", || async {
+        authed_client(&server, "dev-g", &t2).await.ok()
+    })
+    .await;
+    tx.send(telemetry(2, 2_000, &[("v", value_f(2.0))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 2 })
+    );
+    let url = server.ws_url("/v1/devices/dev-g");
+    let mut ws = common::security::try_connect(&url, &[("authorization", &format!("Bearer {t2}"))])
+        .await
+        .unwrap();
+    let status = ended(&mut replies).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("replaced"), "{status:?}");
+    let (_tx, _replies) = authed_client(&server, "dev-g", &t2).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+    assert_eq!(influx.count("g_auth", "grpc", "v").await, 2);
+    server.stop().await;
+}

@@ -16,8 +16,11 @@
 //! sessions and HTTP requests ([`crate::limits`]): a message over them is
 //! nacked (`rate_limited`, `too_many_series`, `forbidden_measurement`), and
 //! persistent rate abuse ends the stream with `RESOURCE_EXHAUSTED` (where a
-//! WebSocket gets 1008). A stream does not count as a session against
-//! `max_sessions_per_device`.
+//! WebSocket gets 1008). A stream is a session of its device: it counts
+//! against `max_sessions_per_device` (refused with `RESOURCE_EXHAUSTED`, or
+//! replacing the oldest session), and it ends with `PERMISSION_DENIED` when
+//! the server closes it for policy (token revoked or rotated, replaced by a
+//! newer session), where a WebSocket gets 1008.
 
 #[allow(clippy::all, missing_docs)]
 #[rustfmt::skip]
@@ -40,7 +43,7 @@ use crate::auth::Identity;
 use crate::decode::model::{WireField, WireMessage, WirePoint, WireTime};
 use crate::decode::{DecodeError, Format};
 use crate::ingest::{IngestContext, Submitted, now_ns};
-use crate::limits::{DeviceLimiter, Limits};
+use crate::limits::{Limits, SessionGuard};
 use crate::pipeline::Outcome;
 use proto::{downlink, uplink};
 
@@ -91,14 +94,17 @@ impl proto::ingest_server::Ingest for GrpcIngest {
             StatusCode::FORBIDDEN => Status::permission_denied(msg),
             _ => Status::invalid_argument(msg),
         })?;
-        let limiter = self.limits.limiter(&who);
+        let guard = self
+            .limits
+            .admit(&who)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let device = who.device;
         let inbound = request.into_inner();
         let (tx, mut rx) = mpsc::channel(self.max_inflight.clamp(1, 1024));
         let this = self.clone();
         let span = tracing::info_span!("grpc_session", device = %device);
         tokio::spawn(tracing::Instrument::instrument(
-            async move { this.run(device, limiter, inbound, tx).await },
+            async move { this.run(device, guard, inbound, tx).await },
             span,
         ));
         let out: DownlinkStream =
@@ -129,7 +135,7 @@ impl GrpcIngest {
     async fn run(
         self,
         device: String,
-        mut limiter: DeviceLimiter,
+        mut guard: SessionGuard,
         mut inbound: Streaming<proto::Uplink>,
         out: mpsc::Sender<Result<proto::Downlink, Status>>,
     ) {
@@ -141,6 +147,7 @@ impl GrpcIngest {
         let mut end: Option<Status> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
         let (mut messages, mut points) = (0u64, 0u64);
+        let kick = guard.kick().clone();
         loop {
             if !reading && inflight == 0 {
                 break;
@@ -162,6 +169,12 @@ impl GrpcIngest {
                 _ = self.ctx.shutdown.cancelled(), if reading => {
                     reading = false;
                     end = Some(Status::unavailable("server shutting down; reconnect later"));
+                    deadline = Some(tokio::time::Instant::now() + self.close_timeout);
+                }
+                (_, reason) = kick.wait(), if reading => {
+                    tracing::info!(%reason, "ending the stream");
+                    reading = false;
+                    end = Some(Status::permission_denied(reason));
                     deadline = Some(tokio::time::Instant::now() + self.close_timeout);
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -195,7 +208,7 @@ impl GrpcIngest {
                             decoded,
                             &device,
                             numbered.then_some(ordinal),
-                            Some(&mut limiter),
+                            Some(guard.limiter_mut()),
                             permit,
                         )
                         .await;

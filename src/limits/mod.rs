@@ -390,6 +390,11 @@ impl SessionGuard {
     pub fn check(&mut self, points: &[Point]) -> Result<(), Refusal> {
         self.limiter.check(points)
     }
+
+    /// The device's limiter, for ingest paths that check through it.
+    pub fn limiter_mut(&mut self) -> &mut DeviceLimiter {
+        &mut self.limiter
+    }
 }
 
 impl Drop for SessionGuard {

@@ -40,18 +40,37 @@ async fn client(
     tokio::sync::mpsc::Sender<proto::Uplink>,
     tonic::Streaming<proto::Downlink>,
 ) {
+    open(server, device, None).await.expect("stream opens")
+}
+
+/// A stream for `device` (the `device-id` metadata), with
+/// `Authorization: Bearer <token>` when given; `Err` when the server
+/// refuses to open it.
+async fn open(
+    server: &TestServer,
+    device: Option<&str>,
+    token: Option<&str>,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<proto::Uplink>,
+        tonic::Streaming<proto::Downlink>,
+    ),
+    tonic::Status,
+> {
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut c = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    let md = req.metadata_mut();
     if let Some(d) = device {
-        req.metadata_mut()
-            .insert(wsingest::grpc::DEVICE_METADATA, d.parse().unwrap());
+        md.insert(wsingest::grpc::DEVICE_METADATA, d.parse().unwrap());
     }
-    let replies = c.session(req).await.expect("stream opens").into_inner();
-    (tx, replies)
+    if let Some(t) = token {
+        md.insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    Ok((tx, c.session(req).await?.into_inner()))
 }
 
 async fn next(replies: &mut tonic::Streaming<proto::Downlink>) -> downlink::Body {
@@ -205,31 +224,6 @@ async fn grpc_needs_the_same_auth_as_websockets() {
     server.stop().await;
 }
 
-/// A stream for `device` with `Authorization: Bearer <token>`; `Err` when the
-/// server refuses to open it.
-async fn authed_client(
-    server: &TestServer,
-    device: &str,
-    token: &str,
-) -> Result<
-    (
-        tokio::sync::mpsc::Sender<proto::Uplink>,
-        tonic::Streaming<proto::Downlink>,
-    ),
-    tonic::Status,
-> {
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut c = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    let md = req.metadata_mut();
-    md.insert(wsingest::grpc::DEVICE_METADATA, device.parse().unwrap());
-    md.insert("authorization", format!("Bearer {token}").parse().unwrap());
-    Ok((tx, c.session(req).await?.into_inner()))
-}
-
 /// Read until the stream ends; the status it ended with.
 async fn ended(replies: &mut tonic::Streaming<proto::Downlink>) -> tonic::Status {
     loop {
@@ -263,7 +257,7 @@ async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
     let server = TestServer::start(config).await;
     let t = reg.add("dev-g", DevicePolicy::default());
     let (tx, mut replies) = eventually(10, "registry reload", || async {
-        authed_client(&server, "dev-g", &t).await.ok()
+        open(&server, Some("dev-g"), Some(&t)).await.ok()
     })
     .await;
     tx.send(telemetry(1, 1_000, &[("v", value_f(1.0))]))
@@ -280,14 +274,14 @@ async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("revoked"), "{status:?}");
     assert!(revoked_at.elapsed() < Duration::from_secs(5));
-    let refused = authed_client(&server, "dev-g", &t).await.err().unwrap();
+    let refused = open(&server, Some("dev-g"), Some(&t)).await.err().unwrap();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 
     // A WebSocket session of the device replaces its gRPC stream, and a
     // second gRPC stream replaces that WebSocket.
     let t2 = reg.rotate("dev-g");
     let (tx, mut replies) = eventually(10, "rotated token accepted", || async {
-        authed_client(&server, "dev-g", &t2).await.ok()
+        open(&server, Some("dev-g"), Some(&t2)).await.ok()
     })
     .await;
     tx.send(telemetry(2, 2_000, &[("v", value_f(2.0))]))
@@ -304,7 +298,7 @@ async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
     let status = ended(&mut replies).await;
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("replaced"), "{status:?}");
-    let (_tx, _replies) = authed_client(&server, "dev-g", &t2).await.unwrap();
+    let (_tx, _replies) = open(&server, Some("dev-g"), Some(&t2)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(1008));
     assert_eq!(influx.count("g_auth", "grpc", "v").await, 2);
     server.stop().await;

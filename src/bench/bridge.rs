@@ -92,8 +92,13 @@ async fn one_run(
                 break;
             }
             if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("wsingest.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
                 return Err(BenchError::Load(format!(
-                    "the bridge accounted for {published} published + {dropped} dropped points only"
+                    "the bridge accounted for {published} published + {dropped} dropped points only \
+                     (of {}); bridge stats: {v}; server log (last lines, newest first):\n{}",
+                    devices as u64 * per_device,
+                    tail.join("\n")
                 )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

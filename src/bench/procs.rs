@@ -218,7 +218,12 @@ pub async fn wsingest_with_config(
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        // WSINGEST_BENCH_SERVER_LOG sets the server's RUST_LOG (its log is
+        // in the bench's temp dir), for looking into a failed run.
+        .env(
+            "RUST_LOG",
+            std::env::var("WSINGEST_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .current_dir(dir);
     let log = dir.join("wsingest.log");
     let mut p = spawn(&mut cmd, &log)?;

@@ -104,6 +104,13 @@ impl Link {
         self.conn.subscribe()
     }
 
+    /// The broker accepted the connection. `send_replace`, not `send`: the
+    /// latter drops the value when nobody watches yet, and a publisher that
+    /// subscribes a moment later would wait for a connection forever.
+    fn connected(&self, conn: Conn) {
+        self.conn.send_replace(Some(conn));
+    }
+
     /// Number of publishes sent and not yet confirmed.
     pub fn outstanding(&self) -> usize {
         let s = self.state();
@@ -172,7 +179,7 @@ impl Link {
             lost.extend(s.by_pkid.drain().map(|(_, p)| p));
             lost
         };
-        let _ = self.conn.send(None);
+        self.conn.send_replace(None);
         self.stats.connected.store(false, Ordering::Relaxed);
         for p in &lost {
             self.count_lost(p.kind, 1, None);
@@ -384,11 +391,11 @@ async fn drive(
                     reconnect = n > 0,
                     "connected to the MQTT broker"
                 );
-                let _ = link.conn.send(Some(Conn {
+                link.connected(Conn {
                     client: client.clone(),
                     epoch,
                     abort: abort.clone(),
-                }));
+                });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => downlink.handle(&p.topic, &p.payload),
             Ok(Event::Incoming(Packet::PubAck(a))) => link.puback(epoch, a.pkid),
@@ -409,5 +416,30 @@ async fn drive(
             Ok(_) => {}
             Err(e) => return e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The publisher may subscribe after the event loop saw the ConnAck (it
+    /// runs in its own task): it must still find the connection, and then
+    /// see it end.
+    #[tokio::test]
+    async fn a_late_watcher_sees_the_connection_and_its_end() {
+        let link = Link::new(Arc::new(Stats::default()), Duration::from_secs(5));
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 8);
+        let epoch = link.begin_epoch();
+        link.connected(Conn {
+            client,
+            epoch,
+            abort: CancellationToken::new(),
+        });
+        let mut w = link.watch();
+        assert_eq!(w.borrow_and_update().as_ref().map(|c| c.epoch), Some(epoch));
+        link.end_epoch(epoch, "test");
+        w.changed().await.unwrap();
+        assert!(w.borrow().is_none());
     }
 }

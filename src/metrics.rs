@@ -211,8 +211,11 @@ impl Metrics {
             "Device sessions closed, by the close code the server sent (none: the connection dropped)",
             m.sessions_closed.clone(),
         );
+        // Not `handshakes_refused`: that family, by reason, is the security
+        // layer's (`limits::metrics`), and a family declared twice breaks
+        // strict parsers (OpenMetrics "clashing name").
         r.register(
-            "handshakes_refused",
+            "handshakes_refused_by_status",
             "WebSocket handshakes refused before the upgrade, by HTTP status",
             m.handshakes_refused.clone(),
         );

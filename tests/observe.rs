@@ -90,7 +90,10 @@ async fn metrics_count_sessions_messages_errors_and_writes() {
         "{t}"
     );
     assert_eq!(
-        find_sample(&t, "wsingest_handshakes_refused_total{status=\"400\"}"),
+        find_sample(
+            &t,
+            "wsingest_handshakes_refused_by_status_total{status=\"400\"}"
+        ),
         Some(1.0),
         "{t}"
     );

@@ -303,3 +303,112 @@ async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
     assert_eq!(influx.count("g_auth", "grpc", "v").await, 2);
     server.stop().await;
 }
+
+/// With `session_policy = "refuse"` the one session slot of a device is
+/// shared by both transports: while a gRPC stream holds it a WebSocket gets
+/// 409 and a second stream RESOURCE_EXHAUSTED, and while a WebSocket holds
+/// it a stream is refused; rotating the token ends the open stream
+/// (PERMISSION_DENIED) within seconds and frees the slot. Every refusal and
+/// the revocation are counted in /metrics.
+#[tokio::test]
+async fn grpc_and_websocket_share_the_refuse_policy_and_rotation_ends_a_stream() {
+    use common::security::{
+        TestRegistry, connect_bearer, metric, metrics, refused_status, try_connect,
+    };
+    use wsingest::auth::DevicePolicy;
+
+    let influx = Influxd::start().await;
+    influx.create_db("g_refuse").await;
+    let reg = TestRegistry::new();
+    let mut config = test_config(&influx.url, "g_refuse");
+    config.auth.allow_anonymous = false;
+    config.auth.registry_path = Some(reg.path.clone());
+    config.auth.reload_interval_ms = 100;
+    config.limits.session_policy = wsingest::limits::SessionPolicy::Refuse;
+    let server = TestServer::start(config).await;
+    let t = reg.add("dev-r", DevicePolicy::default());
+    let (tx, mut replies) = eventually(10, "registry reload", || async {
+        open(&server, Some("dev-r"), Some(&t)).await.ok()
+    })
+    .await;
+    tx.send(telemetry(1, 1_000, &[("v", value_f(1.0))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 1 })
+    );
+
+    // The stream holds the slot: both transports are refused, the stream
+    // goes on.
+    let url = server.ws_url("/v1/devices/dev-r");
+    let bearer = format!("Bearer {t}");
+    assert_eq!(
+        refused_status(try_connect(&url, &[("authorization", &bearer)]).await),
+        409
+    );
+    let refused = open(&server, Some("dev-r"), Some(&t)).await.err().unwrap();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    tx.send(telemetry(2, 2_000, &[("v", value_f(2.0))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 2 })
+    );
+
+    // Rotation ends the open stream and frees its slot.
+    let rotated_at = std::time::Instant::now();
+    let t2 = reg.rotate("dev-r");
+    let status = ended(&mut replies).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
+    assert!(rotated_at.elapsed() < Duration::from_secs(5));
+    let old = open(&server, Some("dev-r"), Some(&t)).await.err().unwrap();
+    assert_eq!(old.code(), tonic::Code::Unauthenticated, "{old:?}");
+
+    // A WebSocket takes the slot; a stream is refused until it closes.
+    let mut ws = connect_bearer(&url, &t2).await;
+    let refused = open(&server, Some("dev-r"), Some(&t2)).await.err().unwrap();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    send_json(
+        &mut ws,
+        json!({"seq": 3, "measurement": "grpc", "fields": {"v": 3.0}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await, json!({"ack": 3}));
+    futures_util::SinkExt::close(&mut ws).await.unwrap();
+    let (tx, mut replies) = eventually(10, "the WebSocket's slot freed", || async {
+        open(&server, Some("dev-r"), Some(&t2)).await.ok()
+    })
+    .await;
+    tx.send(telemetry(4, 4_000, &[("v", value_f(4.0))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut replies).await,
+        downlink::Body::Ack(proto::Ack { seq: 4 })
+    );
+
+    let m = metrics(&server).await;
+    assert_eq!(
+        metric(
+            &m,
+            "wsingest_handshakes_refused_total{reason=\"device_sessions\"}"
+        ),
+        3,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "wsingest_sessions_revoked_total"), 1, "{m}");
+    assert_eq!(metric(&m, "wsingest_sessions_replaced_total"), 0, "{m}");
+    assert_eq!(influx.count("g_refuse", "grpc", "v").await, 4);
+    server.stop().await;
+}

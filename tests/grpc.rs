@@ -10,6 +10,7 @@ use common::*;
 use serde_json::json;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use wsingest::grpc::proto::{self, downlink, uplink, value};
+use wsingest::limits::SessionPolicy;
 
 fn value_f(f: f64) -> proto::Value {
     proto::Value {
@@ -224,6 +225,25 @@ async fn grpc_needs_the_same_auth_as_websockets() {
     server.stop().await;
 }
 
+/// influxd with database `db`, a device registry (reloaded every 100 ms) and
+/// a server that admits registered devices only, with `policy` for a
+/// device's second session.
+async fn registry_server(
+    db: &str,
+    policy: SessionPolicy,
+) -> (Influxd, common::security::TestRegistry, TestServer) {
+    let influx = Influxd::start().await;
+    influx.create_db(db).await;
+    let reg = common::security::TestRegistry::new();
+    let mut config = test_config(&influx.url, db);
+    config.auth.allow_anonymous = false;
+    config.auth.registry_path = Some(reg.path.clone());
+    config.auth.reload_interval_ms = 100;
+    config.limits.session_policy = policy;
+    let server = TestServer::start(config).await;
+    (influx, reg, server)
+}
+
 /// Read until the stream ends; the status it ended with.
 async fn ended(replies: &mut tonic::Streaming<proto::Downlink>) -> tonic::Status {
     loop {
@@ -244,17 +264,9 @@ async fn ended(replies: &mut tonic::Streaming<proto::Downlink>) -> tonic::Status
 /// = 1, policy replace).
 #[tokio::test]
 async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
-    use common::security::TestRegistry;
     use wsingest::auth::DevicePolicy;
 
-    let influx = Influxd::start().await;
-    influx.create_db("g_auth").await;
-    let reg = TestRegistry::new();
-    let mut config = test_config(&influx.url, "g_auth");
-    config.auth.allow_anonymous = false;
-    config.auth.registry_path = Some(reg.path.clone());
-    config.auth.reload_interval_ms = 100;
-    let server = TestServer::start(config).await;
+    let (influx, reg, server) = registry_server("g_auth", SessionPolicy::Replace).await;
     let t = reg.add("dev-g", DevicePolicy::default());
     let (tx, mut replies) = eventually(10, "registry reload", || async {
         open(&server, Some("dev-g"), Some(&t)).await.ok()
@@ -312,20 +324,10 @@ async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
 /// the revocation are counted in /metrics.
 #[tokio::test]
 async fn grpc_and_websocket_share_the_refuse_policy_and_rotation_ends_a_stream() {
-    use common::security::{
-        TestRegistry, connect_bearer, metric, metrics, refused_status, try_connect,
-    };
+    use common::security::{connect_bearer, metric, metrics, refused_status, try_connect};
     use wsingest::auth::DevicePolicy;
 
-    let influx = Influxd::start().await;
-    influx.create_db("g_refuse").await;
-    let reg = TestRegistry::new();
-    let mut config = test_config(&influx.url, "g_refuse");
-    config.auth.allow_anonymous = false;
-    config.auth.registry_path = Some(reg.path.clone());
-    config.auth.reload_interval_ms = 100;
-    config.limits.session_policy = wsingest::limits::SessionPolicy::Refuse;
-    let server = TestServer::start(config).await;
+    let (influx, reg, server) = registry_server("g_refuse", SessionPolicy::Refuse).await;
     let t = reg.add("dev-r", DevicePolicy::default());
     let (tx, mut replies) = eventually(10, "registry reload", || async {
         open(&server, Some("dev-r"), Some(&t)).await.ok()

@@ -1,0 +1,387 @@
+//! What the device-client tests (tests/clients_*.rs) share: a real influxd,
+//! a device registry with a token, a real `wsingest serve` process, a client
+//! driver run as a child process whose JSON lines we read, the faults
+//! (InfluxDB paused, the server killed and restarted, 1013) and the check
+//! that InfluxDB holds exactly the points sent.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wsingest::auth::DevicePolicy;
+use wsingest::config::Config;
+
+use crate::common::process::WsingestProcess;
+use crate::common::security::TestRegistry;
+use crate::common::{Influxd, test_config};
+
+pub const DB: &str = "clients";
+pub const MEASUREMENT: &str = "clients";
+pub const TS0: i64 = 1_700_000_000_000;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// InfluxDB, a registry with one device, and a server on a port that
+/// survives restarts.
+pub struct Stack {
+    pub influx: Influxd,
+    pub registry: TestRegistry,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub server: Option<WsingestProcess>,
+    pub port: u16,
+}
+
+impl Stack {
+    /// Start influxd and `wsingest serve` with `tweak` applied to the
+    /// config (token auth, a 64 KiB spool, 1013 after 1 s without an ack).
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> Stack {
+        let influx = Influxd::start().await;
+        influx.create_db(DB).await;
+        let registry = TestRegistry::new();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&influx.url, DB);
+        config.auth.allow_anonymous = false;
+        config.auth.registry_path = Some(registry.path.clone());
+        config.auth.reload_interval_ms = 100;
+        config.spool.dir = dir.path().join("spool");
+        config.spool.max_bytes = 64 * 1024;
+        config.influx.batch_size = 200;
+        config.influx.retry_initial_ms = 20;
+        config.influx.retry_max_ms = 200;
+        config.influx.retry_max_elapsed_ms = 500;
+        config.influx.timeout_ms = 1_000;
+        config.server.backpressure_timeout_ms = 1_000;
+        config.server.shutdown_timeout_secs = 2;
+        tweak(&mut config);
+        let server = WsingestProcess::start(config.clone(), dir.path()).await;
+        let port = server.addr.port();
+        Stack {
+            influx,
+            registry,
+            dir,
+            config,
+            server: Some(server),
+            port,
+        }
+    }
+
+    pub fn add_device(&self, id: &str) -> String {
+        self.registry.add(id, DevicePolicy::default())
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    pub fn http_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL the server.
+    pub fn kill_server(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill9();
+        }
+    }
+
+    /// Start the server again on the same port and spool.
+    pub async fn restart_server(&mut self) {
+        self.kill_server();
+        let s = WsingestProcess::start_on(self.config.clone(), self.dir.path(), self.port).await;
+        self.server = Some(s);
+    }
+
+    pub fn server_log(&self) -> String {
+        self.server.as_ref().map(|s| s.log()).unwrap_or_default()
+    }
+
+    /// SIGSTOP influxd for `d`, then SIGCONT: it holds its connections and
+    /// answers nothing meanwhile, like a stuck database.
+    pub async fn pause_influx(&self, d: Duration) {
+        let pid = influxd_pid(&self.influx);
+        signal(pid, libc::SIGSTOP);
+        tokio::time::sleep(d).await;
+        signal(pid, libc::SIGCONT);
+    }
+
+    /// The points of `device` stored in InfluxDB: (time ns, n, v, s).
+    pub async fn stored(&self, device: &str) -> Vec<(i64, f64, Value, String)> {
+        let rows = self
+            .influx
+            .rows(
+                DB,
+                &format!("SELECT n, v, s FROM {MEASUREMENT} WHERE device = '{device}'"),
+            )
+            .await;
+        rows.iter()
+            .map(|r| {
+                (
+                    r[0].as_i64().unwrap(),
+                    r[1].as_f64().unwrap(),
+                    r[2].clone(),
+                    r[3].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Wait until InfluxDB holds `n` points of `device` (acked points may
+    /// still be in the spool, replayed shortly), then check that they are
+    /// exactly points `indices` with the values and (unless `auto_ts`)
+    /// timestamps the driver gave them, none twice.
+    pub async fn check_exactly(&self, device: &str, indices: &[i64], pad: usize, auto_ts: bool) {
+        let want = indices.len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rows = loop {
+            let rows = self.stored(device).await;
+            if rows.len() >= want || Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut by_n: BTreeMap<i64, usize> = BTreeMap::new();
+        for (t, n, v, s) in &rows {
+            let i = *n as i64;
+            *by_n.entry(i).or_default() += 1;
+            assert_eq!(v.as_f64(), Some(i as f64 * 0.25), "point {i}: v");
+            assert_eq!(s, &format!("p-{i:06}-{}", "x".repeat(pad)), "point {i}: s");
+            if !auto_ts {
+                assert_eq!(*t, (TS0 + i) * 1_000_000, "point {i}: timestamp");
+            }
+        }
+        let twice: Vec<_> = by_n.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(twice.is_empty(), "points stored twice: {twice:?}");
+        let got: Vec<i64> = by_n.keys().copied().collect();
+        let mut expect = indices.to_vec();
+        expect.sort_unstable();
+        if got != expect {
+            let missing: Vec<_> = expect.iter().filter(|i| !by_n.contains_key(i)).collect();
+            let extra: Vec<_> = got.iter().filter(|i| !expect.contains(i)).collect();
+            panic!(
+                "InfluxDB holds {} points, want {want}; missing {missing:?}, unexpected {extra:?}\nserver log tail:\n{}",
+                rows.len(),
+                tail(&self.server_log(), 40)
+            );
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The pid of the influxd running with `influx`'s config (it is ours: its
+/// config file lives in its temp dir).
+fn influxd_pid(influx: &Influxd) -> i32 {
+    let conf = influx.dir.path().join("influxdb.conf");
+    let conf = conf.to_string_lossy().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("influxd") && cmd.contains(&conf) {
+            return pid;
+        }
+    }
+    panic!("no influxd process runs with {conf}");
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid we started; no memory is involved.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig})");
+}
+
+/// A client process whose stdout is JSON lines.
+pub struct Driver {
+    pub name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr_path: PathBuf,
+    pub seen: Vec<Value>,
+}
+
+impl Driver {
+    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Driver {
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start {cmd:?}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Driver {
+            name: name.into(),
+            child,
+            lines: rx,
+            stderr_path,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// The next JSON line, polling (the runtime keeps running); `None` when
+    /// the process closed its stdout.
+    async fn next_line(&mut self, deadline: Instant, what: &str) -> Option<Value> {
+        loop {
+            match self.lines.try_recv() {
+                Ok(l) => {
+                    let v: Value = match serde_json::from_str(&l) {
+                        Ok(v) => v,
+                        Err(_) => {
+                            eprintln!("{}: {l}", self.name);
+                            continue;
+                        }
+                    };
+                    self.seen.push(v.clone());
+                    return Some(v);
+                }
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}: timed out waiting for {what}; stderr:\n{}",
+                    self.name,
+                    tail(&self.stderr(), 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait for a line with `key` whose value is at least `at_least`.
+    pub async fn wait_for(&mut self, key: &str, at_least: u64, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let what = format!("{key} >= {at_least}");
+        loop {
+            let Some(v) = self.next_line(deadline, &what).await else {
+                panic!(
+                    "{}: exited before {what}; stderr:\n{}",
+                    self.name,
+                    tail(&self.stderr(), 40)
+                );
+            };
+            if v.get(key)
+                .and_then(|x| x.as_u64())
+                .is_some_and(|x| x >= at_least)
+            {
+                return v;
+            }
+        }
+    }
+
+    /// Wait for the final `{"result": ...}` line and the process's exit.
+    pub async fn result(&mut self, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let Some(v) = self.next_line(deadline, "the result line").await else {
+                panic!(
+                    "{}: exited without a result; stderr:\n{}",
+                    self.name,
+                    tail(&self.stderr(), 40)
+                );
+            };
+            if v.get("result").is_some() {
+                let status = loop {
+                    if let Some(s) = self.child.try_wait().unwrap() {
+                        break s;
+                    }
+                    if Instant::now() > deadline {
+                        panic!("{}: printed its result but did not exit", self.name);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                eprintln!("{}: {v} ({status})", self.name);
+                return v;
+            }
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What a client's stats must say after a clean run of `n` messages.
+pub fn assert_all_acked(result: &Value, n: u64) {
+    assert_eq!(result["result"], "ok", "{result}");
+    let s = &result["stats"];
+    assert_eq!(s["sent"], n, "stats.sent: {s}");
+    assert_eq!(s["acked"], n, "stats.acked: {s}");
+    assert_eq!(s["nacked"], 0, "stats.nacked: {s}");
+    assert_eq!(s["buffered"], 0, "stats.buffered: {s}");
+}
+
+/// A close-code count from the stats (`closes` maps code → count).
+pub fn closes(result: &Value, code: &str) -> u64 {
+    result["stats"]["closes"][code].as_u64().unwrap_or(0)
+}
+
+/// The three faults while a driver sends `n` points at a steady rate:
+/// InfluxDB paused 10 s (the 64 KiB spool fills, the server closes the
+/// session with 1013 and keeps doing so until InfluxDB answers again), then
+/// the server SIGKILLed and restarted on the same port. Returns the result.
+pub async fn faults_run(stack: &mut Stack, driver: &mut Driver, n: u64) -> Value {
+    driver.wait_for("progress", n / 8, 30).await;
+    stack.pause_influx(Duration::from_secs(10)).await;
+    driver.wait_for("progress", n * 3 / 4, 60).await;
+    stack.kill_server();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.restart_server().await;
+    driver.result(120).await
+}
+
+/// Checks after [`faults_run`]: everything acked, the faults were seen.
+pub fn assert_faults_seen(stack: &Stack, result: &Value, n: u64) {
+    assert_all_acked(result, n);
+    let s = &result["stats"];
+    assert!(
+        closes(result, "1013") >= 1,
+        "a 1013 close: {s}\nserver log tail:\n{}",
+        tail(&stack.server_log(), 60)
+    );
+    assert!(
+        s["reconnects"].as_u64().unwrap() >= 2,
+        "reconnected after the 1013 and the kill: {s}"
+    );
+    assert!(
+        s["resent"].as_u64().unwrap() >= 1,
+        "unacked messages resent: {s}"
+    );
+}

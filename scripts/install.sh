@@ -43,6 +43,38 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   done
 fi
 
+# --- device clients (issue 15): tests/clients_*.rs -----------------------
+# Python client: a venv under target/ with the client and its dependencies
+# (websockets, cbor2) from PyPI; the tests run the source in clients/python.
+# JavaScript client: node + npm, then `npm ci` from the committed lock file.
+# C client: a C compiler and libwebsockets for the Linux example.
+client_pkgs=()
+command -v cc >/dev/null 2>&1 || client_pkgs+=(gcc libc6-dev)
+command -v make >/dev/null 2>&1 || client_pkgs+=(make)
+command -v pkg-config >/dev/null 2>&1 || client_pkgs+=(pkg-config)
+[ -e /usr/include/libwebsockets.h ] || client_pkgs+=(libwebsockets-dev)
+command -v node >/dev/null 2>&1 || client_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || client_pkgs+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || client_pkgs+=(python3-venv)
+if [ "${#client_pkgs[@]}" -gt 0 ]; then
+  echo "installing Debian packages for the device clients: ${client_pkgs[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${client_pkgs[@]}" >/dev/null
+fi
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${WSINGEST_CLIENTS_VENV:-$REPO/target/clients-venv}"
+if ! "$VENV/bin/python" -c 'import websockets, cbor2, wsingest_client' >/dev/null 2>&1; then
+  echo "creating the Python client's venv in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$REPO/clients/python"
+fi
+if [ ! -e "$REPO/clients/js/node_modules/ws/package.json" ] \
+   || [ "$REPO/clients/js/package-lock.json" -nt "$REPO/clients/js/node_modules/.package-lock.json" ]; then
+  echo "installing the JavaScript client's dependencies (npm ci)"
+  (cd "$REPO/clients/js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# --- end device clients ---------------------------------------------------
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install the Rust toolchain (https://rustup.rs) and run this again" >&2
   exit 1

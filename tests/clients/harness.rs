@@ -61,6 +61,9 @@ impl Stack {
         config.influx.timeout_ms = 1_000;
         config.server.backpressure_timeout_ms = 1_000;
         config.server.shutdown_timeout_secs = 2;
+        // Below the clients' window (64): a stalled session stops reading, and
+        // after backpressure_timeout_ms without an ack is closed with 1013.
+        config.server.max_inflight_messages = 32;
         tweak(&mut config);
         let server = WsingestProcess::start(config.clone(), dir.path()).await;
         let port = server.addr.port();
@@ -384,4 +387,216 @@ pub fn assert_faults_seen(stack: &Stack, result: &Value, n: u64) {
         s["resent"].as_u64().unwrap() >= 1,
         "unacked messages resent: {s}"
     );
+}
+
+/// Builds the command that runs a client driver with these arguments.
+pub type MakeDriver<'a> = &'a dyn Fn(&[String]) -> Command;
+
+fn driver_args(stack: &Stack, device: &str, token: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--url".into(),
+        stack.base_url(),
+        "--device".into(),
+        device.into(),
+        "--token".into(),
+        token.into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// N points at 60 messages/s through InfluxDB paused 10 s (then 1013s)
+/// and a server kill -9 + restart: all acked, exactly N stored.
+pub async fn scenario_faults(label: &str, make: MakeDriver<'_>, encoding: &str) {
+    let mut stack = Stack::start(|_| {}).await;
+    let device = format!("{label}-faults");
+    let token = stack.add_device(&device);
+    const N: u64 = 1200;
+    let a = driver_args(
+        &stack,
+        &device,
+        &token,
+        &[
+            "--count",
+            "1200",
+            "--rate",
+            "60",
+            "--pad",
+            "150",
+            "--encoding",
+            encoding,
+        ],
+    );
+    let mut d = Driver::spawn(label, make(&a), stack.dir.path());
+    let r = faults_run(&mut stack, &mut d, N).await;
+    assert_faults_seen(&stack, &r, N);
+    let all: Vec<i64> = (0..N as i64).collect();
+    stack.check_exactly(&device, &all, 150, false).await;
+}
+
+/// Points 3 (reserved tag), 5 (field type conflict) and 7 (over the
+/// server's 4096-byte message limit: close 1009) of 20 are refused for good
+/// and reported with their reason; the other 17 are stored.
+pub async fn scenario_nacks(label: &str, make: MakeDriver<'_>) {
+    let stack = Stack::start(|c| c.server.max_message_bytes = 4096).await;
+    let device = format!("{label}-nacks");
+    let token = stack.add_device(&device);
+    let a = driver_args(
+        &stack,
+        &device,
+        &token,
+        &["--count", "20", "--mode", "nacks"],
+    );
+    let mut d = Driver::spawn(label, make(&a), stack.dir.path());
+    let r = d.result(60).await;
+    assert_eq!(r["result"], "failed", "{r}");
+    let mut reasons: Vec<(u64, String)> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert!(!f["detail"].as_str().unwrap().is_empty(), "{f}");
+            (
+                f["seq"].as_u64().unwrap(),
+                f["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    // seq = index + 1.
+    assert_eq!(
+        reasons,
+        vec![
+            (4, "reserved_tag".to_string()),
+            (6, "rejected_by_database".to_string()),
+            (8, "too_large".to_string()),
+        ],
+        "{r}"
+    );
+    let s = &r["stats"];
+    assert_eq!(
+        (
+            s["sent"].as_u64(),
+            s["acked"].as_u64(),
+            s["nacked"].as_u64()
+        ),
+        (Some(20), Some(17), Some(3)),
+        "{s}"
+    );
+    assert_eq!(closes(&r, "1009"), 1, "{s}");
+    let good: Vec<i64> = (0..20).filter(|i| ![3, 5, 7].contains(i)).collect();
+    stack.check_exactly(&device, &good, 0, false).await;
+}
+
+/// Revoking the token closes the session with 1008: the client stops with
+/// an auth error and does not reconnect; started again with that token it
+/// gets 401 at the handshake (when `sees_http_status`) and stops too.
+pub async fn scenario_revoked(label: &str, make: MakeDriver<'_>, sees_http_status: bool) {
+    let stack = Stack::start(|_| {}).await;
+    let device = format!("{label}-revoked");
+    let token = stack.add_device(&device);
+    let a = driver_args(
+        &stack,
+        &device,
+        &token,
+        &["--mode", "forever", "--rate", "50"],
+    );
+    let mut d = Driver::spawn(label, make(&a), stack.dir.path());
+    d.wait_for("progress", 30, 30).await;
+    stack.registry.revoke(&device);
+    let r = d.result(20).await;
+    assert_eq!(r["result"], "auth_error", "{r}");
+    assert_eq!(r["close_code"], 1008, "{r}");
+    assert!(r["stats"]["acked"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["stats"]["reconnects"], 0, "stopped, no reconnect: {r}");
+    if sees_http_status {
+        let a = driver_args(&stack, &device, &token, &["--count", "5"]);
+        let mut d = Driver::spawn(&format!("{label}-again"), make(&a), stack.dir.path());
+        let r = d.result(20).await;
+        assert_eq!(r["result"], "auth_error", "{r}");
+        assert_eq!(r["status"], 401, "{r}");
+        assert_eq!(r["stats"]["connects"], 0, "{r}");
+    }
+}
+
+/// 50 points acked; the server gone, 50 more taken into the disk buffer and
+/// the client killed -9; a new client process on the same buffer resends
+/// them and 50 more: InfluxDB holds exactly the 150.
+pub async fn scenario_disk_buffer(label: &str, make: MakeDriver<'_>) {
+    let mut stack = Stack::start(|_| {}).await;
+    let device = format!("{label}-disk");
+    let token = stack.add_device(&device);
+    let buf = stack.dir.path().join(format!("{label}-buffer"));
+    let buf = buf.to_string_lossy().to_string();
+    let a = driver_args(
+        &stack,
+        &device,
+        &token,
+        &["--count", "50", "--buffer-dir", &buf],
+    );
+    let r = Driver::spawn(&format!("{label}-1"), make(&a), stack.dir.path())
+        .result(60)
+        .await;
+    assert_all_acked(&r, 50);
+    stack.kill_server();
+    let a = driver_args(
+        &stack,
+        &device,
+        &token,
+        &[
+            "--first",
+            "50",
+            "--count",
+            "50",
+            "--buffer-dir",
+            &buf,
+            "--mode",
+            "hold",
+        ],
+    );
+    let mut d = Driver::spawn(&format!("{label}-2"), make(&a), stack.dir.path());
+    let held = d.wait_for("held", 50, 30).await;
+    assert_eq!(held["stats"]["acked"], 0, "{held}");
+    d.kill9();
+    stack.restart_server().await;
+    let a = driver_args(
+        &stack,
+        &device,
+        &token,
+        &["--first", "100", "--count", "50", "--buffer-dir", &buf],
+    );
+    let r = Driver::spawn(&format!("{label}-3"), make(&a), stack.dir.path())
+        .result(60)
+        .await;
+    assert_eq!(r["result"], "ok", "{r}");
+    let s = &r["stats"];
+    assert_eq!(s["restored"], 50, "{s}");
+    assert_eq!(s["resent"], 50, "{s}");
+    assert_eq!(s["acked"], 100, "the restored 50 and the new 50: {s}");
+    assert_eq!(s["buffered"], 0, "{s}");
+    let all: Vec<i64> = (0..150).collect();
+    stack.check_exactly(&device, &all, 0, false).await;
+}
+
+/// Points stamped by the client (no ts given) across a server kill: the
+/// resend keeps the stamp, so nothing is stored twice (the server's dedupe
+/// window does not survive its restart; the stamp does).
+pub async fn scenario_auto_ts(label: &str, make: MakeDriver<'_>) {
+    let mut stack = Stack::start(|_| {}).await;
+    let device = format!("{label}-auto");
+    let token = stack.add_device(&device);
+    let a = driver_args(
+        &stack,
+        &device,
+        &token,
+        &["--count", "300", "--rate", "100", "--auto-ts"],
+    );
+    let mut d = Driver::spawn(label, make(&a), stack.dir.path());
+    d.wait_for("progress", 150, 30).await;
+    stack.restart_server().await;
+    let r = d.result(60).await;
+    assert_all_acked(&r, 300);
+    assert!(r["stats"]["reconnects"].as_u64().unwrap() >= 1, "{r}");
+    let all: Vec<i64> = (0..300).collect();
+    stack.check_exactly(&device, &all, 0, true).await;
 }

@@ -97,7 +97,8 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Send a ping this often, to keep NAT mappings and detect dead peers.
     pub ping_interval_secs: u64,
-    /// Close a connection that has not finished its handshake in this time.
+    /// Close a connection that has not finished its handshake in this time;
+    /// also the deadline for an HTTP fallback request body.
     pub handshake_timeout_secs: u64,
     /// Close with 1007 after this many invalid messages in a row.
     pub max_invalid_messages: u32,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SessionEnd};
 use crate::point::Point;
 
 /// Errors kept for the live view.
@@ -116,7 +116,7 @@ pub struct ClosedSession {
     pub device: Arc<str>,
     pub opened_ms: i64,
     pub closed_ms: i64,
-    pub close_code: Option<u16>,
+    pub close_code: SessionEnd,
     pub reason: String,
     pub messages: u64,
     pub points: u64,
@@ -409,11 +409,11 @@ impl SessionGuard {
 
     /// The session ended; `code` is the close code we sent (`None`: the
     /// device closed or the connection dropped).
-    pub fn close(mut self, code: Option<u16>, reason: &str) {
-        self.finish(code, reason);
+    pub fn close(mut self, end: impl Into<SessionEnd>, reason: &str) {
+        self.finish(end.into(), reason);
     }
 
-    fn finish(&mut self, code: Option<u16>, reason: &str) {
+    fn finish(&mut self, code: SessionEnd, reason: &str) {
         if self.closed {
             return;
         }
@@ -423,7 +423,7 @@ impl SessionGuard {
         device.sessions_open.fetch_sub(1, Ordering::Relaxed);
         fleet.metrics.sessions_open.dec();
         fleet.metrics.session_closed(code);
-        if let Some(c) = code
+        if let SessionEnd::Server(c) = code
             && !matches!(c, 1000 | 1001)
         {
             fleet.error(
@@ -455,7 +455,7 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.finish(None, "session task ended");
+        self.finish(SessionEnd::Dropped, "session task ended");
     }
 }
 
@@ -526,7 +526,7 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert_eq!(
             (closed[0].close_code, closed[0].messages, closed[0].points),
-            (Some(1007), 1, 4)
+            (SessionEnd::Server(1007), 1, 4)
         );
         let errors = fleet.recent_errors();
         assert_eq!(

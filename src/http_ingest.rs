@@ -13,6 +13,7 @@
 //! | 200 | `{"ack": seq, "points": n}` (`ack` is null without a `seq`) |
 //! | 400 | nack: not parseable (`invalid_json`, `invalid_cbor`) |
 //! | 422 | nack: parseable but refused (any other decoder or database reason) |
+//! | 408 | the body did not arrive within `server.handshake_timeout_secs` (a slow client cannot hold a connection) |
 //! | 413 | body over `server.max_message_bytes` |
 //! | 415 | unknown `Content-Type` |
 //! | 422 | nack `forbidden_measurement`: a measurement outside the device's allow-list |
@@ -71,6 +72,7 @@ pub async fn post_points(
     headers: &HeaderMap,
     body: Body,
     max_bytes: usize,
+    body_timeout: std::time::Duration,
 ) -> Response<Body> {
     let Some(format) = format_of(headers.get(header::CONTENT_TYPE)) else {
         let names: Vec<&str> = CONTENT_TYPES.iter().map(|(n, _)| *n).collect();
@@ -94,10 +96,25 @@ pub async fn post_points(
     if declared.is_some_and(|n| n > max_bytes as u64) {
         return too_big();
     }
-    // Reads at most `max_bytes`, whatever the client declared (or streams).
-    let bytes = match axum::body::to_bytes(body, max_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
+    // Reads at most `max_bytes`, whatever the client declared (or streams),
+    // within the deadline: a body trickled byte by byte must not hold a
+    // connection (and a device's limiter) forever.
+    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, max_bytes)).await;
+    let bytes = match read {
+        Err(_) => {
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the body did not arrive within {} s; send the whole message at once",
+                    body_timeout.as_secs_f64()
+                ),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             let length_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if length_limit {

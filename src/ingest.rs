@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::ServerClock;
 use crate::decode::{DecodeError, Decoder, Format, Message};
 use crate::fleet::{Fleet, SessionObserver};
 use crate::limits::{DeviceLimiter, Refusal};
@@ -67,7 +68,9 @@ impl IngestContext {
         limiter: Option<&mut DeviceLimiter>,
         permit: mpsc::OwnedPermit<Outcome>,
     ) -> Submitted {
-        let decoded = self.decoder.decode(bytes, format, device, now_ns());
+        let decoded = self
+            .decoder
+            .decode(bytes, format, device, ServerClock::global());
         self.submit_counted(decoded, device, ordinal, limiter, permit, bytes.len())
             .await
     }
@@ -115,7 +118,7 @@ impl IngestContext {
             o.message(bytes);
         }
         let (seq, points) = match decoded {
-            Ok(Message::Points { seq, points }) => (seq.or(ordinal), points),
+            Ok(Message::Points { seq, points, .. }) => (seq.or(ordinal), points),
             Ok(Message::CommandResult {
                 seq,
                 cmd,
@@ -168,11 +171,4 @@ impl IngestContext {
             _ = self.shutdown.cancelled() => Submitted::ShuttingDown { seq },
         }
     }
-}
-
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

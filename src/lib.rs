@@ -21,7 +21,8 @@
 //! - [`pipeline`]: bounded queue and batcher task; [`batch`]: the batcher's logic.
 //! - [`sink`]: the InfluxDB writer, retries, dead-letter file, and the disk
 //!   spool (`sink::spool`) for batches InfluxDB cannot take.
-//! - [`dedupe`]: resent messages without `ts` are not written twice.
+//! - [`dedupe`]: resent messages without `ts` are not written twice;
+//!   [`clock`]: a nanosecond of its own for every point the server stamps.
 //! - [`mqtt`]: the MQTT bridge (points out, commands in); [`commands`]: the
 //!   device→session registry, command routing and the HTTP command API.
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
@@ -39,6 +40,7 @@ pub mod auth;
 pub mod batch;
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod compare;
 pub mod config;
@@ -57,6 +59,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod point;
 pub mod protocol;
+pub mod refusal_log;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -353,11 +353,10 @@ impl Metrics {
         self.bridge.clone()
     }
 
-    /// A session ended; `code` is the close code we sent, `None` when the
-    /// connection dropped or the device closed it.
-    pub fn session_closed(&self, code: Option<u16>) {
+    /// A session ended (`Some(code)`: the close code we sent).
+    pub fn session_closed(&self, end: impl Into<SessionEnd>) {
         self.sessions_closed
-            .get_or_create(&[("code", close_code_label(code))])
+            .get_or_create(&[("code", close_code_label(end))])
             .inc();
         self.totals.sessions_closed.fetch_add(1, Ordering::Relaxed);
     }
@@ -403,9 +402,9 @@ impl Metrics {
     }
 
     /// The value of a closed-sessions counter.
-    pub fn sessions_closed_with(&self, code: Option<u16>) -> u64 {
+    pub fn sessions_closed_with(&self, end: impl Into<SessionEnd>) -> u64 {
         self.sessions_closed
-            .get_or_create(&[("code", close_code_label(code))])
+            .get_or_create(&[("code", close_code_label(end))])
             .get()
     }
 
@@ -481,8 +480,31 @@ fn histogram_count_sum(h: &Histogram) -> (u64, f64) {
     (count, sum)
 }
 
-/// Close codes as label values: the ones we send, a bounded set.
-pub fn close_code_label(code: Option<u16>) -> &'static str {
+/// How a session ended: the close code the server sent, or who else ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The server closed it with this code.
+    Server(u16),
+    /// The device sent a Close frame (answered with the closing handshake).
+    Device,
+    /// The connection was lost without a closing handshake.
+    Dropped,
+}
+
+impl From<Option<u16>> for SessionEnd {
+    fn from(code: Option<u16>) -> Self {
+        code.map_or(SessionEnd::Dropped, SessionEnd::Server)
+    }
+}
+
+/// How a session ended, as a label value: the codes we send, `device` or
+/// `dropped` (a bounded set).
+pub fn close_code_label(end: impl Into<SessionEnd>) -> &'static str {
+    let code = match end.into() {
+        SessionEnd::Device => return "device",
+        SessionEnd::Dropped => return "dropped",
+        SessionEnd::Server(c) => Some(c),
+    };
     match code {
         None => "none",
         Some(1000) => "1000",
@@ -530,6 +552,7 @@ mod tests {
         m.sessions_open.inc();
         m.session_closed(Some(1007));
         m.session_closed(None);
+        m.session_closed(SessionEnd::Device);
         m.decode_error("invalid_json");
         m.nack("rate_limited");
         m.bytes.inc_by(123);
@@ -548,7 +571,11 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(
-            find_sample(&t, "wsingest_sessions_closed_total{code=\"none\"}"),
+            find_sample(&t, "wsingest_sessions_closed_total{code=\"dropped\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            find_sample(&t, "wsingest_sessions_closed_total{code=\"device\"}"),
             Some(1.0)
         );
         assert_eq!(
@@ -583,7 +610,7 @@ mod tests {
         let s = m.snapshot();
         assert_eq!(
             (s.decode_errors, s.nacks, s.sessions_closed, s.writes),
-            (1, 2, 2, 1)
+            (1, 2, 3, 1)
         );
         assert!((s.write_seconds_sum - 0.002).abs() < 1e-9);
         assert_eq!(s.bridge_dropped, 3);

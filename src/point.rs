@@ -51,12 +51,3 @@ impl Point {
             .map(|(_, v)| v.as_str())
     }
 }
-
-/// Now, in nanoseconds since the Unix epoch (the time of points sent
-/// without `ts`).
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}

@@ -81,6 +81,8 @@ struct AppState {
     commands: Arc<commands::Router>,
     uplink: Option<mqtt::Uplink>,
     bridge: Option<mqtt::Monitor>,
+    /// Refused requests' log lines, summarised under a flood.
+    refusal_log: Arc<crate::refusal_log::RefusalLog>,
 }
 
 /// Serve on `listener` until `shutdown` fires, then close sessions with 1001
@@ -117,6 +119,13 @@ pub async fn run(
         None
     };
     let metrics = Arc::new(Metrics::new());
+    if let Some(spool) = &spool {
+        // What a crash left behind shows at once, not after the first replay.
+        let st = spool.stats();
+        let m = metrics.spool();
+        m.set_size(st.bytes, st.pending_records);
+        m.replay_pending_bytes.set(st.bytes as i64);
+    }
     let sink = Arc::new(sink.with_metrics(metrics.clone()));
     let replay = spool.map(|spool| {
         let slots = config.spool.replay_slots(i.concurrency);
@@ -310,7 +319,21 @@ pub async fn serve_with_metrics(
         bridge: bridge.as_ref().map(|b| b.monitor()),
         commands,
         config,
+        refusal_log: Default::default(),
     });
+    {
+        // Summarise the last flood even when nothing follows it.
+        let (log, stop) = (state.refusal_log.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::refusal_log::INTERVAL / 2);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => log.tick(),
+                }
+            }
+        });
+    }
     let auth_state = state.clone();
     let grpc = crate::grpc::GrpcIngest {
         ctx: state.ingest.clone(),
@@ -597,7 +620,7 @@ fn authorize(
         .map_err(|denied| {
             state.limits.metrics.handshake_refused(denied.reason());
             let target = crate::auth::token::redact(uri);
-            tracing::info!(%target, reason = denied.reason(), "request refused");
+            state.refusal_log.refused(denied.reason(), &target);
             (denied.status(), denied.to_string())
         })
 }
@@ -637,6 +660,7 @@ async fn http_points(
         &parts.headers,
         body,
         max,
+        Duration::from_secs(state.config.server.handshake_timeout_secs),
     )
     .await
 }
@@ -754,7 +778,7 @@ async fn upgrade_device(
                 reason = %summary.close_reason,
                 "session closed"
             );
-            session_stats.close(summary.close_code, &summary.close_reason);
+            session_stats.close(summary.end(), &summary.close_reason);
             limits.metrics.session_closed(summary.close_code);
             drop(slot);
         }

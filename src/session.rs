@@ -26,16 +26,19 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{
-    Error as WsError, Message as WsMessage, error::CapacityError,
+    Error as WsError, Message as WsMessage,
+    error::{CapacityError, ProtocolError},
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::ServerClock;
 use crate::commands::{Command, SessionCommands};
 use crate::config::AckMode;
 use crate::decode::{Decoder, Format, Message};
 use crate::dedupe::{Dedupe, Seen, message_hash};
 use crate::fleet::SessionObserver;
 use crate::limits::SessionGuard;
+use crate::metrics::SessionEnd;
 use crate::mqtt::Uplink;
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply, sleep_until};
 use crate::protocol::{Downlink, Encoding};
@@ -84,7 +87,20 @@ pub struct SessionSummary {
     pub deduped: u64,
     /// The close code we sent, if we closed the session.
     pub close_code: Option<u16>,
+    /// The device ended the session with a Close frame (which was answered).
+    pub device_closed: bool,
     pub close_reason: String,
+}
+
+impl SessionSummary {
+    /// How the session ended, for metrics and the session history.
+    pub fn end(&self) -> SessionEnd {
+        match (self.close_code, self.device_closed) {
+            (Some(code), _) => SessionEnd::Server(code),
+            (None, true) => SessionEnd::Device,
+            (None, false) => SessionEnd::Dropped,
+        }
+    }
 }
 
 /// Why the server ends a session.
@@ -239,7 +255,18 @@ where
                 let (bytes, format) = match frame {
                     WsMessage::Text(t) => (t.into(), ctx.encoding.format().unwrap_or(Format::Json)),
                     WsMessage::Binary(b) => (b, ctx.encoding.format().unwrap_or(Format::Cbor)),
-                    WsMessage::Close(_) => return ended(summary, "closed by device"),
+                    WsMessage::Close(frame) => {
+                        // tungstenite queued the answer (the device's code, or
+                        // 1002 for a code a peer may not send); send it
+                        // (RFC 6455 §5.5.1) before the connection is dropped.
+                        let _ = tokio::time::timeout(limits.send_timeout, ws.flush()).await;
+                        summary.device_closed = true;
+                        let reason = match frame {
+                            Some(f) => format!("closed by device ({}{}{})", u16::from(f.code), if f.reason.is_empty() { "" } else { ": " }, f.reason),
+                            None => "closed by device".to_owned(),
+                        };
+                        return ended(summary, &reason);
+                    }
                     WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
                 };
                 if ctx.encoding == Encoding::ByFrame {
@@ -247,13 +274,12 @@ where
                 }
                 summary.messages += 1;
                 ctx.observer.message(bytes.len());
-                let now_ns = crate::point::now_ns();
-                let decoded = ctx.decoder.decode_reusing(&bytes, format, &ctx.device, now_ns, &mut spare_points());
+                let decoded = ctx.decoder.decode_reusing(&bytes, format, &ctx.device, ServerClock::global(), &mut spare_points());
                 // SenML packs have no seq: the n-th message of the session is
                 // acked (or nacked) as n, so devices can still match answers.
                 let ordinal = ctx.encoding.numbers_messages().then_some(summary.messages);
                 let reply = match decoded {
-                    Ok(Message::Points { seq: sent_seq, mut points }) => 'points: {
+                    Ok(Message::Points { seq: sent_seq, mut points, stamped }) => 'points: {
                         let seq = sent_seq.or(ordinal);
                         if let Err(refused) = ctx.guard.check(&points) {
                             if let Some(reason) = refused.close {
@@ -266,11 +292,11 @@ where
                         invalid_run = 0;
                         // Only a seq the device chose identifies a resend (an
                         // ordinal restarts with every session). A point
-                        // without `ts` was stamped `now_ns` just now.
+                        // without `ts` was stamped just now, from `stamped`.
                         if let (Some(d), Some(s)) = (&ctx.dedupe, sent_seq)
-                            && points.iter().any(|p| p.time_ns == now_ns)
+                            && !stamped.is_empty()
                         {
-                            match d.check(&device, s, message_hash(&bytes), now_ns) {
+                            match d.check(&device, s, message_hash(&bytes), stamped.start) {
                                 Seen::New => {}
                                 Seen::Acked => {
                                     summary.acks += 1;
@@ -279,7 +305,8 @@ where
                                     break 'points Some(Downlink::Ack { ack: s });
                                 }
                                 Seen::InFlight { ts_ns } => {
-                                    points.iter_mut().filter(|p| p.time_ns == now_ns).for_each(|p| p.time_ns = ts_ns);
+                                    // The first copy's stamps, point for point.
+                                    points.iter_mut().filter(|p| stamped.contains(&p.time_ns)).for_each(|p| p.time_ns = p.time_ns - stamped.start + ts_ns);
                                 }
                             }
                         }
@@ -415,6 +442,8 @@ fn read_error(e: &WsError) -> Option<(CloseCode, String)> {
         )),
         WsError::Capacity(c) => Some((CloseCode::Size, c.to_string())),
         WsError::Utf8(_) => Some((CloseCode::Invalid, "text frame is not valid UTF-8".into())),
+        // The connection is gone: nothing to answer, and not our close.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(p) => Some((CloseCode::Protocol, p.to_string())),
         _ => None,
     }

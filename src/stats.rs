@@ -28,10 +28,11 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::wall_ns;
 use crate::fleet::{ClosedSession, DeviceCounters, DeviceStats, Fleet};
 use crate::metrics::Snapshot;
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
-use crate::point::{FieldValue, Point, now_ns};
+use crate::point::{FieldValue, Point};
 
 /// Measurement names, shared with the Grafana dashboards.
 pub const DEVICE_MEASUREMENT: &str = "wsingest_device";
@@ -105,7 +106,7 @@ async fn run(
         }
         let elapsed = last.elapsed();
         last = Instant::now();
-        let lines = sampler.sample(&fleet, elapsed, now_ns());
+        let lines = sampler.sample(&fleet, elapsed, wall_ns());
         if !lines.is_empty() {
             let metrics = fleet.metrics();
             match tx.clone().try_reserve_owned() {
@@ -151,6 +152,8 @@ pub struct Sampler {
     prev: Snapshot,
     prev_devices: HashMap<Arc<str>, PrevDevice>,
     prev_measurements: HashMap<Arc<str>, u64>,
+    /// Session records written so far: their nanosecond offset.
+    sessions_written: u64,
 }
 
 impl Sampler {
@@ -160,6 +163,7 @@ impl Sampler {
             prev: start,
             prev_devices: HashMap::new(),
             prev_measurements: HashMap::new(),
+            sessions_written: 0,
         }
     }
 
@@ -272,10 +276,12 @@ impl Sampler {
                 "session history records dropped: too many sessions ended in one interval"
             );
         }
-        for (i, s) in closed.iter().enumerate() {
+        for s in &closed {
             // Distinct timestamps so two sessions of a device ending in the same
-            // millisecond do not overwrite each other.
-            crate::lineproto::encode_point(&session_point(&self.instance, s, i as i64), &mut out);
+            // millisecond do not overwrite each other, in one interval or two.
+            let offset = (self.sessions_written % 1_000_000) as i64;
+            self.sessions_written += 1;
+            crate::lineproto::encode_point(&session_point(&self.instance, s, offset), &mut out);
         }
         out
     }

@@ -85,7 +85,7 @@ async fn metrics_count_sessions_messages_errors_and_writes() {
     })
     .await;
     assert_eq!(
-        find_sample(&t, "wsingest_sessions_closed_total{code=\"none\"}"),
+        find_sample(&t, "wsingest_sessions_closed_total{code=\"device\"}"),
         Some(1.0),
         "{t}"
     );
@@ -223,7 +223,7 @@ async fn stats_land_in_influxdb() {
         "{sessions:?}"
     );
     assert!(
-        sessions.iter().all(|r| r[4] == json!("none")),
+        sessions.iter().all(|r| r[4] == json!("device")),
         "devices closed: {sessions:?}"
     );
     server.stop().await;

@@ -176,21 +176,77 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The request target for logs: the value of every `token` query parameter
-/// replaced by `***`.
+/// The request target for logs, with anything that may be a secret
+/// replaced by `***`: the value of every query parameter whose name mentions
+/// a token, key, secret or password (however spelt or encoded), every
+/// `wsi_…` token and every long run of letters and digits (a token without
+/// its prefix) anywhere, path included. Decoded first, so `%77si_` hides
+/// nothing; control characters are escaped so a target cannot forge log lines.
 pub fn redact(uri: &Uri) -> String {
-    let path = uri.path();
+    let path = redact_secrets(&percent_decode(uri.path()));
     let Some(q) = uri.query() else {
-        return path.to_string();
+        return escape_controls(&path);
     };
     let parts: Vec<String> = q
         .split('&')
         .map(|p| match p.split_once('=') {
-            Some((k, _)) if percent_decode(k) == "token" => format!("{k}=***"),
-            _ => p.to_string(),
+            Some((k, _)) if secret_name(&percent_decode(k)) => {
+                format!("{}=***", redact_secrets(&percent_decode(k)))
+            }
+            _ => redact_secrets(&percent_decode(p)),
         })
         .collect();
-    format!("{path}?{}", parts.join("&"))
+    escape_controls(&format!("{path}?{}", parts.join("&")))
+}
+
+/// Whether a query parameter's name says its value is a credential.
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["token", "key", "secret", "passw", "auth", "sig"]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+/// Tokens need 20+ letters and digits to be worth guessing; shorter runs
+/// (device ids, numbers) stay readable.
+const SECRET_RUN: usize = 20;
+
+/// Replace `wsi_…` tokens and long alphanumeric runs in `s` by `***`.
+fn redact_secrets(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= SECRET_RUN || run.to_ascii_lowercase().starts_with(PREFIX) {
+            out.push_str("***");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in s.chars() {
+        // `_` joins runs so `wsi_` and what follows count as one.
+        if c.is_ascii_alphanumeric() || c == '_' {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -272,7 +328,41 @@ mod tests {
             .unwrap();
         let r = redact(&u);
         assert!(!r.contains("secret"), "{r}");
-        assert_eq!(r, "/v1/devices/a?x=1&token=***&%74oken=***");
+        assert_eq!(r, "/v1/devices/a?x=1&token=***&token=***");
         assert_eq!(redact(&"/".parse().unwrap()), "/");
+    }
+
+    /// Tokens under other names, smuggled in other parameters or in the path
+    /// never reach a log line (seen: `?access_token=`, `?TOKEN=`,
+    /// `?x=1;token=`, `token+=`, the token as the device id).
+    #[test]
+    fn redaction_hides_tokens_however_they_are_sent() {
+        let t = generate();
+        let t = t.expose();
+        let hex = &t[PREFIX.len()..];
+        for target in [
+            format!("/?access_token={t}"),
+            format!("/?TOKEN={t}"),
+            format!("/?x=1;token={t}"),
+            format!("/?token+={t}"),
+            format!("/?x={hex}"),
+            format!("/v1/devices/{t}"),
+            format!("/v1/devices/{hex}/points?y=2"),
+            format!("/?q=%77si_{hex}"),
+            format!("/?api%5Fkey=short"),
+        ] {
+            let r = redact(&target.parse().unwrap());
+            assert!(
+                !r.contains(&hex[..12]) && !r.contains("short"),
+                "{target} -> {r}"
+            );
+            assert!(r.contains("***"), "{target} -> {r}");
+        }
+        // Ordinary targets stay readable.
+        assert_eq!(
+            redact(&"/v1/devices/meter-17?format=shelly&n=3".parse().unwrap()),
+            "/v1/devices/meter-17?format=shelly&n=3"
+        );
+        assert_eq!(redact(&"/a%0Ab".parse().unwrap()), "/a\\nb");
     }
 }

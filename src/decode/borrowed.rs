@@ -2,9 +2,9 @@
 //! converts into points. JSON deserializes into it with serde (strings without
 //! escapes are borrowed, not copied), CBOR is parsed into it by [`super::cbor`]'s
 //! fast path, and the owned [`super::model::WireMessage`] (gRPC, error paths)
-//! is viewed as it. Maps are kept as key-sorted vectors with unique keys (the
-//! last value of a repeated key wins), which is what the `BTreeMap`s of the
-//! owned model give, without an allocation per key.
+//! is viewed as it. Maps are kept as key-sorted vectors with unique keys (a
+//! repeated key is refused, as the owned model does), which is what the
+//! `BTreeMap`s of the owned model give, without an allocation per key.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -72,21 +72,24 @@ pub enum FieldRef<'a> {
     Str(Cow<'a, str>),
 }
 
-/// Sort by key and keep the last value of each key, as inserting the pairs
-/// one by one into a `BTreeMap` would.
-pub fn normalize<V>(pairs: &mut Pairs<'_, V>) {
+/// Sort by key; a key given twice is refused (returned): which value the
+/// device meant is unknowable, and keeping one would drop the other silently.
+pub fn normalize<'a, V>(pairs: &mut Pairs<'a, V>) -> Result<(), Cow<'a, str>> {
     if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
-        return; // the usual case: already sorted, no repeats
+        return Ok(()); // the usual case: already sorted, no repeats
     }
-    pairs.sort_by(|a, b| a.0.cmp(&b.0)); // stable: repeats keep their order
-    pairs.dedup_by(|later, kept| {
-        if later.0 == kept.0 {
-            std::mem::swap(&mut later.1, &mut kept.1);
-            true
-        } else {
-            false
-        }
-    });
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    match pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+        Some(w) => Err(w[0].0.clone()),
+        None => Ok(()),
+    }
+}
+
+/// The error for a key given twice in `tags` or `fields`.
+pub fn repeated_key<E: de::Error>(key: &str) -> E {
+    E::custom(format!(
+        "key {key:?} is given twice; send each tag and field once"
+    ))
 }
 
 /// A string, borrowed when the deserializer can lend it.
@@ -134,7 +137,7 @@ impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for PairsDe<'a, V> {
                 while let Some((k, v)) = map.next_entry::<CowStr<'a>, V>()? {
                     pairs.push((k.0, v));
                 }
-                normalize(&mut pairs);
+                normalize(&mut pairs).map_err(|k| repeated_key::<A::Error>(&k))?;
                 Ok(PairsDe(pairs))
             }
         }

@@ -189,7 +189,8 @@ impl<'a> Reader<'a> {
             let k = self.text()?;
             pairs.push((Cow::Borrowed(k), Cow::Borrowed(self.text()?)));
         }
-        normalize(&mut pairs);
+        // A repeated key is refused by the slow path, which says so.
+        normalize(&mut pairs).ok()?;
         Some(pairs)
     }
 
@@ -200,7 +201,7 @@ impl<'a> Reader<'a> {
             let k = self.text()?;
             pairs.push((Cow::Borrowed(k), self.field()?));
         }
-        normalize(&mut pairs);
+        normalize(&mut pairs).ok()?;
         Some(pairs)
     }
 

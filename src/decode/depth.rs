@@ -84,7 +84,12 @@ mod tests {
             ..Default::default()
         });
         let e = d
-            .decode(nested(100_000).as_bytes(), Format::Json, "d", 0)
+            .decode(
+                nested(100_000).as_bytes(),
+                Format::Json,
+                "d",
+                &crate::clock::ServerClock::frozen_at(0),
+            )
             .unwrap_err();
         assert_eq!(e.code(), "too_large");
         assert!(e.to_string().contains("nesting"), "{e}");
@@ -93,7 +98,14 @@ mod tests {
         let mut cbor = vec![0xa2, 0x63, b's', b'e', b'q', 0x01, 0x62, b'z', b'z'];
         cbor.extend(std::iter::repeat_n(0x81u8, 100_000));
         cbor.push(0x01);
-        let e = d.decode(&cbor, Format::Cbor, "d", 0).unwrap_err();
+        let e = d
+            .decode(
+                &cbor,
+                Format::Cbor,
+                "d",
+                &crate::clock::ServerClock::frozen_at(0),
+            )
+            .unwrap_err();
         assert_eq!(e.code(), "too_large", "{e}");
 
         // The deepest real message (batch → point → fields) passes at the limit 4.
@@ -104,15 +116,31 @@ mod tests {
         let msg =
             serde_json::json!({"seq": 1, "points": [{"tags": {"a": "b"}, "fields": {"x": 1}}]});
         assert!(
-            d4.decode(msg.to_string().as_bytes(), Format::Json, "d", 0)
-                .is_ok()
+            d4.decode(
+                msg.to_string().as_bytes(),
+                Format::Json,
+                "d",
+                &crate::clock::ServerClock::frozen_at(0)
+            )
+            .is_ok()
         );
         let mut buf = Vec::new();
         ciborium::into_writer(&msg, &mut buf).unwrap();
         assert!(
-            d4.decode(&buf, Format::Cbor, "d", 0).is_ok(),
+            d4.decode(
+                &buf,
+                Format::Cbor,
+                "d",
+                &crate::clock::ServerClock::frozen_at(0)
+            )
+            .is_ok(),
             "{:?}",
-            d4.decode(&buf, Format::Cbor, "d", 0)
+            d4.decode(
+                &buf,
+                Format::Cbor,
+                "d",
+                &crate::clock::ServerClock::frozen_at(0)
+            )
         );
     }
 }

@@ -8,6 +8,7 @@
 pub mod borrowed;
 pub mod cbor;
 pub mod depth;
+mod duplicates;
 pub mod json;
 pub mod model;
 pub mod senml;
@@ -16,6 +17,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
+use crate::clock::ServerClock;
 use crate::lineproto::{self, Limits, PointError};
 use crate::point::{FieldValue, Point};
 use borrowed::{FieldRef, MsgRef, PointRef, TimeRef};
@@ -50,6 +52,9 @@ pub enum Message {
     Points {
         seq: Option<u64>,
         points: Vec<Point>,
+        /// The nanoseconds the server stamped on points sent without a time,
+        /// one each (see [`crate::clock`]); empty when every point had one.
+        stamped: std::ops::Range<i64>,
     },
     /// A device's answer to a command.
     CommandResult {
@@ -75,6 +80,9 @@ pub enum DecodeError {
     InvalidTime { seq: Option<u64>, detail: String },
     #[error("{detail}")]
     InvalidMessage { seq: Option<u64>, detail: String },
+    /// Two points InfluxDB would store as one (same series, time and field).
+    #[error("{detail}")]
+    DuplicatePoint { seq: Option<u64>, detail: String },
     #[error("{prefix}{source}")]
     Point {
         seq: Option<u64>,
@@ -92,6 +100,7 @@ impl DecodeError {
             DecodeError::Structure { .. } => "invalid_message",
             DecodeError::InvalidTime { .. } => "invalid_timestamp",
             DecodeError::InvalidMessage { .. } => "invalid_message",
+            DecodeError::DuplicatePoint { .. } => "duplicate_point",
             DecodeError::Point { source, .. } => source.code(),
         }
     }
@@ -103,6 +112,7 @@ impl DecodeError {
             | DecodeError::Structure { seq, .. }
             | DecodeError::InvalidTime { seq, .. }
             | DecodeError::InvalidMessage { seq, .. }
+            | DecodeError::DuplicatePoint { seq, .. }
             | DecodeError::Point { seq, .. } => *seq,
         }
     }
@@ -156,15 +166,15 @@ impl Decoder {
         &self.config
     }
 
-    /// Decode one message of `device`; `now_ns` stamps points sent without `ts`.
+    /// Decode one message of `device`; `clock` stamps points sent without `ts`.
     pub fn decode(
         &self,
         bytes: &[u8],
         format: Format,
         device: &str,
-        now_ns: i64,
+        clock: &ServerClock,
     ) -> Result<Message, DecodeError> {
-        self.decode_reusing(bytes, format, device, now_ns, &mut Vec::new())
+        self.decode_reusing(bytes, format, device, clock, &mut Vec::new())
     }
 
     /// [`Self::decode`], filling the points of `spare` (points of earlier
@@ -177,7 +187,7 @@ impl Decoder {
         bytes: &[u8],
         format: Format,
         device: &str,
-        now_ns: i64,
+        clock: &ServerClock,
         spare: &mut Vec<Point>,
     ) -> Result<Message, DecodeError> {
         let max_depth = self.config.max_depth;
@@ -204,10 +214,10 @@ impl Decoder {
                     owned.as_ref()
                 }
             },
-            Format::SenmlJson => return self.senml(senml::parse_json(bytes)?, device, now_ns),
-            Format::SenmlCbor => return self.senml(senml::parse_cbor(bytes)?, device, now_ns),
+            Format::SenmlJson => return self.senml(senml::parse_json(bytes)?, device, clock),
+            Format::SenmlCbor => return self.senml(senml::parse_cbor(bytes)?, device, clock),
         };
-        self.convert(wire, device, now_ns, spare)
+        self.convert(wire, device, clock, spare)
     }
 
     /// A SenML pack: one point per resolved record (see [`senml`]). Packs carry
@@ -216,7 +226,7 @@ impl Decoder {
         &self,
         records: Vec<senml::Record>,
         device: &str,
-        now_ns: i64,
+        clock: &ServerClock,
     ) -> Result<Message, DecodeError> {
         let too_many = |count| DecodeError::Point {
             seq: None,
@@ -230,6 +240,9 @@ impl Decoder {
         if records.len() > self.config.max_points_per_message {
             return Err(too_many(records.len()));
         }
+        // Records without a time of their own each get a nanosecond more
+        // (see `senml::resolve`): reserve one per record.
+        let now_ns = clock.reserve(records.len());
         let resolved = senml::resolve(records, now_ns)?;
         if resolved.is_empty() {
             return Err(DecodeError::InvalidMessage {
@@ -272,7 +285,12 @@ impl Decoder {
             })?;
             points.push(point);
         }
-        Ok(Message::Points { seq: None, points })
+        duplicates::check(&points, None, "records")?;
+        Ok(Message::Points {
+            seq: None,
+            points,
+            stamped: 0..0,
+        })
     }
 
     /// Decode a message already in the wire model (gRPC's protobuf telemetry
@@ -281,16 +299,16 @@ impl Decoder {
         &self,
         wire: WireMessage,
         device: &str,
-        now_ns: i64,
+        clock: &ServerClock,
     ) -> Result<Message, DecodeError> {
-        self.convert(wire.as_ref(), device, now_ns, &mut Vec::new())
+        self.convert(wire.as_ref(), device, clock, &mut Vec::new())
     }
 
     fn convert(
         &self,
         mut m: MsgRef<'_>,
         device: &str,
-        now_ns: i64,
+        clock: &ServerClock,
         spare: &mut Vec<Point>,
     ) -> Result<Message, DecodeError> {
         let seq = m.seq;
@@ -317,6 +335,7 @@ impl Decoder {
             m.ts.as_ref()
                 .map(|t| to_ns(t, || "ts".into(), seq))
                 .transpose()?;
+        let mut stamped = 0..0;
         let points = match m.points.take() {
             Some(list) => {
                 if m.fields.is_some() {
@@ -338,6 +357,15 @@ impl Decoder {
                         },
                     });
                 }
+                let unstamped = match base_time {
+                    Some(_) => 0,
+                    None => list.iter().filter(|p| p.ts.is_none()).count(),
+                };
+                if unstamped > 0 {
+                    let first = clock.reserve(unstamped);
+                    stamped = first..first + unstamped as i64;
+                }
+                let mut next_stamp = stamped.start;
                 let mut points = std::mem::take(spare);
                 points.truncate(list.len());
                 for (i, p) in list.into_iter().enumerate() {
@@ -345,8 +373,17 @@ impl Decoder {
                         points.push(empty_point());
                     }
                     let slot = &mut points[i];
-                    self.point(p, &m, base_time, device, now_ns, seq, Some(i), slot)?;
+                    let time = match (&p.ts, base_time) {
+                        (Some(_), _) => 0, // unused: the point has its own
+                        (None, Some(t)) => t,
+                        (None, None) => {
+                            next_stamp += 1;
+                            next_stamp - 1
+                        }
+                    };
+                    self.point(p, &m, time, device, seq, Some(i), slot)?;
                 }
+                duplicates::check(&points, seq, "points")?;
                 points
             }
             None => {
@@ -356,26 +393,36 @@ impl Decoder {
                     tags: None,
                     fields: m.fields.take(),
                 };
+                let time = base_time.unwrap_or_else(|| {
+                    let t = clock.reserve(1);
+                    stamped = t..t + 1;
+                    t
+                });
                 let mut points = std::mem::take(spare);
                 points.truncate(1);
                 if points.is_empty() {
                     points.push(empty_point());
                 }
-                self.point(p, &m, base_time, device, now_ns, seq, None, &mut points[0])?;
+                self.point(p, &m, time, device, seq, None, &mut points[0])?;
                 points
             }
         };
-        Ok(Message::Points { seq, points })
+        Ok(Message::Points {
+            seq,
+            points,
+            stamped,
+        })
     }
 
+    /// Fill `slot` from `p`; `time` is the point's time when it has no `ts`
+    /// of its own (the message's, or the server's stamp).
     #[allow(clippy::too_many_arguments)]
     fn point(
         &self,
         p: PointRef<'_>,
         base: &MsgRef<'_>,
-        base_time: Option<i64>,
+        time: i64,
         device: &str,
-        now_ns: i64,
         seq: Option<u64>,
         index: Option<usize>,
         slot: &mut Point,
@@ -383,7 +430,7 @@ impl Decoder {
         let prefix = || index.map(|i| format!("points[{i}]: ")).unwrap_or_default();
         let time_ns = match &p.ts {
             Some(t) => to_ns(t, || format!("{}ts", prefix()), seq)?,
-            None => base_time.unwrap_or(now_ns),
+            None => time,
         };
         let measurement = p
             .measurement

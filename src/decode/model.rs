@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 /// One message from a device: a point, a batch of points, or a command result.
 #[derive(Debug, Default, Deserialize)]
@@ -14,7 +14,9 @@ pub struct WireMessage {
     pub seq: Option<u64>,
     pub ts: Option<WireTime>,
     pub measurement: Option<String>,
+    #[serde(default, deserialize_with = "unique_map")]
     pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "unique_map")]
     pub fields: Option<BTreeMap<String, WireField>>,
     pub points: Option<Vec<WirePoint>>,
     pub cmd_result: Option<String>,
@@ -29,7 +31,9 @@ pub struct WireMessage {
 pub struct WirePoint {
     pub ts: Option<WireTime>,
     pub measurement: Option<String>,
+    #[serde(default, deserialize_with = "unique_map")]
     pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "unique_map")]
     pub fields: Option<BTreeMap<String, WireField>>,
 }
 
@@ -115,6 +119,38 @@ impl<'de> Deserialize<'de> for WireTime {
         }
         d.deserialize_any(V)
     }
+}
+
+/// A map whose keys must be unique (`BTreeMap` alone keeps the last value).
+fn unique_map<'de, D, V>(d: D) -> Result<Option<BTreeMap<String, V>>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(BTreeMap<String, V>);
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for Unique<V> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Vis<V>(std::marker::PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> Visitor<'de> for Vis<V> {
+                type Value = Unique<V>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a map")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut out = BTreeMap::new();
+                    while let Some((k, v)) = map.next_entry::<String, V>()? {
+                        if out.contains_key(&k) {
+                            return Err(super::borrowed::repeated_key(&k));
+                        }
+                        out.insert(k, v);
+                    }
+                    Ok(Unique(out))
+                }
+            }
+            d.deserialize_map(Vis(std::marker::PhantomData))
+        }
+    }
+    Ok(Option::<Unique<V>>::deserialize(d)?.map(|u| u.0))
 }
 
 /// Fallback parse to find the `seq` of a message that failed to decode, so

@@ -119,7 +119,7 @@ fn slow(d: &Decoder, bytes: &[u8], format: Format) -> Result<Message, super::Dec
         }
         _ => super::cbor::decode(bytes, d.config().max_depth)?,
     };
-    d.decode_wire(wire, "dev", 7)
+    d.decode_wire(wire, "dev", &crate::clock::ServerClock::frozen_at(7))
 }
 
 fn check_lines(m: &Message) {
@@ -155,7 +155,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256), format in formats()) {
         let d = Decoder::new(DecoderConfig::default());
-        if let Ok(m) = d.decode(&bytes, format, "dev", 0) {
+        if let Ok(m) = d.decode(&bytes, format, "dev", &crate::clock::ServerClock::frozen_at(0)) {
             check_lines(&m);
         }
     }
@@ -170,7 +170,7 @@ proptest! {
         } else {
             (v.to_string().into_bytes(), Format::Json)
         };
-        match d.decode(&bytes, format, "dev", 0) {
+        match d.decode(&bytes, format, "dev", &crate::clock::ServerClock::frozen_at(0)) {
             Ok(m) => check_lines(&m),
             Err(e) => prop_assert!(!e.code().is_empty() && !e.to_string().is_empty()),
         }
@@ -189,7 +189,7 @@ proptest! {
         } else {
             (v.to_string().into_bytes(), Format::Json)
         };
-        prop_assert_eq!(d.decode(&bytes, format, "dev", 7), slow(&d, &bytes, format));
+        prop_assert_eq!(d.decode(&bytes, format, "dev", &crate::clock::ServerClock::frozen_at(7)), slow(&d, &bytes, format));
     }
 
     #[test]
@@ -208,13 +208,13 @@ proptest! {
         let (a, fa) = encode(&a);
         let (b, fb) = encode(&b);
         // The spare points of message a, and a few more, filled with b.
-        let mut spare = match d.decode(&a, fa, "dev-a", 1) {
+        let mut spare = match d.decode(&a, fa, "dev-a", &crate::clock::ServerClock::frozen_at(1)) {
             Ok(Message::Points { points, .. }) => points,
             _ => vec![],
         };
         spare.extend(spare.clone());
-        let reused = d.decode_reusing(&b, fb, "dev-b", 2, &mut spare);
-        prop_assert_eq!(reused, d.decode(&b, fb, "dev-b", 2));
+        let reused = d.decode_reusing(&b, fb, "dev-b", &crate::clock::ServerClock::frozen_at(2), &mut spare);
+        prop_assert_eq!(reused, d.decode(&b, fb, "dev-b", &crate::clock::ServerClock::frozen_at(2)));
     }
 
     #[test]
@@ -225,7 +225,7 @@ proptest! {
         ciborium::into_writer(&msg, &mut b).unwrap();
         let d = Decoder::new(DecoderConfig::default());
         let cut = cut.min(b.len());
-        let r = d.decode(&b[..cut], Format::Cbor, "dev", 0);
+        let r = d.decode(&b[..cut], Format::Cbor, "dev", &crate::clock::ServerClock::frozen_at(0));
         prop_assert_eq!(r.is_ok(), cut == b.len());
     }
 }

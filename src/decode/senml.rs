@@ -368,7 +368,8 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Resolve base fields into self-contained records (RFC 8428 §4.6). Records
-/// carrying only base fields set context and yield nothing.
+/// carrying only base fields set context and yield nothing. Relative times
+/// count from `now_ns` plus the record's index (one nanosecond each).
 pub fn resolve(records: Vec<Record>, now_ns: i64) -> Result<Vec<Resolved>, DecodeError> {
     let mut base_name = String::new();
     let mut base_time = 0.0f64;
@@ -430,7 +431,10 @@ pub fn resolve(records: Vec<Record>, now_ns: i64) -> Result<Vec<Resolved>, Decod
             )));
         }
         let time = base_time + r.t.unwrap_or(0.0);
-        let time_ns = to_ns(time, now_ns).ok_or_else(|| DecodeError::InvalidTime {
+        // A record relative to now (or without `t`) is one nanosecond later
+        // than the one before: records of one name sent without times would
+        // otherwise be one point in InfluxDB. The caller reserved the range.
+        let time_ns = to_ns(time, now_ns.saturating_add(i as i64)).ok_or_else(|| DecodeError::InvalidTime {
             seq: None,
             detail: format!(
                 "records[{i}]: time {time} s is outside the years 1677-2262 that InfluxDB can store"

@@ -5,13 +5,18 @@ fn dec() -> Decoder {
 }
 
 fn json(s: &str) -> Result<Message, DecodeError> {
-    dec().decode(s.as_bytes(), Format::Json, "dev-1", 5)
+    dec().decode(
+        s.as_bytes(),
+        Format::Json,
+        "dev-1",
+        &crate::clock::ServerClock::frozen_at(5),
+    )
 }
 
 #[test]
 fn single_point_with_defaults() {
     let m = json(r#"{"seq": 42, "ts": 1732492800123, "tags": {"site": "roof"}, "fields": {"temp_c": 21.5, "ok": true, "fw": "1.2.0", "n": 3}}"#).unwrap();
-    let Message::Points { seq, points } = m else {
+    let Message::Points { seq, points, .. } = m else {
         panic!()
     };
     assert_eq!(seq, Some(42));
@@ -63,8 +68,15 @@ fn cbor_is_the_same_model() {
     ]);
     let mut bytes = Vec::new();
     ciborium::into_writer(&value, &mut bytes).unwrap();
-    let m = dec().decode(&bytes, Format::Cbor, "d", 1).unwrap();
-    let Message::Points { seq, points } = m else {
+    let m = dec()
+        .decode(
+            &bytes,
+            Format::Cbor,
+            "d",
+            &crate::clock::ServerClock::frozen_at(1),
+        )
+        .unwrap();
+    let Message::Points { seq, points, .. } = m else {
         panic!()
     };
     assert_eq!(seq, Some(7));
@@ -127,10 +139,22 @@ fn refusals_have_codes_and_seq() {
 #[test]
 fn cbor_garbage_is_refused() {
     let e = dec()
-        .decode(&[0xff, 0x00, 0x13], Format::Cbor, "d", 1)
+        .decode(
+            &[0xff, 0x00, 0x13],
+            Format::Cbor,
+            "d",
+            &crate::clock::ServerClock::frozen_at(1),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "invalid_cbor");
-    let e = dec().decode(b"Hello", Format::Cbor, "d", 1).unwrap_err();
+    let e = dec()
+        .decode(
+            b"Hello",
+            Format::Cbor,
+            "d",
+            &crate::clock::ServerClock::frozen_at(1),
+        )
+        .unwrap_err();
     assert!(
         matches!(e.code(), "invalid_cbor" | "invalid_message"),
         "{e:?}"
@@ -151,54 +175,108 @@ fn command_result() {
     );
 }
 
-/// Repeated keys: the last value wins in tags and fields (as the owned
-/// model's maps did), a repeated message key is refused, in both formats.
+/// Repeated keys are refused with the key named, in tags, fields and the
+/// message itself, in both formats (keeping one value would drop the other).
 #[test]
-fn repeated_keys_as_before() {
+fn repeated_keys_are_refused() {
     let d = dec();
-    let m = d
-        .decode(
-            br#"{"seq":1,"tags":{"b":"1","a":"x","b":"2"},"fields":{"v":1,"u":true,"v":2.5}}"#,
-            Format::Json,
-            "dev",
-            5,
-        )
-        .unwrap();
-    let Message::Points { points, .. } = m else {
-        panic!()
-    };
-    assert_eq!(
-        points[0].tags,
-        vec![
-            ("a".into(), "x".into()),
-            ("b".into(), "2".into()),
-            ("device".into(), "dev".into())
-        ]
-    );
-    assert_eq!(
-        points[0].fields,
-        vec![
-            ("u".into(), FieldValue::Bool(true)),
-            ("v".into(), FieldValue::Float(2.5))
-        ]
-    );
+    let clock = crate::clock::ServerClock::frozen_at(5);
+    for msg in [
+        r#"{"seq":1,"tags":{"b":"1","a":"x","b":"2"},"fields":{"v":1}}"#,
+        r#"{"seq":1,"fields":{"v":1,"u":true,"v":2.5}}"#,
+        r#"{"seq":1,"points":[{"fields":{"w":1,"w":2}}]}"#,
+        r#"{"seq":1,"points":[{"tags":{"t":"a","t":"b"},"fields":{"w":1}}]}"#,
+    ] {
+        let e = d
+            .decode(msg.as_bytes(), Format::Json, "dev", &clock)
+            .unwrap_err();
+        assert_eq!((e.code(), e.seq()), ("invalid_message", Some(1)), "{msg}");
+        assert!(e.to_string().contains("given twice"), "{msg}: {e}");
+    }
     // CBOR {"fields": {"v": 1, "v": -2}} then the same with "seq" twice.
     let cbor = [
         0xa1, 0x66, b'f', b'i', b'e', b'l', b'd', b's', 0xa2, 0x61, b'v', 0x01, 0x61, b'v', 0x21,
     ];
-    let Message::Points { points, .. } = d.decode(&cbor, Format::Cbor, "dev", 5).unwrap() else {
-        panic!()
-    };
-    assert_eq!(points[0].fields, vec![("v".into(), FieldValue::Int(-2))]);
+    let e = d.decode(&cbor, Format::Cbor, "dev", &clock).unwrap_err();
+    assert_eq!(e.code(), "invalid_message");
+    assert!(e.to_string().contains(r#"key "v" is given twice"#), "{e}");
     let twice = [
         0xa2, 0x63, b's', b'e', b'q', 0x01, 0x63, b's', b'e', b'q', 0x02,
     ];
     assert_eq!(
-        d.decode(&twice, Format::Cbor, "dev", 5).unwrap_err().code(),
+        d.decode(&twice, Format::Cbor, "dev", &clock)
+            .unwrap_err()
+            .code(),
         "invalid_message"
     );
     let e = json(r#"{"seq":1,"seq":2,"fields":{"v":1}}"#).unwrap_err();
     assert_eq!(e.code(), "invalid_message");
+}
+
+/// Points without a time of their own each get a nanosecond of the server's
+/// clock, so InfluxDB keeps every one of them; points that share a time the
+/// device gave, in one series with one field, are refused (issue: acked
+/// points that InfluxDB kept once).
+#[test]
+fn points_without_ts_get_distinct_times_and_collisions_are_refused() {
+    let d = dec();
+    let clock = crate::clock::ServerClock::frozen_at(100);
+    let batch = r#"{"seq":1,"measurement":"m","points":[{"fields":{"a":0}},{"ts":7,"fields":{"a":1}},{"fields":{"a":2}}]}"#;
+    let Message::Points {
+        points, stamped, ..
+    } = d
+        .decode(batch.as_bytes(), Format::Json, "dev", &clock)
+        .unwrap()
+    else {
+        panic!()
+    };
+    let times: Vec<i64> = points.iter().map(|p| p.time_ns).collect();
+    assert_eq!(times, vec![100, 7_000_000, 101]);
+    assert_eq!(stamped, 100..102);
+    // The next message continues after the last stamp.
+    let Message::Points {
+        points, stamped, ..
+    } = d
+        .decode(br#"{"fields":{"a":3}}"#, Format::Json, "dev", &clock)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((points[0].time_ns, stamped), (102, 102..103));
+    // One message-level ts for two points of one series and field: refused.
+    let shared =
+        r#"{"seq":4,"ts":1000,"measurement":"m","points":[{"fields":{"a":0}},{"fields":{"a":1}}]}"#;
+    let e = d
+        .decode(shared.as_bytes(), Format::Json, "dev", &clock)
+        .unwrap_err();
+    assert_eq!((e.code(), e.seq()), ("duplicate_point", Some(4)));
+    assert!(
+        e.to_string().contains("points[1]") && e.to_string().contains("points[0]"),
+        "{e}"
+    );
+    // ... but fine for points of different series or different fields.
+    for ok in [
+        r#"{"ts":1000,"points":[{"tags":{"s":"1"},"fields":{"a":0}},{"tags":{"s":"2"},"fields":{"a":1}}]}"#,
+        r#"{"ts":1000,"points":[{"fields":{"a":0}},{"fields":{"b":1}}]}"#,
+    ] {
+        assert!(
+            d.decode(ok.as_bytes(), Format::Json, "dev", &clock).is_ok(),
+            "{ok}"
+        );
+    }
+    // SenML records of one name without `t`: distinct times too.
+    let pack = br#"[{"n":"temp","v":1},{"n":"temp","v":2},{"n":"temp","v":3,"t":1.7e9}]"#;
+    let Message::Points { points, .. } = d.decode(pack, Format::SenmlJson, "dev", &clock).unwrap()
+    else {
+        panic!()
+    };
+    assert_ne!(points[0].time_ns, points[1].time_ns);
+    let same = br#"[{"n":"temp","v":1,"t":1.7e9},{"n":"temp","v":2,"t":1.7e9}]"#;
+    let e = d
+        .decode(same, Format::SenmlJson, "dev", &clock)
+        .unwrap_err();
+    assert_eq!(e.code(), "duplicate_point");
+    assert!(e.to_string().starts_with("records[1]"), "{e}");
 }
 
 /// Half floats (what encoders pick for values like 0.5) decode exactly.
@@ -216,7 +294,14 @@ fn cbor_half_floats() {
         let cbor = [
             0xa1, 0x66, b'f', b'i', b'e', b'l', b'd', b's', 0xa1, 0x61, b'v', 0xf9, hi, lo,
         ];
-        let Message::Points { points, .. } = d.decode(&cbor, Format::Cbor, "dev", 5).unwrap()
+        let Message::Points { points, .. } = d
+            .decode(
+                &cbor,
+                Format::Cbor,
+                "dev",
+                &crate::clock::ServerClock::frozen_at(5),
+            )
+            .unwrap()
         else {
             panic!()
         };
@@ -235,14 +320,33 @@ fn reused_points_are_overwritten_entirely() {
         int_field_measurements: ["big".to_string()].into(),
         ..Default::default()
     });
-    let big = br#"{"seq":1,"ts":1,"measurement":"big","tags":{"a":"1","b":"2","z":"3"},
-        "points":[{"fields":{"i":1,"s":"text","x":1.5}},{"fields":{"i":2}},{"fields":{"i":3}}]}"#;
+    let big = br#"{"seq":1,"measurement":"big","tags":{"a":"1","b":"2","z":"3"},
+        "points":[{"ts":1,"fields":{"i":1,"s":"text","x":1.5}},{"ts":2,"fields":{"i":2}},{"ts":3,"fields":{"i":3}}]}"#;
     let small = br#"{"seq":2,"fields":{"v":2.5}}"#;
-    let Ok(Message::Points { mut points, .. }) = d.decode(big, Format::Json, "dev-a", 7) else {
+    let Ok(Message::Points { mut points, .. }) = d.decode(
+        big,
+        Format::Json,
+        "dev-a",
+        &crate::clock::ServerClock::frozen_at(7),
+    ) else {
         panic!()
     };
-    let reused = d.decode_reusing(small, Format::Json, "dev-b", 9, &mut points);
-    assert_eq!(reused, d.decode(small, Format::Json, "dev-b", 9));
+    let reused = d.decode_reusing(
+        small,
+        Format::Json,
+        "dev-b",
+        &crate::clock::ServerClock::frozen_at(9),
+        &mut points,
+    );
+    assert_eq!(
+        reused,
+        d.decode(
+            small,
+            Format::Json,
+            "dev-b",
+            &crate::clock::ServerClock::frozen_at(9)
+        )
+    );
     let Ok(Message::Points { points: p, .. }) = &reused else {
         panic!()
     };

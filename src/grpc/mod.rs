@@ -40,9 +40,10 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Identity;
+use crate::clock::ServerClock;
 use crate::decode::model::{WireField, WireMessage, WirePoint, WireTime};
 use crate::decode::{DecodeError, Format};
-use crate::ingest::{IngestContext, Submitted, now_ns};
+use crate::ingest::{IngestContext, Submitted};
 use crate::limits::{Limits, SessionGuard};
 use crate::pipeline::Outcome;
 use proto::{downlink, uplink};
@@ -263,10 +264,10 @@ impl GrpcIngest {
         up: proto::Uplink,
         device: &str,
     ) -> (Result<crate::decode::Message, DecodeError>, bool) {
-        let now = now_ns();
+        let clock = ServerClock::global();
         match up.body {
             Some(uplink::Body::Telemetry(t)) => {
-                let decoded = wire(t).and_then(|w| self.ctx.decoder.decode_wire(w, device, now));
+                let decoded = wire(t).and_then(|w| self.ctx.decoder.decode_wire(w, device, clock));
                 (decoded, false)
             }
             Some(uplink::Body::Payload(p)) => {
@@ -285,7 +286,7 @@ impl GrpcIngest {
                 };
                 let numbered = matches!(format, Format::SenmlJson | Format::SenmlCbor);
                 (
-                    self.ctx.decoder.decode(&p.data, format, device, now),
+                    self.ctx.decoder.decode(&p.data, format, device, clock),
                     numbered,
                 )
             }

@@ -465,7 +465,12 @@ mod tests {
             Frame::Binary(b) => b.to_vec(),
             _ => unreachable!(),
         };
-        Decoder::new(DecoderConfig::default()).decode(&bytes, format, "dev-1", 0)
+        Decoder::new(DecoderConfig::default()).decode(
+            &bytes,
+            format,
+            "dev-1",
+            &crate::clock::ServerClock::frozen_at(0),
+        )
     }
 
     const SENML: [(Encoding, Format); 2] = [
@@ -502,7 +507,7 @@ mod tests {
                 &[sample(1000, 1.0), sample(1010, 2.0), sample(1020, 3.0)],
             );
             assert_eq!(n, 3);
-            let Ok(Message::Points { seq, points }) = decode(&f) else {
+            let Ok(Message::Points { seq, points, .. }) = decode(&f) else {
                 panic!("{enc:?}: {:?}", decode(&f))
             };
             assert_eq!(seq, Some(7));
@@ -531,7 +536,7 @@ mod tests {
             // ok, temp_c and sim_seq per sample.
             assert_eq!(n, 6, "{enc:?}");
             assert_eq!(matches!(f, Frame::Binary(_)), enc == Encoding::SenmlCbor);
-            let Ok(Message::Points { seq, points }) = decode_as(format, &f) else {
+            let Ok(Message::Points { seq, points, .. }) = decode_as(format, &f) else {
                 panic!("{enc:?}: {:?}", decode_as(format, &f))
             };
             assert_eq!((seq, points.len()), (None, 6), "{enc:?}");

@@ -272,13 +272,23 @@ fn refusals() {
     let d = Decoder::new(DecoderConfig::default());
     for (input, code, needle) in cases {
         let e = d
-            .decode(input.as_bytes(), Format::SenmlJson, "dev", NOW_NS)
+            .decode(
+                input.as_bytes(),
+                Format::SenmlJson,
+                "dev",
+                &crate::clock::ServerClock::frozen_at(NOW_NS),
+            )
             .unwrap_err();
         assert_eq!(e.code(), code, "{input}: {e}");
         assert!(e.to_string().contains(needle), "{input}: {e}");
     }
     let e = d
-        .decode(&[0x87, 0xa7, 0x21], Format::SenmlCbor, "dev", NOW_NS)
+        .decode(
+            &[0x87, 0xa7, 0x21],
+            Format::SenmlCbor,
+            "dev",
+            &crate::clock::ServerClock::frozen_at(NOW_NS),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "invalid_cbor");
 }
@@ -292,8 +302,13 @@ fn unknown_labels_are_ignored() {
 #[test]
 fn decoder_maps_records_to_points() {
     let d = Decoder::new(DecoderConfig::default());
-    let Message::Points { seq, points } = d
-        .decode(RELATIVE_TIMES_CBOR, Format::SenmlCbor, "meter-1", NOW_NS)
+    let Message::Points { seq, points, .. } = d
+        .decode(
+            RELATIVE_TIMES_CBOR,
+            Format::SenmlCbor,
+            "meter-1",
+            &crate::clock::ServerClock::frozen_at(NOW_NS),
+        )
         .unwrap()
     else {
         panic!()
@@ -317,7 +332,7 @@ fn decoder_maps_records_to_points() {
             br#"[{"n":"s","vs":"hi","s":3},{"n":"b","vb":true},{"n":"d","vd":"aGkgCg"}]"#,
             Format::SenmlJson,
             "x",
-            NOW_NS,
+            &crate::clock::ServerClock::frozen_at(NOW_NS),
         )
         .unwrap()
     else {

@@ -21,6 +21,20 @@ declare -A PACKAGES=(
   # The wss test runs the notes' Python client (websockets) against the server.
   [python3-websockets]=/usr/lib/python3/dist-packages/websockets/__init__.py
   [nginx]=/usr/sbin/nginx
+  # --- packaging and monitoring (tests/packaging.rs, tests/prometheus.rs) ---
+  # The .deb is built with dpkg-deb (dpkg) by scripts/package.sh; dpkg-shlibdeps
+  # computes its Depends; strip shrinks the binary.
+  [dpkg-dev]=/usr/bin/dpkg-shlibdeps
+  [binutils]=/usr/bin/strip
+  [lintian]=/usr/bin/lintian
+  # systemd-analyze verifies the unit (no running systemd needed).
+  [systemd]=/usr/bin/systemd-analyze
+  # The installed server runs under strace: its system calls are checked
+  # against the unit's SystemCallFilter.
+  [strace]=/usr/bin/strace
+  # prometheus and promtool run the shipped scrape config and alert rules.
+  [prometheus]=/usr/bin/promtool
+  # --- end packaging and monitoring ---
 )
 
 missing=()
@@ -38,7 +52,7 @@ fi
 # tests and demo start their own instances on free ports, so stop those to
 # keep the default ports free and the machine quiet.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  for svc in influxdb mosquitto nginx; do
+  for svc in influxdb mosquitto nginx prometheus; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   done
 fi

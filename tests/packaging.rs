@@ -758,8 +758,27 @@ async fn deb_installs_serves_and_purges() {
         calls.len()
     );
 
-    // Purge: the files, the state and the enablement go.
     drop(server);
+
+    // An upgrade (here: the same package again) keeps the admin's edit of the
+    // conffile, the registry and the state directory.
+    let mut edited = std::fs::read_to_string(CONFIG).unwrap();
+    edited.push_str("\n# edited by tests/packaging.rs\n");
+    std::fs::write(CONFIG, &edited).unwrap();
+    dpkg_install(&deb);
+    assert_eq!(
+        std::fs::read_to_string(CONFIG).unwrap(),
+        edited,
+        "reinstalling replaced the edited conffile"
+    );
+    assert!(
+        Path::new(REGISTRY).exists(),
+        "the registry survives an upgrade"
+    );
+    assert!(Path::new("/var/lib/wsingest/spool").exists());
+    run_ok(Command::new("/usr/bin/wsingest").args(["config", "check", "--config", CONFIG]));
+
+    // Purge: the files, the state and the enablement go.
     Installed::purge();
     assert!(!Installed::is_installed());
     for gone in [

@@ -208,7 +208,7 @@ impl Metrics {
         );
         r.register(
             "sessions_closed",
-            "Device sessions closed, by the close code the server sent (none: the connection dropped)",
+            "Device sessions closed, by the close code the server sent (device: the device closed it; dropped: the connection was lost without a close)",
             m.sessions_closed.clone(),
         );
         // Not `handshakes_refused`: that family, by reason, is the security

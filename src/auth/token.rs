@@ -349,7 +349,7 @@ mod tests {
             format!("/v1/devices/{t}"),
             format!("/v1/devices/{hex}/points?y=2"),
             format!("/?q=%77si_{hex}"),
-            format!("/?api%5Fkey=short"),
+            "/?api%5Fkey=short".to_string(),
         ] {
             let r = redact(&target.parse().unwrap());
             assert!(

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use super::model::{WireField, WireMessage, WirePoint, WireTime};
+use super::model::{WireField, WireMessage, WirePoint, WireTime, repeated_key};
 
 /// Key-sorted `(key, value)` pairs with unique keys.
 pub type Pairs<'a, V> = Vec<(Cow<'a, str>, V)>;
@@ -83,13 +83,6 @@ pub fn normalize<'a, V>(pairs: &mut Pairs<'a, V>) -> Result<(), Cow<'a, str>> {
         Some(w) => Err(w[0].0.clone()),
         None => Ok(()),
     }
-}
-
-/// The error for a key given twice in `tags` or `fields`.
-pub fn repeated_key<E: de::Error>(key: &str) -> E {
-    E::custom(format!(
-        "key {key:?} is given twice; send each tag and field once"
-    ))
 }
 
 /// A string, borrowed when the deserializer can lend it.

@@ -121,6 +121,13 @@ impl<'de> Deserialize<'de> for WireTime {
     }
 }
 
+/// The error for a key given twice in `tags` or `fields`.
+pub fn repeated_key<E: de::Error>(key: &str) -> E {
+    E::custom(format!(
+        "key {key:?} is given twice; send each tag and field once"
+    ))
+}
+
 /// A map whose keys must be unique (`BTreeMap` alone keeps the last value).
 fn unique_map<'de, D, V>(d: D) -> Result<Option<BTreeMap<String, V>>, D::Error>
 where
@@ -140,7 +147,7 @@ where
                     let mut out = BTreeMap::new();
                     while let Some((k, v)) = map.next_entry::<String, V>()? {
                         if out.contains_key(&k) {
-                            return Err(super::borrowed::repeated_key(&k));
+                            return Err(repeated_key(&k));
                         }
                         out.insert(k, v);
                     }

@@ -77,7 +77,7 @@ async fn node_cbor_client_stores_exactly_what_it_sent() {
     // The client's own CBOR encoder through the server's decoder: values
     // and timestamps as sent.
     let stack = harness::Stack::start(|_| {}).await;
-    let token = stack.add_device("node-cbor");
+    let token = stack.add_device("node-cbor").await;
     let args: Vec<String> = [
         "--url",
         &stack.base_url(),

@@ -77,7 +77,7 @@ async fn python_auto_ts_is_kept_on_resend_across_a_server_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_command_line_tool_sends_points() {
     let stack = Stack::start(|_| {}).await;
-    let token = stack.add_device("py-cli");
+    let token = stack.add_device("py-cli").await;
     let help = python_cmd()
         .args(["-m", "wsingest_client", "--help"])
         .output()

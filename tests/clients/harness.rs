@@ -17,7 +17,7 @@ use wsingest::auth::DevicePolicy;
 use wsingest::config::Config;
 
 use crate::common::process::WsingestProcess;
-use crate::common::security::TestRegistry;
+use crate::common::security::{TestRegistry, try_connect};
 use crate::common::{Influxd, test_config};
 
 pub const DB: &str = "clients";
@@ -77,8 +77,24 @@ impl Stack {
         }
     }
 
-    pub fn add_device(&self, id: &str) -> String {
-        self.registry.add(id, DevicePolicy::default())
+    /// Add `id` to the registry; returns its token once the server (which
+    /// reloads the registry every 100 ms) accepts it.
+    pub async fn add_device(&self, id: &str) -> String {
+        let token = self.registry.add(id, DevicePolicy::default());
+        let url = format!("{}/v1/devices/{id}", self.base_url());
+        let bearer = format!("Bearer {token}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut ws) = try_connect(&url, &[("authorization", &bearer)]).await {
+                let _ = ws.close(None).await;
+                return token;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server never accepted {id}'s token"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -410,7 +426,7 @@ fn driver_args(stack: &Stack, device: &str, token: &str, extra: &[&str]) -> Vec<
 pub async fn scenario_faults(label: &str, make: MakeDriver<'_>, encoding: &str) {
     let mut stack = Stack::start(|_| {}).await;
     let device = format!("{label}-faults");
-    let token = stack.add_device(&device);
+    let token = stack.add_device(&device).await;
     const N: u64 = 1200;
     let a = driver_args(
         &stack,
@@ -440,7 +456,7 @@ pub async fn scenario_faults(label: &str, make: MakeDriver<'_>, encoding: &str) 
 pub async fn scenario_nacks(label: &str, make: MakeDriver<'_>) {
     let stack = Stack::start(|c| c.server.max_message_bytes = 4096).await;
     let device = format!("{label}-nacks");
-    let token = stack.add_device(&device);
+    let token = stack.add_device(&device).await;
     let a = driver_args(
         &stack,
         &device,
@@ -494,7 +510,7 @@ pub async fn scenario_nacks(label: &str, make: MakeDriver<'_>) {
 pub async fn scenario_revoked(label: &str, make: MakeDriver<'_>, sees_http_status: bool) {
     let stack = Stack::start(|_| {}).await;
     let device = format!("{label}-revoked");
-    let token = stack.add_device(&device);
+    let token = stack.add_device(&device).await;
     let a = driver_args(
         &stack,
         &device,
@@ -525,7 +541,7 @@ pub async fn scenario_revoked(label: &str, make: MakeDriver<'_>, sees_http_statu
 pub async fn scenario_disk_buffer(label: &str, make: MakeDriver<'_>) {
     let mut stack = Stack::start(|_| {}).await;
     let device = format!("{label}-disk");
-    let token = stack.add_device(&device);
+    let token = stack.add_device(&device).await;
     let buf = stack.dir.path().join(format!("{label}-buffer"));
     let buf = buf.to_string_lossy().to_string();
     let a = driver_args(
@@ -584,7 +600,7 @@ pub async fn scenario_disk_buffer(label: &str, make: MakeDriver<'_>) {
 pub async fn scenario_auto_ts(label: &str, make: MakeDriver<'_>) {
     let mut stack = Stack::start(|_| {}).await;
     let device = format!("{label}-auto");
-    let token = stack.add_device(&device);
+    let token = stack.add_device(&device).await;
     let a = driver_args(
         &stack,
         &device,

@@ -52,7 +52,7 @@ async fn cbor_point_batch_and_timestamps() {
     send_json(
         &mut ws,
         json!({"seq": 2, "measurement": "power", "points": [
-            {"ts": 1732492800000u64, "fields": {"w": 1}},
+            {"ts": 1732492799000u64, "fields": {"w": 1}},
             {"ts": "2024-11-25T01:00:00+01:00", "fields": {"w": 2}},
             {"ts": 1732492802000u64, "tags": {"phase": "L2"}, "fields": {"w": 3}}
         ]}),
@@ -63,18 +63,19 @@ async fn cbor_point_batch_and_timestamps() {
         .rows("t2", "SELECT w, device, phase FROM power")
         .await;
     let times: Vec<u64> = rows.iter().map(|r| r[0].as_u64().unwrap()).collect();
-    // 2024-11-25T01:00:00+01:00 is 00:00:00Z: overwrites nothing, sorts first.
+    // 2024-11-25T01:00:00+01:00 is 00:00:00Z, before seq 1's point.
     assert_eq!(
         times,
         vec![
+            1732492799000000000,
             1732492800000000000,
             1732492800123456789,
             1732492802000000000
         ]
     );
-    assert_eq!(rows[0][1].as_f64(), Some(2.0));
-    assert_eq!(rows[1][1].as_f64(), Some(230.0));
-    assert_eq!(rows[2][3], json!("L2"));
+    assert_eq!(rows[1][1].as_f64(), Some(2.0));
+    assert_eq!(rows[2][1].as_f64(), Some(230.0));
+    assert_eq!(rows[3][3], json!("L2"));
     assert!(rows.iter().all(|r| r[2] == json!("meter-7")));
     server.stop().await;
 }

@@ -7,6 +7,8 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
+COPY docs/simulate.md ./docs/simulate.md
 COPY proto ./proto
 # Cache the registry and the target dir between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

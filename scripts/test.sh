@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 
 scripts/install.sh
 cargo fmt --all --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --all-targets --locked

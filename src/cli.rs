@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError, Secret};
+use wsingest_server::config::{Config, ConfigError, DEFAULT_CONFIG, Secret};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,18 +39,18 @@ pub enum Command {
     /// Run the ingest server.
     Serve(Box<ServeArgs>),
     /// Performance scenarios, each next to a reference run (see docs/performance.md).
-    Bench(crate::bench::BenchArgs),
+    Bench(wsingest_tools::bench::BenchArgs),
     /// Measure WebSocket (JSON, CBOR), MQTT, HTTP/1.1, HTTP/2 and gRPC on one
     /// workload: handshake, bytes per point, throughput, latency, CPU, memory.
-    Compare(crate::compare::CompareArgs),
+    Compare(wsingest_tools::compare::CompareArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Manage the device registry (tokens are shown once, stored hashed).
     #[command(subcommand)]
-    Device(crate::auth::cli::DeviceCommand),
+    Device(wsingest_server::auth::cli::DeviceCommand),
     /// Connect simulated devices (profiles in devices/) and stream telemetry.
-    Simulate(Box<crate::simulate::cli::SimulateArgs>),
+    Simulate(Box<wsingest_tools::simulate::cli::SimulateArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,9 +60,6 @@ pub enum ConfigCommand {
     /// Load a configuration (file, environment, flags) and print what results.
     Check(Box<ServeArgs>),
 }
-
-/// Default config file, used when present and no `--config` is given.
-pub const DEFAULT_CONFIG: &str = "config/wsingest.toml";
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -74,7 +71,7 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
     /// Where points go: influx, or blackhole (discard after decode, ack at once).
     #[arg(long, value_enum, env = "WSINGEST_SINK")]
-    pub sink: Option<crate::config::SinkKind>,
+    pub sink: Option<wsingest_server::config::SinkKind>,
     /// InfluxDB base URL, e.g. http://127.0.0.1:8086.
     #[arg(long, env = "WSINGEST_INFLUX_URL")]
     pub influx_url: Option<String>,
@@ -232,7 +229,7 @@ mod tests {
         assert_eq!(c.influx.flush_interval_ms, 250);
         assert!(matches!(
             c.influx_api().unwrap(),
-            crate::sink::influx::Api::V2 { .. }
+            wsingest_server::sink::influx::Api::V2 { .. }
         ));
     }
 }

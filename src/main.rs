@@ -20,22 +20,22 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {}", config.server.listen))?;
                 let shutdown = CancellationToken::new();
-                wsingest::shutdown::on_signal(shutdown.clone());
-                wsingest::server::run(listener, config, shutdown).await?;
+                wsingest_server::shutdown::on_signal(shutdown.clone());
+                wsingest_server::server::run(listener, config, shutdown).await?;
             }
             Command::Compare(args) => {
-                wsingest::compare::run(args).await?;
+                wsingest_tools::compare::run(args).await?;
             }
             Command::Bench(args) => {
-                wsingest::bench::run(args).await?;
+                wsingest_tools::bench::run(args).await?;
             }
             Command::Simulate(args) => {
-                wsingest::simulate::cli::main(*args).await?;
+                wsingest_tools::simulate::cli::main(*args).await?;
             }
             Command::Config(ConfigCommand::PrintDefault) => {
-                print!("{}", wsingest::config::Config::default_toml())
+                print!("{}", wsingest_server::config::Config::default_toml())
             }
-            Command::Device(cmd) => print!("{}", wsingest::auth::cli::run(cmd)?),
+            Command::Device(cmd) => print!("{}", wsingest_server::auth::cli::run(cmd)?),
             Command::Config(ConfigCommand::Check(args)) => {
                 let config = args.load()?;
                 print!("{}", toml::to_string_pretty(&config)?);

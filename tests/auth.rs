@@ -2,14 +2,12 @@
 //! bound to devices, 401/403 before the upgrade, revocation and rotation
 //! closing live sessions with 1008, the Origin allow-list.
 
-mod common;
-
 use std::time::Duration;
 
-use common::security::*;
-use common::*;
 use serde_json::json;
-use wsingest::auth::DevicePolicy;
+use wsingest_harness::security::*;
+use wsingest_harness::*;
+use wsingest_server::auth::DevicePolicy;
 
 async fn setup(db: &str, anonymous: bool) -> (Influxd, TestRegistry, TestServer) {
     let influx = Influxd::start().await;

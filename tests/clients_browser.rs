@@ -4,16 +4,15 @@
 //! kill -9 and restart. A tiny HTTP server in this test serves the page and
 //! the module from another origin, as a real site would.
 
-mod common;
 #[path = "clients/harness.rs"]
 mod harness;
 
 use std::time::Duration;
 
-use common::browser::Browser;
 use harness::{Stack, TS0, repo};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wsingest_harness::browser::Browser;
 
 const PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>wsingest client</title></head>

@@ -5,7 +5,6 @@
 //! that need escaping stored exactly. Built with the Makefile into
 //! target/clients-c.
 
-mod common;
 #[path = "clients/harness.rs"]
 mod harness;
 
@@ -13,8 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::services::require_binary;
 use harness::{Driver, Stack, repo};
+use wsingest_harness::services::require_binary;
 
 /// `make` the core, its tests and the example once per test process.
 fn build() -> &'static PathBuf {

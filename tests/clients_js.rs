@@ -4,14 +4,13 @@
 //! client runs as a child process (tests/clients/driver.mjs) with `ws`
 //! installed by `npm ci` in clients/js (scripts/install.sh does it).
 
-mod common;
 #[path = "clients/harness.rs"]
 mod harness;
 
 use std::process::Command;
 
-use common::services::require_binary;
 use harness::repo;
+use wsingest_harness::services::require_binary;
 
 /// `node`, with clients/js/node_modules installed.
 fn node() -> Command {

@@ -4,7 +4,6 @@
 //! child process (tests/clients/driver.py) in the venv scripts/install.sh
 //! makes (target/clients-venv, or $WSINGEST_CLIENTS_VENV).
 
-mod common;
 #[path = "clients/harness.rs"]
 mod harness;
 

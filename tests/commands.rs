@@ -2,15 +2,13 @@
 //! mosquitto) or posted to the HTTP command API, delivered in the session's
 //! encoding, answered with `cmd_result`, the answer published back.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use wsingest::config::{Config, Secret};
+use wsingest_harness::*;
+use wsingest_server::config::{Config, Secret};
 
 async fn wait_connected(server: &TestServer) {
     eventually(20, "the bridge to connect", || async {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use wsingest::config::Config;
+use wsingest_server::config::Config;
 
 #[test]
 fn shipped_configs_are_valid() {

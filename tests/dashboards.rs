@@ -6,16 +6,14 @@
 //! `$__interval` and the template variables substituted as Grafana does, is
 //! run against InfluxDB and must return data.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use common::browser;
-use common::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use wsingest_harness::browser;
+use wsingest_harness::*;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const DB: &str = "dash";
@@ -110,7 +108,7 @@ const TARIFFS: [&str; 3] = ["standard", "night", "dynamic"];
 /// Six hours of minute readings per device, an hour per message, through
 /// the server; then a few live messages and one bad one.
 async fn write_fleet(server: &TestServer) -> usize {
-    let now_ms = wsingest::fleet::now_ms();
+    let now_ms = wsingest_server::fleet::now_ms();
     let start = now_ms - HOURS * 3_600_000;
     let mut devices = 0;
     for (measurement, prefix, tag, values) in PROFILES {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use clap::Parser;
 use wsingest::cli::{Cli, Command};
-use wsingest::config::Config;
+use wsingest_server::config::Config;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn yaml(path: &str) -> Yaml {

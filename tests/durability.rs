@@ -3,21 +3,19 @@
 //! a full spool. The rule every test checks: an acked point is in InfluxDB in
 //! the end, once; nothing is dropped silently.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::devices::{DeviceReport, DeviceSpec, MakeMessage, run_device};
-use common::process::WsingestProcess;
-use common::services::http;
-use common::*;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use wsingest::config::{AckMode, Config};
+use wsingest_harness::devices::{DeviceReport, DeviceSpec, MakeMessage, run_device};
+use wsingest_harness::process::WsingestProcess;
+use wsingest_harness::services::http;
+use wsingest_harness::*;
+use wsingest_server::config::{AckMode, Config};
 
 /// Bytes in the spool's segment files.
 fn spool_bytes(dir: &Path) -> u64 {
@@ -283,7 +281,7 @@ async fn kill_9_under_load_loses_no_acked_point() {
 
 #[tokio::test]
 async fn torn_and_corrupt_spool_files_are_moved_aside_and_the_rest_replayed() {
-    use wsingest::sink::spool::{MessageMeta, Spool, SpoolConfig};
+    use wsingest_server::sink::spool::{MessageMeta, Spool, SpoolConfig};
     let influx = Influxd::start().await;
     influx.create_db("c").await;
     let dir = tempfile::tempdir().unwrap();
@@ -313,7 +311,7 @@ async fn torn_and_corrupt_spool_files_are_moved_aside_and_the_rest_replayed() {
                 points: 10,
             }];
             spool.append(&meta, &body).unwrap();
-            record_len = wsingest::sink::spool::record::encoded_len(1, body.len());
+            record_len = wsingest_server::sink::spool::record::encoded_len(1, body.len());
         }
     }
     // ...then a byte flipped in the third record, and half a record torn off
@@ -571,9 +569,9 @@ async fn resent_message_without_ts_is_acked_again_not_written_twice() {
 /// point survived, none is stored twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generator_run_through_an_outage_and_a_kill_9_stores_exactly_what_was_sent() {
-    use wsingest::simulate::profile::Profile;
-    use wsingest::simulate::stats::Live;
-    use wsingest::simulate::{Fleet, FleetConfig};
+    use wsingest_tools::simulate::profile::Profile;
+    use wsingest_tools::simulate::stats::Live;
+    use wsingest_tools::simulate::{Fleet, FleetConfig};
     let mut influx = Influxd::start().await;
     influx.create_db("g").await;
     let dir = tempfile::tempdir().unwrap();
@@ -700,7 +698,7 @@ async fn slow_write(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_takes_its_share_of_the_write_slots_and_live_traffic_the_rest() {
-    use wsingest::sink::spool::{MessageMeta, Spool, SpoolConfig};
+    use wsingest_server::sink::spool::{MessageMeta, Spool, SpoolConfig};
     let fake = SlowInflux::default();
     let app = axum::Router::new()
         .fallback(slow_write)

@@ -1,16 +1,14 @@
 //! gRPC streaming ingest end to end: protobuf telemetry and raw payloads in,
 //! acks and nacks out once InfluxDB has the points.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use wsingest::grpc::proto::{self, downlink, uplink, value};
-use wsingest::limits::SessionPolicy;
+use wsingest_harness::*;
+use wsingest_server::grpc::proto::{self, downlink, uplink, value};
+use wsingest_server::limits::SessionPolicy;
 
 fn value_f(f: f64) -> proto::Value {
     proto::Value {
@@ -59,14 +57,14 @@ async fn open(
     tonic::Status,
 > {
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut c = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
+    let mut c = wsingest_server::grpc::client::connect(tcp, &server.addr.to_string())
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     let md = req.metadata_mut();
     if let Some(d) = device {
-        md.insert(wsingest::grpc::DEVICE_METADATA, d.parse().unwrap());
+        md.insert(wsingest_server::grpc::DEVICE_METADATA, d.parse().unwrap());
     }
     if let Some(t) = token {
         md.insert("authorization", format!("Bearer {t}").parse().unwrap());
@@ -213,13 +211,15 @@ async fn grpc_needs_the_same_auth_as_websockets() {
     config.auth.allow_anonymous = false;
     let server = TestServer::start(config).await;
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut c = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
+    let mut c = wsingest_server::grpc::client::connect(tcp, &server.addr.to_string())
         .await
         .unwrap();
     let (_tx, rx) = tokio::sync::mpsc::channel::<proto::Uplink>(1);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    req.metadata_mut()
-        .insert(wsingest::grpc::DEVICE_METADATA, "d1".parse().unwrap());
+    req.metadata_mut().insert(
+        wsingest_server::grpc::DEVICE_METADATA,
+        "d1".parse().unwrap(),
+    );
     let status = c.session(req).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     server.stop().await;
@@ -231,10 +231,14 @@ async fn grpc_needs_the_same_auth_as_websockets() {
 async fn registry_server(
     db: &str,
     policy: SessionPolicy,
-) -> (Influxd, common::security::TestRegistry, TestServer) {
+) -> (
+    Influxd,
+    wsingest_harness::security::TestRegistry,
+    TestServer,
+) {
     let influx = Influxd::start().await;
     influx.create_db(db).await;
-    let reg = common::security::TestRegistry::new();
+    let reg = wsingest_harness::security::TestRegistry::new();
     let mut config = test_config(&influx.url, db);
     config.auth.allow_anonymous = false;
     config.auth.registry_path = Some(reg.path.clone());
@@ -264,7 +268,7 @@ async fn ended(replies: &mut tonic::Streaming<proto::Downlink>) -> tonic::Status
 /// = 1, policy replace).
 #[tokio::test]
 async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
-    use wsingest::auth::DevicePolicy;
+    use wsingest_server::auth::DevicePolicy;
 
     let (influx, reg, server) = registry_server("g_auth", SessionPolicy::Replace).await;
     let t = reg.add("dev-g", DevicePolicy::default());
@@ -304,9 +308,12 @@ async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
         downlink::Body::Ack(proto::Ack { seq: 2 })
     );
     let url = server.ws_url("/v1/devices/dev-g");
-    let mut ws = common::security::try_connect(&url, &[("authorization", &format!("Bearer {t2}"))])
-        .await
-        .unwrap();
+    let mut ws = wsingest_harness::security::try_connect(
+        &url,
+        &[("authorization", &format!("Bearer {t2}"))],
+    )
+    .await
+    .unwrap();
     let status = ended(&mut replies).await;
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("replaced"), "{status:?}");
@@ -324,8 +331,10 @@ async fn grpc_streams_are_sessions_revocation_and_replacement_end_them() {
 /// the revocation are counted in /metrics.
 #[tokio::test]
 async fn grpc_and_websocket_share_the_refuse_policy_and_rotation_ends_a_stream() {
-    use common::security::{connect_bearer, metric, metrics, refused_status, try_connect};
-    use wsingest::auth::DevicePolicy;
+    use wsingest_harness::security::{
+        connect_bearer, metric, metrics, refused_status, try_connect,
+    };
+    use wsingest_server::auth::DevicePolicy;
 
     let (influx, reg, server) = registry_server("g_refuse", SessionPolicy::Refuse).await;
     let t = reg.add("dev-r", DevicePolicy::default());

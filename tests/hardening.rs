@@ -4,23 +4,21 @@
 //! crash, repeated keys, log floods and slow request bodies. Real server,
 //! real influxd, real clients.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::process::WsingestProcess;
-use common::security::{TestRegistry, metric};
-use common::services::http;
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use wsingest::auth::DevicePolicy;
-use wsingest::grpc::proto::{self, downlink, uplink};
+use wsingest_harness::process::WsingestProcess;
+use wsingest_harness::security::{TestRegistry, metric};
+use wsingest_harness::services::http;
+use wsingest_harness::*;
+use wsingest_server::auth::DevicePolicy;
+use wsingest_server::grpc::proto::{self, downlink, uplink};
 
 async fn setup(db: &str) -> (Influxd, TestServer) {
     let influx = Influxd::start().await;
@@ -135,13 +133,15 @@ async fn points_without_ts_are_all_stored_over_http_grpc_and_senml() {
 
     // gRPC with a JSON payload.
     let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let mut client = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
+    let mut client = wsingest_server::grpc::client::connect(tcp, &server.addr.to_string())
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    req.metadata_mut()
-        .insert(wsingest::grpc::DEVICE_METADATA, "d-grpc".parse().unwrap());
+    req.metadata_mut().insert(
+        wsingest_server::grpc::DEVICE_METADATA,
+        "d-grpc".parse().unwrap(),
+    );
     let payload = json!({"seq": 1, "measurement": "gm", "points": [
         {"fields": {"a": 1}}, {"fields": {"a": 2}}, {"fields": {"a": 3}}, {"fields": {"a": 4}}]});
     tx.send(proto::Uplink {
@@ -366,18 +366,18 @@ async fn tokens_never_reach_the_log_and_refusal_floods_are_summarised() {
         format!("/v1/devices/meter-1?t={hex}"),
     ];
     for t in &targets {
-        let r = common::security::try_connect(&server.ws_url(t), &[]).await;
-        assert_eq!(common::security::refused_status(r), 401, "{t}");
+        let r = wsingest_harness::security::try_connect(&server.ws_url(t), &[]).await;
+        assert_eq!(wsingest_harness::security::refused_status(r), 401, "{t}");
     }
     // A flood of refused handshakes: counted, but only a few lines logged.
     const FLOOD: u64 = 300;
     for i in 0..FLOOD {
-        let r = common::security::try_connect(
+        let r = wsingest_harness::security::try_connect(
             &server.ws_url("/v1/devices/meter-1"),
             &[("authorization", &format!("Bearer wsi_wrong{i}"))],
         )
         .await;
-        assert_eq!(common::security::refused_status(r), 401);
+        assert_eq!(wsingest_harness::security::refused_status(r), 401);
     }
     let t = metrics_text(server.http_url("/metrics")).await;
     let refused: u64 = t

@@ -2,11 +2,9 @@
 //! same payloads as the WebSocket, answered once durable, with a status that
 //! tells the client what to do.
 
-mod common;
-
-use common::services::http;
-use common::*;
 use serde_json::json;
+use wsingest_harness::services::http;
+use wsingest_harness::*;
 
 fn cbor(v: &serde_json::Value) -> Vec<u8> {
     let mut out = Vec::new();
@@ -27,7 +25,7 @@ async fn posts_are_acked_once_stored_over_http1_and_h2c() {
     let url = server.http_url("/v1/devices/pump-1/points");
     let h1 = http();
     let h2 = {
-        wsingest::tls::install_crypto_provider();
+        wsingest_server::tls::install_crypto_provider();
         reqwest::Client::builder()
             .http2_prior_knowledge()
             .build()

@@ -1,12 +1,10 @@
 //! End to end through real WebSocket clients, a real server and a real
 //! influxd: what devices send is what InfluxDB stores.
 
-mod common;
-
-use common::*;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
+use wsingest_harness::*;
 
 async fn setup(db: &str) -> (Influxd, TestServer) {
     let influx = Influxd::start().await;

@@ -1,17 +1,15 @@
 //! Session lifecycle: limits, garbage, shutdown.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
+use wsingest_harness::*;
 
 async fn setup(
     db: &str,
-    tweak: impl FnOnce(&mut wsingest::config::Config),
+    tweak: impl FnOnce(&mut wsingest_server::config::Config),
 ) -> (Influxd, TestServer) {
     let influx = Influxd::start().await;
     influx.create_db(db).await;
@@ -135,7 +133,7 @@ async fn shutdown_flushes_acks_then_closes_with_1001() {
 #[tokio::test]
 async fn plain_get_and_bad_requests_get_http_errors() {
     let (_influx, server) = setup("l5", |_| {}).await;
-    let http = common::services::http();
+    let http = wsingest_harness::services::http();
     let r = http
         .get(server.http_url("/v1/devices/x"))
         .send()

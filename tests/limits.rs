@@ -2,12 +2,8 @@
 //! its client-visible outcome (nack, close code, HTTP status) and its metric,
 //! memory stays bounded, and an honest device's data keeps landing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::security::*;
-use common::*;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +11,9 @@ use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use wsingest::auth::DevicePolicy;
+use wsingest_harness::security::*;
+use wsingest_harness::*;
+use wsingest_server::auth::DevicePolicy;
 
 /// An honest device sending one point every 20 ms until told to stop;
 /// returns how many were acked.
@@ -369,7 +367,7 @@ async fn sessions_per_device_replace_or_refuse_and_total_cap() {
 
     // `refuse`: the second session of a device gets 409.
     config.server.max_connections = 100;
-    config.limits.session_policy = wsingest::limits::SessionPolicy::Refuse;
+    config.limits.session_policy = wsingest_server::limits::SessionPolicy::Refuse;
     let server = TestServer::start(config).await;
     let mut first = connect(&server.ws_url("/v1/devices/twin"), None).await;
     assert_eq!(

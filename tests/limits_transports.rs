@@ -4,17 +4,15 @@
 //! transport buys nothing; each refusal reaches the client in its
 //! transport's form and is counted in /metrics.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::security::*;
-use common::services::http;
-use common::*;
 use serde_json::json;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use wsingest::grpc::proto::{self, downlink, uplink, value};
+use wsingest_harness::security::*;
+use wsingest_harness::services::http;
+use wsingest_harness::*;
+use wsingest_server::grpc::proto::{self, downlink, uplink, value};
 
 type Replies = tonic::Streaming<proto::Downlink>;
 
@@ -24,13 +22,15 @@ async fn grpc(
     device: &str,
 ) -> (tokio::sync::mpsc::Sender<proto::Uplink>, Replies) {
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut c = wsingest::grpc::client::connect(tcp, &server.addr.to_string())
+    let mut c = wsingest_server::grpc::client::connect(tcp, &server.addr.to_string())
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    req.metadata_mut()
-        .insert(wsingest::grpc::DEVICE_METADATA, device.parse().unwrap());
+    req.metadata_mut().insert(
+        wsingest_server::grpc::DEVICE_METADATA,
+        device.parse().unwrap(),
+    );
     let replies = c.session(req).await.expect("stream opens").into_inner();
     (tx, replies)
 }

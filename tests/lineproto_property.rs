@@ -4,15 +4,13 @@
 //! batch. Cases come from proptest with a fixed seed, so a failure names a
 //! reproducible case.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
+use wsingest_harness::*;
 
 const CASES: usize = 500;
 

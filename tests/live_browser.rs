@@ -4,16 +4,14 @@
 //! device, and shows errors. Saves a screenshot as a test artifact
 //! (`$CARGO_TARGET_TMPDIR/live-view.png`, or `$WSINGEST_SCREENSHOT` if set).
 
-mod common;
-
 use std::time::Duration;
 
-use common::browser::Browser;
-use common::*;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use wsingest_harness::browser::Browser;
+use wsingest_harness::*;
 
 /// One simulated device: a value per field that moves every `period`.
 fn device(

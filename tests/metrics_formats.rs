@@ -5,14 +5,12 @@
 //! declared once, before its samples, which are contiguous and named by the
 //! family plus a suffix its type allows; one `# EOF`, at the end.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
+use wsingest_harness::*;
 
 /// OpenMetrics as Prometheus 2.x/3.x asks for it by default.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,\

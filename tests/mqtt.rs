@@ -3,14 +3,12 @@
 //! ingest (drops are counted), `required` makes the PUBACK part of the ack,
 //! and the bridge resumes by itself when the broker is back.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
-use wsingest::config::Config;
-use wsingest::mqtt::PayloadFormat;
+use wsingest_harness::*;
+use wsingest_server::config::Config;
+use wsingest_server::mqtt::PayloadFormat;
 
 async fn bridge_stats(server: &TestServer) -> serde_json::Value {
     services::http()

@@ -2,14 +2,12 @@
 //! writer puts `wsingest_device`/`wsingest_stats`/`wsingest_session` into a
 //! real influxd, and the live feed and page are served (and guarded).
 
-mod common;
-
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use wsingest::config::Secret;
-use wsingest::metrics::find_sample;
+use wsingest_harness::*;
+use wsingest_server::config::Secret;
+use wsingest_server::metrics::find_sample;
 
 async fn metrics_text(server: &TestServer) -> String {
     let r = services::http()

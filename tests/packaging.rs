@@ -19,16 +19,14 @@
 //! commented TLS server block, enabled, terminates wss in a real nginx, and a
 //! certificate renewal with `nginx -s reload` keeps open sessions.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::services::{free_port, http, require_binary};
-use common::{Influxd, eventually};
+use wsingest_harness::services::{free_port, http, require_binary};
+use wsingest_harness::{Influxd, eventually};
 
 const UNIT: &str = "/lib/systemd/system/wsingest.service";
 const CONFIG: &str = "/etc/wsingest/wsingest.toml";
@@ -903,13 +901,13 @@ fn pem_leaf(path: &Path) -> Vec<u8> {
 /// certificate while an open session (on the old certificate) goes on.
 #[tokio::test]
 async fn nginx_tls_block_reloads_certificates_without_dropping_sessions() {
-    use common::security::{TestCerts, connect_wss};
-    wsingest::tls::install_crypto_provider();
+    use wsingest_harness::security::{TestCerts, connect_wss};
+    wsingest_server::tls::install_crypto_provider();
     let nginx_bin = require_binary("nginx", "nginx");
-    let mut config = wsingest::config::Config::default();
+    let mut config = wsingest_server::config::Config::default();
     config.auth.allow_anonymous = true;
-    config.server.sink = wsingest::config::SinkKind::Blackhole;
-    let server = common::TestServer::start(config).await;
+    config.server.sink = wsingest_server::config::SinkKind::Blackhole;
+    let server = wsingest_harness::TestServer::start(config).await;
     let (old_certs, new_certs) = (TestCerts::generate(), TestCerts::generate());
     let (http_port, tls_port) = (free_port(), free_port());
 
@@ -935,7 +933,7 @@ async fn nginx_tls_block_reloads_certificates_without_dropping_sessions() {
         &format!("{}/tls/", staging.path().display()),
     );
     install_certs(staging.path(), &old_certs);
-    let nginx = common::Nginx::start(&conf, tls_port).await;
+    let nginx = wsingest_harness::Nginx::start(&conf, tls_port).await;
 
     let url = format!("wss://localhost:{tls_port}/v1/devices/tls-old");
     let mut old = connect_wss(&url, old_certs.client_config(), &[])

@@ -10,18 +10,16 @@
 //!   mention is one wsingest exports, and when influxd is stopped and devices
 //!   keep sending, `WsingestInfluxDBDown` reaches state firing.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::process::WsingestProcess;
-use common::services::{free_port, http, require_binary};
-use common::{Influxd, eventually, test_config};
 use serde_json::{Value, json};
+use wsingest_harness::process::WsingestProcess;
+use wsingest_harness::services::{free_port, http, require_binary};
+use wsingest_harness::{Influxd, eventually, test_config};
 
 const CONFIG: &str = "deploy/prometheus/prometheus.yml";
 const RULES: &str = "deploy/prometheus/wsingest-alerts.yml";

@@ -3,13 +3,11 @@
 //! over both, every point lands once, and a command reaches its device
 //! whichever instance holds it, by MQTT or by the HTTP API of either instance.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
 use serde_json::json;
-use wsingest::config::Secret;
+use wsingest_harness::*;
+use wsingest_server::config::Secret;
 
 /// The shipped config, pointed at this test's ports and directories.
 fn nginx_config(listen: u16, a: u16, b: u16) -> String {

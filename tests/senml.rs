@@ -1,12 +1,10 @@
 //! SenML (RFC 8428) sessions end to end: the RFC's packs over `senml+json`
 //! and `senml+cbor` land in InfluxDB, and packs are acked by their ordinal.
 
-mod common;
-
-use common::*;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
+use wsingest_harness::*;
 
 /// RFC 8428 §5.1.2 (second pack) in CBOR, as printed in §6.
 const RFC_CBOR_HEX: &str = "87a721781b75726e3a6465763a6f773a3130653230373361303130383030363a22fb41d303a15b00106223614120050067766f6c7461676501615602fb405e066666666666a300676375727265\

@@ -4,27 +4,25 @@
 //! by reason. Commands, tokens, source addresses and reconnect backoff are
 //! driven by a small WebSocket server on the test side.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use wsingest::simulate::device::DeviceResult;
-use wsingest::simulate::faults::Faults;
-use wsingest::simulate::message::{Encoding, Fault};
-use wsingest::simulate::profile::{self, Profile};
-use wsingest::simulate::tokens::Tokens;
-use wsingest::simulate::{Fleet, FleetConfig, Report};
+use wsingest_harness::*;
+use wsingest_tools::simulate::device::DeviceResult;
+use wsingest_tools::simulate::faults::Faults;
+use wsingest_tools::simulate::message::{Encoding, Fault};
+use wsingest_tools::simulate::profile::{self, Profile};
+use wsingest_tools::simulate::tokens::Tokens;
+use wsingest_tools::simulate::{Fleet, FleetConfig, Report};
 
 fn devices_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("devices")
@@ -561,7 +559,8 @@ async fn reconnects_with_backoff_until_the_server_is_up_from_chosen_addresses() 
     c.source_addrs = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
     let fleet = Fleet::start(c).await.unwrap();
     eventually(10, "refused connection attempts", || async {
-        (wsingest::simulate::stats::Live::get(&fleet.live().connect_errors) >= 8).then_some(())
+        (wsingest_tools::simulate::stats::Live::get(&fleet.live().connect_errors) >= 8)
+            .then_some(())
     })
     .await;
     let mut fake = Fake::start(TcpListener::bind(("127.0.0.1", port)).await.unwrap()).await;

@@ -2,21 +2,19 @@
 //! test CA (tokio-rustls with ring, and Python's `websockets` with `ssl`,
 //! the notes' client pattern), data checked in a real influxd.
 
-mod common;
-
 use std::time::Duration;
 
-use common::security::*;
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use wsingest::auth::DevicePolicy;
+use wsingest_harness::security::*;
+use wsingest_harness::*;
+use wsingest_server::auth::DevicePolicy;
 
 #[tokio::test]
 async fn wss_with_device_tokens_end_to_end() {
-    wsingest::tls::install_crypto_provider();
+    wsingest_server::tls::install_crypto_provider();
     let influx = Influxd::start().await;
     influx.create_db("tls1").await;
     let certs = TestCerts::generate();
@@ -103,7 +101,7 @@ async fn wss_with_device_tokens_end_to_end() {
 /// client (ALPN http/1.1) still upgrades on the same port.
 #[tokio::test]
 async fn http_fallback_over_tls_negotiates_h2_and_http1() {
-    wsingest::tls::install_crypto_provider();
+    wsingest_server::tls::install_crypto_provider();
     let influx = Influxd::start().await;
     influx.create_db("tls3").await;
     let certs = TestCerts::generate();

@@ -3,14 +3,12 @@
 //! and wsingest's subscriber), HTTP/1.1, HTTP/2 and gRPC gives the same
 //! InfluxQL result, and that result is what the devices sent.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
-use wsingest::compare::transports::{self, Kind, Payload, Target};
-use wsingest::compare::workload;
+use wsingest_harness::*;
+use wsingest_tools::compare::transports::{self, Kind, Payload, Target};
+use wsingest_tools::compare::workload;
 
 /// The messages: three 2-point batches, then a single point (seq 10, so its
 /// timestamp is its own).
@@ -41,7 +39,7 @@ async fn every_transport_stores_the_same_points() {
     let mqtt = Mosquitto::start().await;
     let broker_addr = SocketAddr::from(([127, 0, 0, 1], mqtt.port));
     let stop = tokio_util::sync::CancellationToken::new();
-    let ingest = tokio::spawn(wsingest::compare::mqtt_ingest::run(
+    let ingest = tokio::spawn(wsingest_tools::compare::mqtt_ingest::run(
         config,
         broker_addr,
         Payload::Json,

@@ -1,10 +1,8 @@
 //! Hostile names and values: stored exactly, or nacked with a reason, and
 //! never able to make InfluxDB refuse someone else's points.
 
-mod common;
-
-use common::*;
 use serde_json::json;
+use wsingest_harness::*;
 
 async fn setup(db: &str) -> (Influxd, TestServer) {
     let influx = Influxd::start().await;

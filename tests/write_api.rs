@@ -1,16 +1,14 @@
 //! The v2 write API against a real VictoriaMetrics, and the exact requests
 //! (path, query, auth, precision, body, retries) against an in-test HTTP server.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use common::*;
 use serde_json::json;
-use wsingest::config::Secret;
+use wsingest_harness::*;
+use wsingest_server::config::Secret;
 
 #[tokio::test]
 async fn v2_api_writes_into_victoria_metrics() {

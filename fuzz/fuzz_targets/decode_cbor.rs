@@ -3,15 +3,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsingest::decode::{Decoder, DecoderConfig, Format, Message};
+use wsingest_proto::decode::{Decoder, DecoderConfig, Format, Message};
 
 fuzz_target!(|data: &[u8]| {
     let d = Decoder::new(DecoderConfig::default());
     for format in [Format::Cbor, Format::SenmlCbor] {
-        if let Ok(Message::Points { points, .. }) = d.decode(data, format, "dev", &wsingest::clock::ServerClock::frozen_at(0)) {
+        if let Ok(Message::Points { points, .. }) = d.decode(data, format, "dev", &wsingest_proto::clock::ServerClock::frozen_at(0)) {
             for p in &points {
                 let mut out = Vec::new();
-                wsingest::lineproto::encode_point(p, &mut out);
+                wsingest_proto::lineproto::encode_point(p, &mut out);
                 assert_eq!(out.last(), Some(&b'\n'));
             }
         }

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsingest::lineproto::{Limits, check_point, encode_point};
-use wsingest::point::{FieldValue, Point};
+use wsingest_proto::lineproto::{Limits, check_point, encode_point};
+use wsingest_proto::point::{FieldValue, Point};
 
 fuzz_target!(|input: (String, Vec<(String, String)>, Vec<(String, String)>, f64)| {
     let (measurement, tags, strings, float) = input;

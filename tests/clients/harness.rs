@@ -13,12 +13,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wsingest::auth::DevicePolicy;
-use wsingest::config::Config;
+use wsingest_server::auth::DevicePolicy;
+use wsingest_server::config::Config;
 
-use crate::common::process::WsingestProcess;
-use crate::common::security::{TestRegistry, try_connect};
-use crate::common::{Influxd, test_config};
+use wsingest_harness::process::WsingestProcess;
+use wsingest_harness::security::{TestRegistry, try_connect};
+use wsingest_harness::{Influxd, test_config};
 
 pub const DB: &str = "clients";
 pub const MEASUREMENT: &str = "clients";

@@ -1,0 +1,203 @@
+//! `wsingest device add|list|revoke|rotate`: manage the device registry.
+//!
+//! The registry file is `--registry PATH`, else `auth.registry_path` of the
+//! config file (`--config`, default `config/wsingest.toml`). A token is printed
+//! once, by `add` and `rotate`, and never stored. A running server picks the
+//! change up by itself (or at once on SIGHUP).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::registry::{DevicePolicy, Registry, RegistryError, RegistryLock};
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Register a device and print its new token (shown only this once).
+    Add {
+        #[command(flatten)]
+        file: RegistryArgs,
+        /// Device id (1-128 of A-Z a-z 0-9 - _ . :).
+        id: String,
+        /// Policy profile from the config's [auth.profiles.NAME].
+        #[arg(long)]
+        profile: Option<String>,
+        /// Measurements the device may write (repeat or comma-separate); default: any.
+        #[arg(long = "allow-measurement", value_delimiter = ',')]
+        allow_measurement: Vec<String>,
+        /// Messages per second (token bucket) for this device.
+        #[arg(long)]
+        messages_per_sec: Option<f64>,
+        /// Points per second for this device.
+        #[arg(long)]
+        points_per_sec: Option<f64>,
+        /// Concurrent sessions for this device.
+        #[arg(long)]
+        max_sessions: Option<usize>,
+        /// New series per minute for this device (cardinality guard).
+        #[arg(long)]
+        new_series_per_minute: Option<u32>,
+        /// Print the result as JSON: {"id": ..., "token": ...}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List devices (never tokens).
+    List {
+        #[command(flatten)]
+        file: RegistryArgs,
+        /// One JSON object per device.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a device: its token stops working, its open sessions are closed with 1008.
+    Revoke {
+        #[command(flatten)]
+        file: RegistryArgs,
+        id: String,
+    },
+    /// Give a device a new token (printed once); the old one stops working and its sessions are closed.
+    Rotate {
+        #[command(flatten)]
+        file: RegistryArgs,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Registry file; default: auth.registry_path of the config.
+    #[arg(long, env = "WSINGEST_REGISTRY")]
+    pub registry: Option<PathBuf>,
+    /// Config file (for auth.registry_path and [auth.profiles]).
+    #[arg(long, short, env = "WSINGEST_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceCliError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no registry file: pass --registry PATH or set auth.registry_path in the config")]
+    NoRegistry,
+    #[error("unknown profile {0:?}: define [auth.profiles.{0}] in the config first")]
+    UnknownProfile(String),
+}
+
+impl RegistryArgs {
+    fn resolve(&self) -> Result<(PathBuf, Option<Config>), DeviceCliError> {
+        let config = match &self.config {
+            Some(p) => Some(Config::load(p)?),
+            None if std::path::Path::new(crate::config::DEFAULT_CONFIG).exists() => {
+                Some(Config::load(crate::config::DEFAULT_CONFIG.as_ref())?)
+            }
+            None => None,
+        };
+        let path = self
+            .registry
+            .clone()
+            .or_else(|| config.as_ref().and_then(|c| c.auth.registry_path.clone()))
+            .ok_or(DeviceCliError::NoRegistry)?;
+        Ok((path, config))
+    }
+}
+
+/// Run a device command; returns what to print on stdout.
+pub fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
+    match cmd {
+        DeviceCommand::Add {
+            file,
+            id,
+            profile,
+            allow_measurement,
+            messages_per_sec,
+            points_per_sec,
+            max_sessions,
+            new_series_per_minute,
+            json,
+        } => {
+            let (path, config) = file.resolve()?;
+            if let (Some(p), Some(c)) = (&profile, &config)
+                && !c.auth.profiles.contains_key(p)
+            {
+                return Err(DeviceCliError::UnknownProfile(p.clone()));
+            }
+            let policy = DevicePolicy {
+                allowed_measurements: (!allow_measurement.is_empty()).then_some(allow_measurement),
+                messages_per_sec,
+                points_per_sec,
+                max_sessions,
+                new_series_per_minute,
+            };
+            let _lock = RegistryLock::acquire(&path)?;
+            let mut reg = Registry::load(&path)?;
+            let token = reg.add(&id, profile, policy)?;
+            reg.save(&path)?;
+            Ok(token_output(&id, token.expose(), json, "added"))
+        }
+        DeviceCommand::List { file, json } => {
+            let (path, _) = file.resolve()?;
+            let reg = Registry::load(&path)?;
+            let mut out = String::new();
+            if json {
+                for d in reg.devices() {
+                    let mut v = serde_json::to_value(d).expect("record serializes");
+                    v.as_object_mut()
+                        .expect("record is an object")
+                        .remove("token_sha256");
+                    out.push_str(&v.to_string());
+                    out.push('\n');
+                }
+            } else {
+                out.push_str(&format!(
+                    "{:<32} {:<8} {:<12} {}\n",
+                    "DEVICE", "ENABLED", "PROFILE", "CREATED"
+                ));
+                for d in reg.devices() {
+                    out.push_str(&format!(
+                        "{:<32} {:<8} {:<12} {}\n",
+                        d.id,
+                        if d.enabled { "yes" } else { "REVOKED" },
+                        d.profile.as_deref().unwrap_or("-"),
+                        d.created.as_deref().unwrap_or("-"),
+                    ));
+                }
+            }
+            Ok(out)
+        }
+        DeviceCommand::Revoke { file, id } => {
+            let (path, _) = file.resolve()?;
+            let _lock = RegistryLock::acquire(&path)?;
+            let mut reg = Registry::load(&path)?;
+            reg.revoke(&id)?;
+            reg.save(&path)?;
+            Ok(format!(
+                "revoked {id}; its open sessions are closed when the server reloads the registry\n"
+            ))
+        }
+        DeviceCommand::Rotate { file, id, json } => {
+            let (path, _) = file.resolve()?;
+            let _lock = RegistryLock::acquire(&path)?;
+            let mut reg = Registry::load(&path)?;
+            let token = reg.rotate(&id)?;
+            reg.save(&path)?;
+            Ok(token_output(&id, token.expose(), json, "rotated"))
+        }
+    }
+}
+
+fn token_output(id: &str, token: &str, json: bool, what: &str) -> String {
+    if json {
+        format!("{}\n", serde_json::json!({"id": id, "token": token}))
+    } else {
+        format!(
+            "{what} device {id}\ntoken: {token}\n\
+             Store it on the device now: it is not kept and cannot be shown again.\n\
+             Connect with `Authorization: Bearer <token>` (or ?token=<token>) to /v1/devices/{id}\n"
+        )
+    }
+}

@@ -1,0 +1,57 @@
+//! wsingest-server: the ingest service. Devices' frames, requests and streams
+//! become points in InfluxDB, acked once durable.
+//!
+//! # Layout
+//!
+//! ```text
+//! device --ws/http/grpc--> transport --> ingest --> pipeline --> batch --> sink --> InfluxDB
+//!                              ^                                             |  +--> spool
+//!                              +------------- acks / nacks <-----------------+
+//! ```
+//!
+//! The message model, codecs and line protocol are `wsingest_proto`'s; this
+//! crate adds everything with I/O.
+//!
+//! - [`server`]: app wiring, accept loop, HTTP routes, WebSocket handshake;
+//!   [`server::run`] is the entry point the binary and the tests share.
+//! - [`conn`]: one connection: TLS, hyper, the handshake deadline (slowloris).
+//! - Transports: [`session`] (one WebSocket device session), [`http_ingest`]
+//!   (`POST /v1/devices/{id}/points`), [`grpc`] (bidirectional streaming);
+//!   [`ingest`]: decode-and-enqueue shared by them.
+//! - [`pipeline`]: bounded queue and batcher task; [`batch`]: the batcher's logic.
+//! - [`sink`]: the InfluxDB writer, retries, dead-letter file, and the disk
+//!   spool (`sink::spool`) for batches InfluxDB cannot take.
+//! - [`dedupe`]: resent messages without `ts` are not written twice.
+//! - [`mqtt`]: the MQTT bridge (points out, commands in); [`commands`]: the
+//!   device→session registry, command routing and the HTTP command API.
+//! - [`config`]: the TOML file, its sections and checks.
+//! - [`auth`]: device registry (hashed tokens), handshake auth, `wsingest device`.
+//! - [`limits`]: per-device sessions, rate limits, cardinality guard, their metrics.
+//! - [`shutdown`], [`tls`]: signals, rustls (ring) provider and the wss acceptor.
+//! - Observability: [`metrics`] (Prometheus, `GET /metrics`), [`fleet`]
+//!   (per-device live counters), [`stats`] (`wsingest_device`/`wsingest_stats`
+//!   written to InfluxDB), [`live`] (the live web view at `GET /live`),
+//!   [`refusal_log`] (refused requests' log lines, summarised under a flood).
+
+pub mod auth;
+pub mod batch;
+pub mod commands;
+pub mod config;
+pub mod conn;
+pub mod dedupe;
+pub mod fleet;
+pub mod grpc;
+pub mod http_ingest;
+pub mod ingest;
+pub mod limits;
+pub mod live;
+pub mod metrics;
+pub mod mqtt;
+pub mod pipeline;
+pub mod refusal_log;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod sink;
+pub mod stats;
+pub mod tls;

@@ -111,13 +111,10 @@ Your data arrived. Where to look next (a small fleet keeps sending meanwhile):
   Grafana:     docker compose up --build   (with Docker: InfluxDB, wsingest, Grafana on
                http://localhost:3000 with the dashboards in grafana/, Mosquitto, a fleet)
 
-  Send a point yourself (Python, pip install websockets):
-    python3 -c 'import asyncio, websockets
-async def main():
-    async with websockets.connect("ws://127.0.0.1:8765/v1/devices/demo-1") as ws:
-        await ws.send("{\"seq\": 1, \"measurement\": \"weather\", \"fields\": {\"temp_c\": 21.5}}")
-        print(await ws.recv())
-asyncio.run(main())'
+  Send points yourself with the device client (docs/devices.md; add --token
+  from "wsingest device add" when anonymous devices are off):
+    pip install ./clients/python
+    python3 -m wsingest_client ws://127.0.0.1:8765 --device demo-1 --measurement weather --field temp_c=21.5 --count 5 --interval 1
 
   MQTT bridge: add --mqtt-url mqtt://127.0.0.1:1883 to the serve command, then
                mosquitto_sub -t 'telemetry/#' -v        (docs/mqtt.md)

@@ -130,7 +130,7 @@ class _Backoff:
         self.attempt = 0
 
     def next(self) -> float:
-        d = min(self.base * (2 ** min(self.attempt, 30)), self.cap)
+        d: float = min(self.base * float(2 ** min(self.attempt, 30)), self.cap)
         self.attempt += 1
         return d * random.uniform(0.5, 1.0)
 
@@ -557,7 +557,8 @@ class Client:
             t.add_done_callback(self._tasks.discard)
 
     async def _command(self, cmd: Command) -> None:
-        ok, detail = False, "this device has no command handler"
+        ok: bool = False
+        detail: Optional[str] = "this device has no command handler"
         if self._command_handler is not None:
             try:
                 r = self._command_handler(cmd)
@@ -672,9 +673,10 @@ class Client:
                     await ws.send(self._replies.popleft())
                 while self._can_send():
                     seq = heapq.heappop(self._queue)
-                    m = self._held.get(seq)
-                    if m is None or m.state != _QUEUED:
+                    held = self._held.get(seq)
+                    if held is None or held.state != _QUEUED:
                         continue
+                    m = held
                     m.state = _IN_FLIGHT
                     if self._in_flight == 0:
                         self._last_progress = time.monotonic()

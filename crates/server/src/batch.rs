@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use crate::pipeline::{Entry, Reply};
+use crate::entry::{Entry, Reply};
 
 /// One message's lines inside a batch.
 #[derive(Debug)]

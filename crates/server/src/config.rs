@@ -4,7 +4,6 @@
 //! line and the key.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,44 +13,17 @@ use serde::{Deserialize, Serialize};
 /// Default config file, used when present and no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "config/wsingest.toml";
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid configuration: {key}: {detail}")]
-    Invalid { key: &'static str, detail: String },
-}
+pub use crate::setting::{ConfigError, Secret};
 
-/// A secret (password, token): never printed by `Debug`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-/// Printing a config (`wsingest config check`) must not leak secrets either.
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
+impl From<&Config> for crate::pipeline::PipelineConfig {
+    fn from(c: &Config) -> Self {
+        crate::pipeline::PipelineConfig {
+            queue_capacity: c.influx.queue_capacity,
+            batch_points: c.influx.batch_size,
+            batch_bytes: c.influx.batch_bytes,
+            flush_interval: c.flush_interval(),
+            concurrency: c.influx.concurrency,
+        }
     }
 }
 

@@ -76,13 +76,13 @@ pub async fn post_points(
 ) -> Response<Body> {
     let Some(format) = format_of(headers.get(header::CONTENT_TYPE)) else {
         let names: Vec<&str> = CONTENT_TYPES.iter().map(|(n, _)| *n).collect();
-        return text(
+        return crate::http::text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &format!("send Content-Type: one of {}", names.join(", ")),
         );
     };
     let too_big = || {
-        text(
+        crate::http::text(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!(
                 "the body is over the limit of {max_bytes} bytes; split it into smaller messages"
@@ -102,7 +102,7 @@ pub async fn post_points(
     let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, max_bytes)).await;
     let bytes = match read {
         Err(_) => {
-            let mut r = text(
+            let mut r = crate::http::text(
                 StatusCode::REQUEST_TIMEOUT,
                 &format!(
                     "the body did not arrive within {} s; send the whole message at once",
@@ -120,7 +120,7 @@ pub async fn post_points(
             if length_limit {
                 return too_big();
             }
-            return text(
+            return crate::http::text(
                 StatusCode::BAD_REQUEST,
                 &format!("could not read the body: {e}"),
             );
@@ -237,12 +237,4 @@ fn encode<T: Serialize>(status: StatusCode, format: Format, body: &T) -> Respons
         resp = resp.header(header::RETRY_AFTER, RETRY_AFTER_SECS);
     }
     resp.body(Body::from(bytes)).expect("valid response")
-}
-
-fn text(status: StatusCode, msg: &str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Body::from(format!("{msg}\n")))
-        .expect("valid response")
 }

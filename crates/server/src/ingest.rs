@@ -196,7 +196,7 @@ impl IngestContext {
                 if let Some(o) = observer {
                     o.points_seen(&points);
                 }
-                Reply::new(seq, permit).with_forward(uplink.forward(points))
+                Reply::new(seq, permit).on_ack(Box::new(uplink.forward(points)))
             }
             None => {
                 if let Some(o) = observer {

@@ -18,13 +18,15 @@
 //! - Transports: [`session`] (one WebSocket device session), [`http_ingest`]
 //!   (`POST /v1/devices/{id}/points`), [`grpc`] (bidirectional streaming);
 //!   [`ingest`]: decode-and-enqueue shared by them.
-//! - [`pipeline`]: bounded queue and batcher task; [`batch`]: the batcher's logic.
+//! - [`pipeline`]: bounded queue and batcher task; [`batch`]: the batcher's logic;
+//!   [`entry`]: one message in the pipeline and its way back ([`entry::Reply`]).
 //! - [`sink`]: the InfluxDB writer, retries, dead-letter file, and the disk
 //!   spool (`sink::spool`) for batches InfluxDB cannot take.
 //! - [`dedupe`]: resent messages without `ts` are not written twice.
 //! - [`mqtt`]: the MQTT bridge (points out, commands in); [`commands`]: the
 //!   device→session registry, command routing and the HTTP command API.
-//! - [`config`]: the TOML file, its sections and checks.
+//! - [`config`]: the TOML file, assembled from the sections that live with
+//!   their modules; [`setting`]: what the sections share (errors, secrets).
 //! - [`auth`]: device registry (hashed tokens), handshake auth, `wsingest device`.
 //! - [`limits`]: per-device sessions, rate limits, cardinality guard, their metrics.
 //! - [`shutdown`], [`tls`]: signals, rustls (ring) provider and the wss acceptor.
@@ -39,8 +41,10 @@ pub mod commands;
 pub mod config;
 pub mod conn;
 pub mod dedupe;
+pub mod entry;
 pub mod fleet;
 pub mod grpc;
+pub mod http;
 pub mod http_ingest;
 pub mod ingest;
 pub mod limits;
@@ -51,6 +55,7 @@ pub mod pipeline;
 pub mod refusal_log;
 pub mod server;
 pub mod session;
+pub mod setting;
 pub mod shutdown;
 pub mod sink;
 pub mod stats;

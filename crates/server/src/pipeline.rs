@@ -18,72 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{Batch, Batcher};
 use crate::sink::Sink;
 
-/// What became of a message.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Durable in the database.
-    Acked { seq: Option<u64> },
-    Nacked {
-        seq: Option<u64>,
-        error: &'static str,
-        detail: String,
-    },
-}
-
-/// The way back to the session that sent a message.
-#[derive(Debug)]
-pub struct Reply {
-    seq: Option<u64>,
-    permit: mpsc::OwnedPermit<Outcome>,
-    /// Points for the MQTT bridge, published once the message is acked.
-    forward: Option<crate::mqtt::Forward>,
-}
-
-impl Reply {
-    pub fn new(seq: Option<u64>, permit: mpsc::OwnedPermit<Outcome>) -> Self {
-        Reply {
-            seq,
-            permit,
-            forward: None,
-        }
-    }
-
-    /// Hand the message's points to the MQTT bridge when it is acked.
-    pub fn with_forward(mut self, forward: crate::mqtt::Forward) -> Self {
-        self.forward = Some(forward);
-        self
-    }
-
-    pub fn seq(&self) -> Option<u64> {
-        self.seq
-    }
-
-    pub fn ack(self) {
-        match self.forward {
-            Some(f) => f.acked(self.seq, self.permit),
-            None => {
-                self.permit.send(Outcome::Acked { seq: self.seq });
-            }
-        }
-    }
-
-    pub fn nack(self, error: &'static str, detail: impl Into<String>) {
-        self.permit.send(Outcome::Nacked {
-            seq: self.seq,
-            error,
-            detail: detail.into(),
-        });
-    }
-}
-
-/// One decoded message on its way to the database: its points as line
-/// protocol, already validated.
-#[derive(Debug)]
-pub struct Entry {
-    pub lines: Vec<u8>,
-    pub points: u32,
-    pub reply: Reply,
-}
+pub use crate::entry::{Entry, OnAck, Outcome, Reply};
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -92,18 +27,6 @@ pub struct PipelineConfig {
     pub batch_bytes: usize,
     pub flush_interval: Duration,
     pub concurrency: usize,
-}
-
-impl From<&crate::config::Config> for PipelineConfig {
-    fn from(c: &crate::config::Config) -> PipelineConfig {
-        PipelineConfig {
-            queue_capacity: c.influx.queue_capacity,
-            batch_points: c.influx.batch_size,
-            batch_bytes: c.influx.batch_bytes,
-            flush_interval: c.flush_interval(),
-            concurrency: c.influx.concurrency,
-        }
-    }
 }
 
 /// The sessions' end of the pipeline.

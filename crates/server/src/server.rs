@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderMap, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
@@ -30,6 +30,7 @@ use crate::commands;
 use crate::config::{Config, SinkKind};
 use crate::conn::{Conn, Peer};
 use crate::fleet::Fleet;
+use crate::http::{self, is_upgrade};
 use crate::ingest::IngestContext;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -470,7 +471,7 @@ fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
 async fn mqtt_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
     match &state.bridge {
         Some(b) => axum::Json(b.view()).into_response(),
-        None => error(
+        None => http::text(
             StatusCode::NOT_FOUND,
             "no MQTT bridge: set mqtt.url or --mqtt-url",
         ),
@@ -492,7 +493,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn live_page(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response<Body> {
     if !state.config.observe.live {
-        return error(
+        return http::text(
             StatusCode::NOT_FOUND,
             "the live view is off (observe.live = false)",
         );
@@ -545,55 +546,12 @@ async fn device(
     req: Request<Body>,
 ) -> Response<Body> {
     if !is_upgrade(req.headers()) {
-        return error(
+        return http::text(
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint is a WebSocket: send a WebSocket upgrade request",
         );
     }
     upgrade(state, Some(id), req).await
-}
-
-fn error(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{msg}\n"),
-    )
-        .into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        // Full or shutting down: tell clients when to come back, so a fleet
-        // does not retry in a tight loop.
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    }
-    if status == StatusCode::UPGRADE_REQUIRED {
-        r.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-    }
-    r
-}
-
-pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
-    let has = |name: header::HeaderName, token: &str| {
-        h.get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
-}
-
-/// A device id becomes the `device` tag: keep it to a safe alphabet.
-pub(crate) fn valid_device_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// Who is this request's device? The one rule for every transport (WebSocket
@@ -627,7 +585,7 @@ async fn poll_commands(
 ) -> Response<Body> {
     let device = match authorize(&state, Some(id), req.headers(), req.uri()) {
         Ok(who) => who.device,
-        Err((status, msg)) => return error(status, &msg),
+        Err((status, msg)) => return http::text(status, &msg),
     };
     commands::http::poll(&state.commands, &device, q.wait).await
 }
@@ -641,7 +599,7 @@ async fn http_points(
     let (parts, body) = req.into_parts();
     let who = match authorize(&state, Some(id), &parts.headers, &parts.uri) {
         Ok(who) => who,
-        Err((status, msg)) => return error(status, &msg),
+        Err((status, msg)) => return http::text(status, &msg),
     };
     let limiter = state.limits.limiter(&who);
     let max = state.config.server.max_message_bytes;
@@ -681,30 +639,30 @@ async fn upgrade_device(
         .map(|v| v.as_bytes())
         != Some(b"13")
     {
-        return error(
+        return http::text(
             StatusCode::UPGRADE_REQUIRED,
             "unsupported WebSocket version: use Sec-WebSocket-Version: 13",
         );
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
+        return http::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
     };
     let accept = derive_accept_key(key.as_bytes());
     let who = match authorize(&state, path_device, headers, req.uri()) {
         Ok(who) => who,
-        Err((status, msg)) => return error(status, &msg),
+        Err((status, msg)) => return http::text(status, &msg),
     };
     let device = who.device.clone();
     let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
         state.limits.metrics.handshake_refused("server_full");
-        return error(
+        return http::text(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many sessions on this server; retry later",
         );
     };
     let guard = match state.limits.admit(&who) {
         Ok(g) => g,
-        Err(e) => return error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => return http::text(StatusCode::CONFLICT, &e.to_string()),
     };
     let chosen = protocol::negotiate(
         headers

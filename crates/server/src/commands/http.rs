@@ -48,7 +48,7 @@ pub async fn poll(router: &Arc<Router>, device: &str, wait: Option<f64>) -> Resp
             Duration::from_secs_f64(w)
         }
         Some(_) => {
-            return error(
+            return crate::http::json_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_wait",
                 "wait is seconds, from 0 to 60",
@@ -56,7 +56,7 @@ pub async fn poll(router: &Arc<Router>, device: &str, wait: Option<f64>) -> Resp
         }
     };
     let Some(mut rx) = router.register_poll(device) else {
-        return error(
+        return crate::http::json_error(
             StatusCode::CONFLICT,
             "session_open",
             "this device has a WebSocket session: its commands are delivered there",
@@ -106,19 +106,11 @@ pub struct WaitQuery {
     pub wait: Option<f64>,
 }
 
-fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": code, "detail": detail.into()})),
-    )
-        .into_response()
-}
-
 /// `Authorization: Bearer <operator token>`, compared in constant time.
 /// `None` when authorized, else the error response.
 fn authorize(api: &Api, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &api.token else {
-        return Some(error(
+        return Some(crate::http::json_error(
             StatusCode::FORBIDDEN,
             "disabled",
             "the command API is off: set observe.operator_token (or --operator-token) to enable it",
@@ -129,8 +121,8 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Option<Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
-        let mut r = error(
+    if !expected.matches(given) {
+        let mut r = crate::http::json_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send Authorization: Bearer <operator token>",
@@ -142,13 +134,6 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Option<Response> {
         return Some(r);
     }
     None
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn new_id() -> String {
@@ -165,8 +150,8 @@ async fn create(
     if let Some(r) = authorize(&api, &headers) {
         return r;
     }
-    if !crate::server::valid_device_id(&device) {
-        return error(
+    if !crate::auth::valid_device_id(&device) {
+        return crate::http::json_error(
             StatusCode::BAD_REQUEST,
             "invalid_device",
             "device ids are 1-128 characters from A-Z a-z 0-9 - _ . :",
@@ -175,7 +160,7 @@ async fn create(
     let new: NewCommand = match serde_json::from_slice(&body) {
         Ok(n) => n,
         Err(e) => {
-            return error(
+            return crate::http::json_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_command",
                 format!("{e}; send {{\"name\": \"...\", \"args\": {{...}}}}"),
@@ -188,7 +173,7 @@ async fn create(
             Duration::from_secs_f64(w)
         }
         Some(_) => {
-            return error(
+            return crate::http::json_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_wait",
                 "wait is seconds, from 0 to 60",
@@ -203,13 +188,25 @@ async fn create(
     {
         Ok(v) => v,
         Err(e @ SubmitError::Invalid(_)) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_command", e.to_string());
+            return crate::http::json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_command",
+                e.to_string(),
+            );
         }
         Err(e @ SubmitError::NotConnected(_)) => {
-            return error(StatusCode::NOT_FOUND, "device_not_connected", e.to_string());
+            return crate::http::json_error(
+                StatusCode::NOT_FOUND,
+                "device_not_connected",
+                e.to_string(),
+            );
         }
         Err(e @ SubmitError::StoreFull) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "store_full", e.to_string());
+            return crate::http::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_full",
+                e.to_string(),
+            );
         }
     };
     let view = if wait.is_zero() {
@@ -235,7 +232,7 @@ async fn show(
     }
     match api.router.status(&device, &cmd) {
         Some(v) => axum::Json(v).into_response(),
-        None => error(
+        None => crate::http::json_error(
             StatusCode::NOT_FOUND,
             "unknown_command",
             "no recent command with this id for this device",
@@ -248,10 +245,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
+    fn command_ids() {
         assert!(new_id().starts_with("c-"));
     }
 }

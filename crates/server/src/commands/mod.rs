@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::mqtt::payload::CommandMessage;
 use store::{Store, Stored};
 use tracker::{Tracker, View};
 use wsingest_proto::protocol::Downlink;
@@ -69,9 +68,9 @@ impl Default for CommandsConfig {
 }
 
 impl CommandsConfig {
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self) -> Result<(), crate::setting::ConfigError> {
         let invalid = |key, detail: &str| {
-            Err(crate::config::ConfigError::Invalid {
+            Err(crate::setting::ConfigError::Invalid {
                 key,
                 detail: detail.into(),
             })
@@ -123,6 +122,17 @@ impl Status {
 pub enum Origin {
     Mqtt,
     Http,
+}
+
+/// A command as JSON: published on `devices/{device}/commands`, and listed
+/// by the HTTP command API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandMessage {
+    pub cmd: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<serde_json::Value>,
 }
 
 /// A command on its way to a device.

@@ -110,20 +110,20 @@ impl Live {
             return resp;
         }
         let h = req.headers();
-        if !crate::server::is_upgrade(h)
+        if !crate::http::is_upgrade(h)
             || h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13")
         {
-            return text(
+            return crate::http::text(
                 StatusCode::UPGRADE_REQUIRED,
                 "the live feed is a WebSocket (version 13)",
             );
         }
         let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
-            return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
+            return crate::http::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
         };
         let accept = derive_accept_key(key.as_bytes());
         let Ok(permit) = self.viewers.clone().try_acquire_owned() else {
-            return text(
+            return crate::http::text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many live viewers; retry later",
             );
@@ -213,13 +213,13 @@ impl Live {
     fn check(&self, req: &Request<Body>) -> Option<Response<Body>> {
         match &self.access {
             Access::Open => None,
-            Access::Closed => Some(text(
+            Access::Closed => Some(crate::http::text(
                 StatusCode::FORBIDDEN,
                 "the live view is off: devices must authenticate and no observe.operator_token is set",
             )),
             Access::Token(want) => match presented_token(req) {
-                Some(t) if constant_time_eq(t.as_bytes(), want.expose().as_bytes()) => None,
-                _ => Some(text(
+                Some(t) if want.matches(&t) => None,
+                _ => Some(crate::http::text(
                     StatusCode::UNAUTHORIZED,
                     "the live view needs the operator token: open /live?token=<operator token>",
                 )),
@@ -247,28 +247,12 @@ fn presented_token(req: &Request<Body>) -> Option<String> {
         .and_then(|q| q.0.token)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn text(status: StatusCode, msg: &str) -> Response<Body> {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{msg}\n"),
-    )
-        .into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn tokens() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
         let req = Request::builder()
             .uri("/live?x=1&token=s%20t")
             .body(Body::empty())

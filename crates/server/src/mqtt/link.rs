@@ -28,8 +28,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ack_group::AckGroup;
 use super::downlink::Downlink;
-use super::uplink::AckGroup;
 use super::{RateLimited, Stats};
 
 /// What one publish counts towards.

@@ -19,6 +19,7 @@
 //!   [`crate::commands`] router.
 //! - [`topic`]: topic templates; [`config`]: `[mqtt]`; [`options`]: URL and TLS.
 
+mod ack_group;
 pub mod config;
 pub mod downlink;
 pub mod link;
@@ -47,7 +48,7 @@ pub enum MqttError {
     #[error("mqtt TLS: {0}")]
     Tls(String),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::setting::ConfigError),
 }
 
 /// Counters of the bridge, for `/v1/mqtt`; the telemetry ones also go to

@@ -8,60 +8,7 @@ use std::time::Duration;
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 use super::MqttError;
-use super::config::MqttConfig;
-
-/// Where and how to reach the broker, from its URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-/// Parse `mqtt://[user[:password]@]host[:port]` (also `tcp://`, and
-/// `mqtts://`/`ssl://` for TLS). Errors are messages for the config error.
-pub fn parse_url(s: &str) -> Result<BrokerUrl, String> {
-    let url = url::Url::parse(s)
-        .map_err(|e| format!("{s:?} is not a URL ({e}); e.g. mqtt://127.0.0.1:1883"))?;
-    let tls = match url.scheme() {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
-        other => {
-            return Err(format!(
-                "scheme {other:?} is not supported; use mqtt:// or mqtts://"
-            ));
-        }
-    };
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("{s:?} has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if !matches!(url.path(), "" | "/") || url.query().is_some() {
-        return Err(format!(
-            "{s:?}: a broker URL has no path or query; set other options in [mqtt]"
-        ));
-    }
-    let decode = |v: &str| {
-        url::form_urlencoded::parse(format!("v={v}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    let username = Some(url.username()).filter(|u| !u.is_empty()).map(decode);
-    let password = url.password().map(decode);
-    Ok(BrokerUrl {
-        tls,
-        host,
-        port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
-        username,
-        password,
-    })
-}
+use super::config::{MqttConfig, parse_url};
 
 /// A fresh random client id: several instances may share a broker, and a
 /// broker disconnects the older of two clients with the same id.

@@ -86,15 +86,7 @@ fn encode<T: Serialize>(v: &T, format: PayloadFormat) -> Vec<u8> {
     }
 }
 
-/// A command as published on `devices/{device}/commands`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandMessage {
-    pub cmd: String,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub args: Option<serde_json::Value>,
-}
+pub use crate::commands::CommandMessage;
 
 /// A device's answer, as published on `devices/{device}/commands/result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,8 +14,8 @@
 //! writer) and feeds the connection ([`super::link`]).
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::QoS;
@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ack_group::{AckGroup, RequiredReply};
 use super::config::Topics;
 use super::link::{Conn, Kind, Link, OutMessage};
 use super::payload::{self, ResultMessage, StatusMessage};
@@ -30,9 +31,6 @@ use super::{PayloadFormat, RateLimited, Stats};
 use crate::commands::Outbound;
 use crate::pipeline::{Outcome, sleep_until};
 use wsingest_proto::point::Point;
-
-/// The nack `error` when the broker did not take a `required` message.
-pub const NACK_CODE: &str = "bridge_unavailable";
 
 /// A message's points on their way to the broker.
 pub struct Job {
@@ -106,11 +104,11 @@ impl fmt::Debug for Forward {
     }
 }
 
-impl Forward {
+impl crate::pipeline::OnAck for Forward {
     /// The message is durable: queue its points, and answer the device now
     /// (or, with `required`, once the broker confirmed them). Never waits.
-    pub fn acked(self, seq: Option<u64>, permit: mpsc::OwnedPermit<Outcome>) {
-        let Forward { points, uplink } = self;
+    fn acked(self: Box<Self>, seq: Option<u64>, permit: mpsc::OwnedPermit<Outcome>) {
+        let Forward { points, uplink } = *self;
         let u = &uplink.inner;
         let n = points.len();
         let budget = u32::try_from(n)
@@ -149,63 +147,6 @@ impl Forward {
         }
         if let Some(permit) = ack_now {
             permit.send(Outcome::Acked { seq });
-        }
-    }
-}
-
-/// A device's pending ack under `mqtt.required`.
-pub struct RequiredReply {
-    seq: Option<u64>,
-    permit: mpsc::OwnedPermit<Outcome>,
-}
-
-impl RequiredReply {
-    fn ack(self) {
-        self.permit.send(Outcome::Acked { seq: self.seq });
-    }
-
-    fn nack(self, detail: &str) {
-        self.permit.send(Outcome::Nacked {
-            seq: self.seq,
-            error: NACK_CODE,
-            detail: detail.to_string(),
-        });
-    }
-}
-
-/// The publishes of one `required` message: acked when all are confirmed,
-/// nacked at the first failure.
-pub struct AckGroup {
-    remaining: AtomicUsize,
-    reply: Mutex<Option<RequiredReply>>,
-    stats: Arc<Stats>,
-}
-
-impl AckGroup {
-    fn new(n: usize, reply: RequiredReply, stats: Arc<Stats>) -> Arc<AckGroup> {
-        Arc::new(AckGroup {
-            remaining: AtomicUsize::new(n),
-            reply: Mutex::new(Some(reply)),
-            stats,
-        })
-    }
-
-    fn take(&self) -> Option<RequiredReply> {
-        self.reply.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    pub fn one_done(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Some(r) = self.take()
-        {
-            r.ack();
-        }
-    }
-
-    pub fn fail(&self, detail: &str) {
-        if let Some(r) = self.take() {
-            self.stats.nacked.fetch_add(1, Ordering::Relaxed);
-            r.nack(&format!("{detail}; resend later"));
         }
     }
 }

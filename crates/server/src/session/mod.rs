@@ -182,6 +182,8 @@ struct Session {
     closing: Option<(SessionError, Instant)>,
     /// Since when the session has been at `max_inflight`, not reading.
     blocked_since: Option<Instant>,
+    /// This device's commands (`None`: none, or a newer session has them).
+    commands: Option<SessionCommands>,
 }
 
 pub async fn run<S>(
@@ -194,7 +196,7 @@ where
 {
     let limits = ctx.limits.clone();
     let kick = ctx.guard.kick().clone();
-    let mut commands = ctx.commands.take();
+    let commands = ctx.commands.take();
     let (out_tx, mut out_rx) = mpsc::channel::<Outcome>(limits.max_inflight);
     let mut ping =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
@@ -210,6 +212,7 @@ where
         last_seen: Instant::now(),
         closing: None,
         blocked_since: None,
+        commands,
     };
 
     let ended = loop {
@@ -232,7 +235,7 @@ where
             _ = shutdown.cancelled(), if open => s.close(SessionError::ShuttingDown),
             (code, reason) = kick.wait(), if open => s.close(SessionError::Policy { code, reason }),
             Some(outcome) = out_rx.recv() => s.on_outcomes(&mut ws, outcome, &mut out_rx).await,
-            cmd = next_command(&mut commands), if open => s.on_command(&mut ws, cmd, &mut commands).await,
+            cmd = next_command(&mut s.commands), if open => s.on_command(&mut ws, cmd).await,
             _ = sleep_until(deadline), if deadline.is_some() => {
                 tracing::warn!(inflight = s.inflight, "closing with messages still waiting for their ack");
                 break None;
@@ -346,28 +349,23 @@ impl Session {
     }
 
     /// A command for the device (`None`: a newer session receives them now).
-    async fn on_command<S>(
-        &mut self,
-        ws: &mut S,
-        cmd: Option<Command>,
-        commands: &mut Option<SessionCommands>,
-    ) -> Result<(), Gone>
+    async fn on_command<S>(&mut self, ws: &mut S, cmd: Option<Command>) -> Result<(), Gone>
     where
         S: Sink<WsMessage, Error = WsError> + Unpin,
     {
         let Some(cmd) = cmd else {
-            *commands = None;
+            self.commands = None;
             return Ok(());
         };
         let msg = ws_frame(cmd.downlink().encode(self.reply_format));
         if let Err(gone) = self.send(ws, vec![msg]).await {
-            if let Some(c) = commands {
+            if let Some(c) = &self.commands {
                 c.undelivered(cmd);
             }
             return Err(gone);
         }
         tracing::debug!(cmd = cmd.id, name = cmd.name, "command delivered");
-        if let Some(c) = commands {
+        if let Some(c) = &self.commands {
             c.delivered(&cmd);
         }
         Ok(())
@@ -433,7 +431,7 @@ impl Session {
                 self.ctx.observer.message(bytes.len());
                 self.invalid_run = 0;
                 tracing::info!(cmd, ok, detail, "command result");
-                if let Some(c) = &self.ctx.commands {
+                if let Some(c) = &self.commands {
                     c.result(&cmd, ok, detail);
                 }
                 seq.map(|seq| {

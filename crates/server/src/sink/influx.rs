@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::retry::parse_retry_after;
-use crate::config::Secret;
+use crate::setting::Secret;
 
 /// Which write API to speak.
 #[derive(Debug, Clone)]

@@ -1,0 +1,81 @@
+//! One message on its way to the database, and the way back to whoever sent
+//! it: the line protocol of its points, and a [`Reply`] holding a slot in the
+//! sender's own bounded outcome channel (so the writer answers without ever
+//! waiting on a slow sender). A leaf: the pipeline, the batcher, the sinks and
+//! the transports all use it.
+
+use tokio::sync::mpsc;
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Durable in the database.
+    Acked { seq: Option<u64> },
+    Nacked {
+        seq: Option<u64>,
+        error: &'static str,
+        detail: String,
+    },
+}
+
+/// What to do once a message is durable instead of acking it at once: the
+/// MQTT bridge publishes its points, and with `mqtt.required` acks only once
+/// the broker has them. The pipeline knows no more of it than this.
+pub trait OnAck: Send + std::fmt::Debug {
+    /// The message is durable; answer through `permit` (now or later).
+    fn acked(self: Box<Self>, seq: Option<u64>, permit: mpsc::OwnedPermit<Outcome>);
+}
+
+/// The way back to the session that sent a message.
+#[derive(Debug)]
+pub struct Reply {
+    seq: Option<u64>,
+    permit: mpsc::OwnedPermit<Outcome>,
+    on_ack: Option<Box<dyn OnAck>>,
+}
+
+impl Reply {
+    pub fn new(seq: Option<u64>, permit: mpsc::OwnedPermit<Outcome>) -> Self {
+        Reply {
+            seq,
+            permit,
+            on_ack: None,
+        }
+    }
+
+    /// Run `hook` when the message is acked (it answers the device then).
+    pub fn on_ack(mut self, hook: Box<dyn OnAck>) -> Self {
+        self.on_ack = Some(hook);
+        self
+    }
+
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
+    pub fn ack(self) {
+        match self.on_ack {
+            Some(hook) => hook.acked(self.seq, self.permit),
+            None => {
+                self.permit.send(Outcome::Acked { seq: self.seq });
+            }
+        }
+    }
+
+    pub fn nack(self, error: &'static str, detail: impl Into<String>) {
+        self.permit.send(Outcome::Nacked {
+            seq: self.seq,
+            error,
+            detail: detail.into(),
+        });
+    }
+}
+
+/// One decoded message on its way to the database: its points as line
+/// protocol, already validated.
+#[derive(Debug)]
+pub struct Entry {
+    pub lines: Vec<u8>,
+    pub points: u32,
+    pub reply: Reply,
+}

@@ -20,7 +20,14 @@ fn driver_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
             .current_dir(harness::repo())
-            .args(["build", "--quiet", "-p", "wsingest-device", "--example", "driver"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "wsingest-device",
+                "--example",
+                "driver",
+            ])
             .status()
             .expect("run cargo");
         assert!(status.success(), "cargo build --example driver failed");

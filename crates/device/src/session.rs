@@ -40,7 +40,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if shared.lock().closed {
             return;
         }
-        let ws = match connect::connect(&shared.target, &c.device, &opts, &shared.wire).await {
+        let mut closed = shared.closed.subscribe();
+        let attempt = tokio::select! {
+            r = connect::connect(&shared.target, &c.device, &opts, &shared.wire) => r,
+            _ = until_closed(&mut closed) => return,
+        };
+        let ws = match attempt {
             Ok(ws) => ws,
             Err(e) if e.is_auth() => {
                 let (status, reason) = match &e {

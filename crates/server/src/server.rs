@@ -63,7 +63,6 @@ pub enum ServeError {
 /// Shared by every request handler.
 struct AppState {
     config: Config,
-    decoder: Arc<Decoder>,
     pipeline: Pipeline,
     sink: Arc<dyn Sink>,
     sessions: TaskTracker,
@@ -77,9 +76,7 @@ struct AppState {
     metrics: Arc<Metrics>,
     fleet: Arc<Fleet>,
     live: Arc<crate::live::Live>,
-    dedupe: Option<Arc<crate::dedupe::Dedupe>>,
     commands: Arc<commands::Router>,
-    uplink: Option<mqtt::Uplink>,
     bridge: Option<mqtt::Monitor>,
     /// Refused requests' log lines, summarised under a flood.
     refusal_log: Arc<crate::refusal_log::RefusalLog>,
@@ -265,6 +262,12 @@ pub async fn serve_with_metrics(
         uplink: bridge.as_ref().map(|b| b.uplink()),
         commands: Some(commands.clone()),
         fleet: None,
+        dedupe: (s.dedupe_window_secs > 0).then(|| {
+            Arc::new(crate::dedupe::Dedupe::new(
+                Duration::from_secs(s.dedupe_window_secs),
+                s.dedupe_max_entries,
+            ))
+        }),
     };
     let o = &config.observe;
     let fleet = Arc::new(Fleet::new(
@@ -299,7 +302,6 @@ pub async fn serve_with_metrics(
         metrics,
         fleet,
         live,
-        decoder,
         pipeline,
         ingest,
         sink,
@@ -309,13 +311,6 @@ pub async fn serve_with_metrics(
         auth,
         limits,
         ws_config,
-        dedupe: (s.dedupe_window_secs > 0).then(|| {
-            Arc::new(crate::dedupe::Dedupe::new(
-                Duration::from_secs(s.dedupe_window_secs),
-                s.dedupe_max_entries,
-            ))
-        }),
-        uplink: bridge.as_ref().map(|b| b.uplink()),
         bridge: bridge.as_ref().map(|b| b.monitor()),
         commands,
         config,
@@ -728,10 +723,8 @@ async fn upgrade_device(
         observer: session_stats.observer(),
         device: device.clone(),
         encoding: chosen.map(|(_, e)| e).unwrap_or(Encoding::ByFrame),
-        decoder: state.decoder.clone(),
-        pipeline: state.pipeline.clone(),
+        ingest: state.ingest.clone(),
         commands: None,
-        uplink: state.uplink.clone(),
         limits: SessionLimits {
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
             ping_interval: Duration::from_secs(s.ping_interval_secs),
@@ -743,7 +736,6 @@ async fn upgrade_device(
         },
         guard,
         ack_mode: s.ack_mode,
-        dedupe: state.dedupe.clone(),
     };
     let span = tracing::info_span!("session", peer = ?peer, device = %device);
     let ws_config = state.ws_config;

@@ -206,7 +206,7 @@ pub async fn serve_with_metrics(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let (auth, limits) = security(&config, &shutdown)?;
+    let (auth, limits) = security(&config, &metrics, &shutdown)?;
     let tls = crate::tls::acceptor(&config.tls)?;
     let drain = CancellationToken::new();
     let (pipeline, batcher) = pipeline::start(
@@ -414,6 +414,7 @@ pub async fn serve_with_metrics(
 /// The device auth and limits of a server; the registry reloads itself.
 fn security(
     config: &Config,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(Arc<Auth>, Arc<Limits>), ServeError> {
     let a = &config.auth;
@@ -423,7 +424,7 @@ fn security(
         allowed_origins: a.allowed_origins.clone(),
         profiles: a.profiles.clone(),
     })?);
-    let limits = Limits::new(config.limits.clone());
+    let limits = Limits::with_metrics(config.limits.clone(), metrics.security.clone());
     if let Some(path) = a.registry_path.clone() {
         let (l, au) = (limits.clone(), auth.clone());
         let interval = Duration::from_millis(a.reload_interval_ms);
@@ -508,20 +509,16 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    // The security counters (see [`crate::limits::metrics`]) follow the
-    // registry's, in either format (before OpenMetrics' closing `# EOF`).
     let (body, content_type) = if openmetrics {
-        let mut text = state.metrics.encode_openmetrics();
-        if text.ends_with("# EOF\n") {
-            text.truncate(text.len() - "# EOF\n".len());
-        }
-        state.limits.metrics.render(&mut text, true);
-        text.push_str("# EOF\n");
-        (text, crate::metrics::OPENMETRICS_CONTENT_TYPE)
+        (
+            state.metrics.encode_openmetrics(),
+            crate::metrics::OPENMETRICS_CONTENT_TYPE,
+        )
     } else {
-        let mut text = state.metrics.encode_prometheus();
-        state.limits.metrics.render(&mut text, false);
-        (text, crate::metrics::PROMETHEUS_CONTENT_TYPE)
+        (
+            state.metrics.encode_prometheus(),
+            crate::metrics::PROMETHEUS_CONTENT_TYPE,
+        )
     };
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
@@ -740,7 +737,6 @@ async fn upgrade_device(
     let span = tracing::info_span!("session", peer = ?peer, device = %device);
     let ws_config = state.ws_config;
     let shutdown = state.shutdown.clone();
-    let limits = state.limits.clone();
     let router = state.commands.clone();
     let mut ctx = ctx;
     state.sessions.spawn(
@@ -771,7 +767,6 @@ async fn upgrade_device(
                 "session closed"
             );
             session_stats.close(summary.end(), &summary.close_reason);
-            limits.metrics.session_closed(summary.close_code);
             drop(slot);
         }
         .instrument(span),

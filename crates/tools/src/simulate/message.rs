@@ -1,63 +1,19 @@
-//! What a simulated device puts on the wire and how it reads the server's
-//! answers: telemetry messages (one point or a batch), deliberately faulty
-//! messages, command results, and the parsing of acks, nacks and commands.
-//! Sans-IO: frames in, frames out.
+//! What a simulated device puts on the wire: telemetry messages (one point or
+//! a batch, or SenML packs) of its profile's shape, and deliberately faulty
+//! messages. Sans-IO. The encodings, command results and the parsing of acks,
+//! nacks and commands are the SDK's ([`wsingest_device::wire`]).
 
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Deserializer, Serialize};
-use tokio_tungstenite::tungstenite::Message as Frame;
+pub use wsingest_device::wire::{Downlink, Encoding, Frame, command_result, parse_downlink};
 
 use super::fields::Value;
 
-/// The payload encoding a simulated device speaks, offered as the
-/// session's subprotocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    Json,
-    Cbor,
-    /// SenML (RFC 8428) packs in JSON: one record per field and sample.
-    #[value(name = "senml+json", alias = "senml-json")]
-    #[serde(rename = "senml+json")]
-    SenmlJson,
-    /// SenML packs in CBOR, with RFC 8428's integer labels.
-    #[value(name = "senml+cbor", alias = "senml-cbor")]
-    #[serde(rename = "senml+cbor")]
-    SenmlCbor,
-}
-
-impl Encoding {
-    pub fn subprotocol(self) -> &'static str {
-        match self {
-            Encoding::Json => "wsingest.v1.json",
-            Encoding::Cbor => "wsingest.v1.cbor",
-            Encoding::SenmlJson => "senml+json",
-            Encoding::SenmlCbor => "senml+cbor",
-        }
-    }
-
-    fn is_cbor(self) -> bool {
-        matches!(self, Encoding::Cbor | Encoding::SenmlCbor)
-    }
-
-    /// SenML packs carry no `seq`: the server acks the n-th data frame of a
-    /// session as n, and the device maps that back to its own seq.
-    pub fn numbers_messages(self) -> bool {
-        matches!(self, Encoding::SenmlJson | Encoding::SenmlCbor)
-    }
-
-    /// Serialize `v` into one frame: JSON as text, CBOR as binary.
-    pub fn frame<T: Serialize>(self, v: &T) -> Frame {
-        if self.is_cbor() {
-            let mut out = Vec::with_capacity(256);
-            ciborium::into_writer(v, &mut out).expect("simulated messages serialize");
-            Frame::binary(out)
-        } else {
-            Frame::text(serde_json::to_string(v).expect("simulated messages serialize"))
-        }
-    }
+/// Serialize `v` into one frame of the session's encoding.
+fn frame<T: Serialize>(encoding: Encoding, v: &T) -> Frame {
+    encoding.frame(v).expect("simulated messages serialize")
 }
 
 /// What every message of a device shares.
@@ -108,14 +64,17 @@ pub fn telemetry(
         }
     }
     let names = &shape.names[..];
-    let frame = if let [one] = samples {
-        encoding.frame(&Single {
-            seq,
-            ts: one.ts_ms,
-            measurement: &shape.measurement,
-            tags,
-            fields: fields(names, one, extra),
-        })
+    let out = if let [one] = samples {
+        frame(
+            encoding,
+            &Single {
+                seq,
+                ts: one.ts_ms,
+                measurement: &shape.measurement,
+                tags,
+                fields: fields(names, one, extra),
+            },
+        )
     } else {
         let points: Vec<BatchPoint> = samples
             .iter()
@@ -124,14 +83,17 @@ pub fn telemetry(
                 fields: fields(names, s, extra),
             })
             .collect();
-        encoding.frame(&Batch {
-            seq,
-            measurement: &shape.measurement,
-            tags,
-            points,
-        })
+        frame(
+            encoding,
+            &Batch {
+                seq,
+                measurement: &shape.measurement,
+                tags,
+                points,
+            },
+        )
     };
-    (frame, samples.len() as u32)
+    (out, samples.len() as u32)
 }
 
 /// A SenML pack: the base name is the measurement (`weather:`), so each
@@ -164,7 +126,7 @@ fn senml_pack(
         }
     }
     let count = records.len() as u32;
-    (encoding.frame(&records), count)
+    (frame(encoding, &records), count)
 }
 
 /// One SenML record, with RFC 8428's text labels in JSON and its integer
@@ -334,107 +296,6 @@ pub fn faulty(encoding: Encoding, fault: Fault, shape: &Shape, ts_ms: i64, noise
         (Fault::Nan, true) => one("value", Value::Float(f64::NAN)),
         (Fault::Oversize, _) => one("blob", Value::Str("x".repeat(OVERSIZE_BYTES).into())),
     }
-}
-
-/// `{"cmd_result": id, "ok": ok, "detail": ...}`; `None` on SenML sessions,
-/// where every frame must be a pack (the command is applied, not answered).
-pub fn command_result(
-    encoding: Encoding,
-    id: &str,
-    ok: bool,
-    detail: Option<&str>,
-) -> Option<Frame> {
-    if encoding.numbers_messages() {
-        return None;
-    }
-    #[derive(Serialize)]
-    struct CmdResult<'a> {
-        cmd_result: &'a str,
-        ok: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        detail: Option<&'a str>,
-    }
-    Some(encoding.frame(&CmdResult {
-        cmd_result: id,
-        ok,
-        detail,
-    }))
-}
-
-/// A message from the server.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Downlink {
-    Ack(u64),
-    /// `seq` is `None` for a message whose seq the server could not read (or
-    /// that had none).
-    Nack {
-        seq: Option<u64>,
-        error: String,
-        detail: String,
-    },
-    Command {
-        id: String,
-        name: String,
-        args: serde_json::Value,
-    },
-}
-
-#[derive(Deserialize)]
-struct Wire {
-    ack: Option<u64>,
-    #[serde(default, deserialize_with = "present")]
-    nack: Option<Option<u64>>,
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    detail: String,
-    cmd: Option<serde_json::Value>,
-    name: Option<String>,
-    #[serde(default)]
-    args: serde_json::Value,
-}
-
-/// Tells `"nack": null` (present) from no `nack` key (absent).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
-}
-
-/// Parse a data frame from the server; `None` for control frames.
-/// The WebSocket frame a server's encoded downlink arrives in (tests).
-#[cfg(test)]
-pub(crate) fn ws(f: wsingest_proto::protocol::Frame) -> Frame {
-    match f {
-        wsingest_proto::protocol::Frame::Text(t) => Frame::text(t),
-        wsingest_proto::protocol::Frame::Binary(b) => Frame::binary(b),
-    }
-}
-
-pub fn parse_downlink(frame: &Frame) -> Option<Result<Downlink, String>> {
-    let wire: Result<Wire, String> = match frame {
-        Frame::Text(t) => serde_json::from_str(t).map_err(|e| e.to_string()),
-        Frame::Binary(b) => ciborium::from_reader(&b[..]).map_err(|e| e.to_string()),
-        _ => return None,
-    };
-    Some(wire.and_then(|w| match (w.ack, w.nack, w.cmd) {
-        (Some(seq), None, None) => Ok(Downlink::Ack(seq)),
-        (None, Some(seq), None) => Ok(Downlink::Nack {
-            seq,
-            error: w.error,
-            detail: w.detail,
-        }),
-        (None, None, Some(id)) => {
-            let id = match id {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            Ok(Downlink::Command {
-                id,
-                name: w.name.unwrap_or_default(),
-                args: w.args,
-            })
-        }
-        _ => Err("neither an ack, a nack nor a command".to_string()),
-    }))
 }
 
 #[cfg(test)]
@@ -625,63 +486,6 @@ mod tests {
                 let e = decode(&faulty(enc, fault, &shape(), 1000, 0xdead_beef)).unwrap_err();
                 assert_eq!((e.code(), e.seq()), (code, None), "{enc:?} {fault:?}: {e}");
             }
-        }
-    }
-
-    #[test]
-    fn downlinks_parse_in_both_encodings() {
-        use wsingest_proto::protocol::Downlink as Server;
-        for format in [Format::Json, Format::Cbor] {
-            let parse = |d: Server| parse_downlink(&ws(d.encode(format))).unwrap().unwrap();
-            assert_eq!(parse(Server::Ack { ack: 5 }), Downlink::Ack(5));
-            assert_eq!(
-                parse(Server::nack(None, "invalid_json", "x")),
-                Downlink::Nack {
-                    seq: None,
-                    error: "invalid_json".into(),
-                    detail: "x".into()
-                }
-            );
-            assert_eq!(
-                parse(Server::nack(Some(3), "too_large", "y")),
-                Downlink::Nack {
-                    seq: Some(3),
-                    error: "too_large".into(),
-                    detail: "y".into()
-                }
-            );
-            let cmd = Server::Command {
-                cmd: "c-17".into(),
-                name: "set_interval".into(),
-                args: Some(json!({"seconds": 5})),
-            };
-            assert_eq!(
-                parse(cmd),
-                Downlink::Command {
-                    id: "c-17".into(),
-                    name: "set_interval".into(),
-                    args: json!({"seconds": 5})
-                }
-            );
-        }
-        assert!(parse_downlink(&Frame::text("{}")).unwrap().is_err());
-        assert!(parse_downlink(&Frame::Ping(Default::default())).is_none());
-    }
-
-    #[test]
-    fn command_results_decode_on_the_server() {
-        for enc in [Encoding::Json, Encoding::Cbor] {
-            let f = command_result(enc, "c-17", false, Some("unknown command")).unwrap();
-            let m = decode(&f).unwrap();
-            assert_eq!(
-                m,
-                Message::CommandResult {
-                    seq: None,
-                    cmd: "c-17".into(),
-                    ok: false,
-                    detail: Some("unknown command".into())
-                }
-            );
         }
     }
 }

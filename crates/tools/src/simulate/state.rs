@@ -1,17 +1,20 @@
-//! The protocol state of one simulated device, sans-IO: sequence numbers, the
+//! The protocol state of one simulated device, sans-IO. Sequence numbers, the
 //! window of messages sent but not yet acknowledged, what to resend after a
-//! reconnect, matching acks and nacks (which may arrive in any order) and
-//! answering commands. The network loop in [`super::device`] feeds it frames
-//! and sends what it returns.
+//! reconnect and matching acks and nacks (in any order) are the SDK's
+//! [`Outbox`], the same code every `wsingest-device` client runs (with
+//! transient nacks counted, not retried: a load generator reports them).
+//! This module adds the simulator's counters, its faulty messages and what a
+//! simulated device does with commands. The network loop in
+//! [`super::device`] feeds it frames and sends what it returns.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message as Frame;
+use wsingest_device::outbox::{Answer, Outbox, OutboxConfig, Sending};
 
-use super::message::{self, Downlink, Encoding, Fault};
+use super::message::{self, Encoding, Fault, Frame};
 
 /// Everything one device counted; summed per profile and fleet in the report.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -100,15 +103,6 @@ impl Counters {
     }
 }
 
-/// A message waiting for its ack.
-#[derive(Debug, Clone)]
-struct Pending {
-    /// The encoded frame, resent as is: same seq, same timestamps.
-    frame: Frame,
-    points: u32,
-    sent_at: Instant,
-}
-
 /// What a command asks the device to do once it has answered.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -144,18 +138,9 @@ pub enum Event {
 /// The sans-IO state of one device.
 #[derive(Debug)]
 pub struct Protocol {
-    encoding: Encoding,
-    next_seq: u64,
-    window: BTreeMap<u64, Pending>,
-    window_limit: usize,
+    outbox: Outbox,
     /// Faulty messages sent on this connection and not yet nacked.
     faulty_in_flight: u64,
-    /// Data frames sent on this connection: the server's number for the
-    /// last one when it numbers messages (SenML).
-    session_frames: u64,
-    /// When the server numbers messages: its number for each frame not yet
-    /// answered → our seq (`None`: a faulty message).
-    ordinals: BTreeMap<u64, Option<u64>>,
     pub counters: Counters,
 }
 
@@ -164,95 +149,73 @@ const MAX_INTERVAL_S: f64 = 86_400.0;
 
 impl Protocol {
     pub fn new(encoding: Encoding, window_limit: usize) -> Protocol {
+        let mut config = OutboxConfig::new(encoding, window_limit);
+        config.retry_transient = false;
         Protocol {
-            encoding,
-            next_seq: 1,
-            window: BTreeMap::new(),
-            window_limit: window_limit.max(1),
+            outbox: Outbox::new(config),
             faulty_in_flight: 0,
-            session_frames: 0,
-            ordinals: BTreeMap::new(),
             counters: Counters::default(),
         }
     }
 
     pub fn encoding(&self) -> Encoding {
-        self.encoding
+        self.outbox.encoding()
     }
 
     /// Room for one more unacknowledged message.
     pub fn has_room(&self) -> bool {
-        self.window.len() < self.window_limit
+        self.outbox.has_room()
     }
 
     /// Nothing waits for an ack.
     pub fn is_idle(&self) -> bool {
-        self.window.is_empty()
+        self.outbox.is_idle()
     }
 
     pub fn unacked(&self) -> usize {
-        self.window.len()
+        self.outbox.held()
     }
 
     /// The seq for the next telemetry message: per device and increasing
     /// across reconnects, so a resend keeps its number.
     pub fn take_seq(&mut self) -> u64 {
-        let s = self.next_seq;
-        self.next_seq += 1;
-        s
+        self.outbox.take_seq()
     }
 
-    /// A telemetry message went out for the first time.
+    /// A telemetry message goes out for the first time (the caller sends
+    /// `frame` right away: the window had room).
     pub fn sent(&mut self, seq: u64, frame: Frame, points: u32, now: Instant) {
-        self.numbered(Some(seq));
+        self.outbox.push(seq, frame, points);
+        let out = self.outbox.pop_sendable(now);
+        debug_assert_eq!(out.map(|o| o.seq), Some(seq), "sent at once");
         self.counters.messages_sent += 1;
         self.counters.points_sent += points as u64;
-        self.window.insert(
-            seq,
-            Pending {
-                frame,
-                points,
-                sent_at: now,
-            },
-        );
     }
 
     pub fn sent_faulty(&mut self, fault: Fault) {
-        self.numbered(None);
+        self.outbox.sent_unnumbered();
         *self.counters.faulty_sent.entry(fault).or_default() += 1;
         self.faulty_in_flight += 1;
-    }
-
-    /// A data frame went out on this connection.
-    fn numbered(&mut self, seq: Option<u64>) {
-        self.session_frames += 1;
-        if self.encoding.numbers_messages() {
-            self.ordinals.insert(self.session_frames, seq);
-        }
     }
 
     /// At the start of every session (the server's numbering restarts):
     /// every unacknowledged message again, oldest first.
     pub fn resend(&mut self, now: Instant) -> Vec<Frame> {
-        self.session_frames = 0;
-        self.ordinals.clear();
-        let seqs: Vec<u64> = self.window.keys().copied().collect();
-        for seq in seqs {
-            self.numbered(Some(seq));
-        }
-        let mut out = Vec::with_capacity(self.window.len());
-        for p in self.window.values_mut() {
-            p.sent_at = now;
-            self.counters.messages_resent += 1;
-            self.counters.points_resent += p.points as u64;
-            out.push(p.frame.clone());
+        self.outbox.session_started();
+        let mut out = Vec::with_capacity(self.outbox.held());
+        while let Some(o) = self.outbox.pop_sendable(now) {
+            if o.sending == Sending::Resend {
+                self.counters.messages_resent += 1;
+                self.counters.points_resent += o.points as u64;
+            }
+            out.push(o.frame);
         }
         out
     }
 
     /// When the oldest unacknowledged message was (last) sent.
     pub fn oldest_sent(&self) -> Option<Instant> {
-        self.window.values().map(|p| p.sent_at).min()
+        self.outbox.oldest_sent()
     }
 
     /// The connection is gone: nacks for faulty messages will not come.
@@ -264,62 +227,40 @@ impl Protocol {
     /// The run is over: what is still in the window is counted as unacked.
     pub fn finish(&mut self) {
         self.connection_lost();
-        self.counters.messages_unacked += self.window.len() as u64;
-        self.counters.points_unacked += self.window.values().map(|p| p.points as u64).sum::<u64>();
-        self.window.clear();
+        let (messages, points) = self.outbox.abandon();
+        self.counters.messages_unacked += messages;
+        self.counters.points_unacked += points;
     }
 
     /// Handle a frame from the server.
     pub fn receive(&mut self, frame: &Frame, now: Instant) -> Event {
-        let down = match message::parse_downlink(frame) {
-            None => return Event::None,
-            Some(Ok(d)) => d,
-            Some(Err(_)) => {
+        match self.outbox.receive(frame, now, &mut rand::rng()) {
+            Answer::None | Answer::Retrying { .. } => Event::None,
+            Answer::Invalid(_) => {
                 self.counters.invalid_downlinks += 1;
-                return Event::Unexpected;
+                Event::Unexpected
             }
-        };
-        let Some(down) = self.resolve_seq(down) else {
-            self.counters.unexpected_acks += 1;
-            return Event::Unexpected;
-        };
-        match down {
-            Downlink::Ack(seq) => match self.window.remove(&seq) {
-                Some(p) => {
-                    self.counters.messages_acked += 1;
-                    self.counters.points_acked += p.points as u64;
-                    Event::Acked {
-                        points: p.points,
-                        latency: now.saturating_duration_since(p.sent_at),
-                    }
-                }
-                None => {
-                    self.counters.unexpected_acks += 1;
-                    Event::Unexpected
-                }
-            },
-            Downlink::Nack {
-                seq: Some(seq),
-                error,
-                ..
-            } => match self.window.remove(&seq) {
-                Some(p) => {
-                    self.counters.messages_nacked += 1;
-                    self.counters.points_nacked += p.points as u64;
-                    *self.counters.nacks.entry(error).or_default() += 1;
-                    Event::Nacked {
-                        points: p.points,
-                        faulty: false,
-                    }
-                }
-                None => {
-                    self.counters.unexpected_acks += 1;
-                    Event::Unexpected
-                }
-            },
-            Downlink::Nack {
-                seq: None, error, ..
+            Answer::Unexpected => {
+                self.counters.unexpected_acks += 1;
+                Event::Unexpected
+            }
+            Answer::Acked {
+                points, latency, ..
             } => {
+                self.counters.messages_acked += 1;
+                self.counters.points_acked += points as u64;
+                Event::Acked { points, latency }
+            }
+            Answer::Failed(f) => {
+                self.counters.messages_nacked += 1;
+                self.counters.points_nacked += f.points as u64;
+                *self.counters.nacks.entry(f.error).or_default() += 1;
+                Event::Nacked {
+                    points: f.points,
+                    faulty: false,
+                }
+            }
+            Answer::NackWithoutSeq { error, .. } => {
                 // Telemetry always carries a seq, so a nack without one is
                 // for one of our faulty messages.
                 self.faulty_in_flight = self.faulty_in_flight.saturating_sub(1);
@@ -330,36 +271,12 @@ impl Protocol {
                     faulty: true,
                 }
             }
-            Downlink::Command { id, name, args } => {
+            Answer::Command { id, name, args } => {
                 *self.counters.commands.entry(name.clone()).or_default() += 1;
                 let (ok, detail, effect) = command(&name, &args);
-                let reply = message::command_result(self.encoding, &id, ok, detail.as_deref());
+                let reply = message::command_result(self.encoding(), &id, ok, detail.as_deref());
                 Event::Command { reply, effect }
             }
-        }
-    }
-}
-
-impl Protocol {
-    /// Where the server numbers messages, its number in an answer → our seq
-    /// (a nack for a faulty message has none); `None` for a number we did
-    /// not send or already had an answer for.
-    fn resolve_seq(&mut self, down: Downlink) -> Option<Downlink> {
-        if !self.encoding.numbers_messages() {
-            return Some(down);
-        }
-        match down {
-            Downlink::Ack(n) => self.ordinals.remove(&n)?.map(Downlink::Ack),
-            Downlink::Nack {
-                seq: Some(n),
-                error,
-                detail,
-            } => Some(Downlink::Nack {
-                seq: self.ordinals.remove(&n)?,
-                error,
-                detail,
-            }),
-            other => Some(other),
         }
     }
 }
@@ -412,7 +329,7 @@ mod tests {
     use wsingest_proto::protocol::Downlink as Server;
 
     fn frame(d: Server) -> Frame {
-        message::ws(d.encode(Format::Json))
+        wsingest_device::wire::from_server(d.encode(Format::Json))
     }
 
     #[test]
@@ -601,9 +518,10 @@ mod tests {
             name: "set_interval".into(),
             args: Some(json!({"seconds": 2})),
         };
-        let Event::Command { reply, effect } =
-            p.receive(&message::ws(cmd.encode(Format::Cbor)), Instant::now())
-        else {
+        let Event::Command { reply, effect } = p.receive(
+            &wsingest_device::wire::from_server(cmd.encode(Format::Cbor)),
+            Instant::now(),
+        ) else {
             panic!()
         };
         assert_eq!(effect, Effect::SetInterval(Duration::from_secs(2)));

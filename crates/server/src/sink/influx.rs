@@ -282,7 +282,13 @@ impl InfluxClient {
         if !resp.status().is_success() {
             return Err(self.status_error(resp).await);
         }
-        let body: serde_json::Value = resp.json().await.map_err(|e| self.transport(e))?;
+        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| WriteError::Status {
+                status: 502,
+                message: format!("/query answered something that is not JSON: {e}"),
+                retry_after: None,
+            })?;
         if let Some(err) = body["results"][0]["error"]
             .as_str()
             .or(body["error"].as_str())

@@ -352,27 +352,27 @@ impl Config {
         // Both APIs in one file is ambiguous (the bucket would win, with
         // whatever org): refuse it, naming the line. (`db` has a default, so
         // only the file can tell.)
-        if config.influx.db.is_some() && config.influx.bucket.is_some() {
-            if let Ok(doc) = toml::de::DeTable::parse(text) {
-                let influx = doc
-                    .get_ref()
-                    .iter()
-                    .find(|(k, _)| k.get_ref() == "influx")
-                    .and_then(|(_, t)| t.get_ref().as_table());
-                let key =
-                    |name: &str| influx.and_then(|t| t.iter().find(|(k, _)| k.get_ref() == name));
-                if key("db").is_some()
-                    && let Some((bucket, _)) = key("bucket")
-                {
-                    let at = bucket.span().start.min(text.len());
-                    let line = text[..at].matches('\n').count() + 1;
-                    return Err(ConfigError::Parse {
-                        path: path.into(),
-                        message: format!(
-                            "line {line}: influx.db and influx.bucket are both set: db selects the InfluxDB 1.x API (/write), bucket the v2 API (/api/v2/write, with org and token); keep one"
-                        ),
-                    });
-                }
+        if config.influx.db.is_some()
+            && config.influx.bucket.is_some()
+            && let Ok(doc) = toml::de::DeTable::parse(text)
+        {
+            let influx = doc
+                .get_ref()
+                .iter()
+                .find(|(k, _)| k.get_ref() == "influx")
+                .and_then(|(_, t)| t.get_ref().as_table());
+            let key = |name: &str| influx.and_then(|t| t.iter().find(|(k, _)| k.get_ref() == name));
+            if key("db").is_some()
+                && let Some((bucket, _)) = key("bucket")
+            {
+                let at = bucket.span().start.min(text.len());
+                let line = text[..at].matches('\n').count() + 1;
+                return Err(ConfigError::Parse {
+                    path: path.into(),
+                    message: format!(
+                        "line {line}: influx.db and influx.bucket are both set: db selects the InfluxDB 1.x API (/write), bucket the v2 API (/api/v2/write, with org and token); keep one"
+                    ),
+                });
             }
         }
         Ok(config)

@@ -916,7 +916,7 @@ step = 1
     fn builtin_profiles_parse_and_a_missing_devices_dir_names_the_flag() {
         let all = catalog(None).unwrap();
         assert!(all.len() >= BUILTIN.len());
-        for (_, (name, _)) in BUILTIN.iter().enumerate() {
+        for (name, _) in BUILTIN.iter() {
             Source::Builtin(name).load().unwrap();
         }
         let e = resolve_sources("weather_station", Some(Path::new("/nonexistent")))

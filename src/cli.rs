@@ -49,6 +49,9 @@ pub enum Command {
     /// Manage the device registry (tokens are shown once, stored hashed).
     #[command(subcommand)]
     Device(wsingest_server::auth::cli::DeviceCommand),
+    /// The dead-letter file (points InfluxDB refused): list, show, replay, purge.
+    #[command(subcommand)]
+    Deadletter(DeadletterCommand),
     /// Connect simulated devices (profiles in devices/) and stream telemetry.
     Simulate(Box<wsingest_tools::simulate::cli::SimulateArgs>),
 }
@@ -61,13 +64,47 @@ pub enum ConfigCommand {
     Check(Box<ServeArgs>),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DeadletterCommand {
+    /// One row per entry: number, time, devices, status, InfluxDB's reason.
+    List {
+        #[command(flatten)]
+        config: Box<ServeArgs>,
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One entry in full, with its line protocol.
+    Show {
+        #[command(flatten)]
+        config: Box<ServeArgs>,
+        /// Entry number, as `list` shows it.
+        n: usize,
+    },
+    /// Validate every entry's points again and send them to the config's
+    /// InfluxDB (after fixing the cause); entries refused again stay in the file.
+    Replay {
+        #[command(flatten)]
+        config: Box<ServeArgs>,
+    },
+    /// Delete every entry.
+    Purge {
+        #[command(flatten)]
+        config: Box<ServeArgs>,
+        /// Confirm: the entries are gone for good.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Config file (TOML). Default: config/wsingest.toml when it exists.
     #[arg(long, short, env = "WSINGEST_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "WSINGEST_LISTEN")]
+    /// Address to listen on: IP:PORT, HOST:PORT (e.g. localhost:8765) or
+    /// :PORT (every interface).
+    #[arg(long, env = "WSINGEST_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Where points go: influx, or blackhole (discard after decode, ack at once).
     #[arg(long, value_enum, env = "WSINGEST_SINK")]
@@ -126,6 +163,44 @@ pub struct ServeArgs {
     /// Operator token: the HTTP command API and the live view (observe.operator_token).
     #[arg(long, env = "WSINGEST_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
+}
+
+/// `--listen`: `IP:PORT`, `HOST:PORT` (resolved now; IPv4 preferred, as a
+/// device on `localhost` most likely means 127.0.0.1), or `:PORT` for every
+/// interface (0.0.0.0).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: the port after ':' must be a number 0-65535"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "{s:?}: give HOST:PORT, IP:PORT or :PORT (e.g. 127.0.0.1:8765, localhost:8765, :8765)"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("{s:?}: the port {port:?} must be a number 0-65535"));
+    }
+    let addrs: Vec<SocketAddr> = (
+        host.trim_matches(['[', ']']),
+        port.parse::<u16>().unwrap_or(0),
+    )
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: cannot resolve {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: {host:?} resolves to no address"))
 }
 
 impl ServeArgs {
@@ -200,6 +275,26 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_bare_ports() {
+        assert_eq!(
+            parse_listen("localhost:8765").unwrap(),
+            "127.0.0.1:8765".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen(":8765").unwrap(),
+            "0.0.0.0:8765".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
+        assert!(parse_listen("localhost").unwrap_err().contains(":PORT"));
+        assert!(parse_listen(":http").unwrap_err().contains("port"));
+        let cli = Cli::try_parse_from(["wsingest", "serve", "--listen", ":8765"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.listen.unwrap().port(), 8765);
     }
 
     #[test]

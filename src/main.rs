@@ -4,7 +4,8 @@
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use wsingest::cli::{Cli, Command, ConfigCommand, LogFormat};
+use wsingest::cli::{Cli, Command, ConfigCommand, DeadletterCommand, LogFormat};
+use wsingest_server::sink::deadletter_ops;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -38,11 +39,50 @@ fn main() -> anyhow::Result<()> {
             Command::Device(cmd) => print!("{}", wsingest_server::auth::cli::run(cmd)?),
             Command::Config(ConfigCommand::Check(args)) => {
                 let config = args.load()?;
+                // Every check serve makes before it serves; what serve would
+                // only warn about is printed as a warning.
+                for w in wsingest_server::server::preflight(&config).await? {
+                    eprintln!("warning: {w}");
+                }
                 print!("{}", toml::to_string_pretty(&config)?);
             }
+            Command::Deadletter(cmd) => deadletter(cmd).await?,
         }
         Ok(())
     })
+}
+
+async fn deadletter(cmd: DeadletterCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeadletterCommand::List { config, json } => {
+            let l = deadletter_ops::list(&config.load()?)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&l)?),
+                false => print!("{l}"),
+            }
+        }
+        DeadletterCommand::Show { config, n } => {
+            print!("{}", deadletter_ops::show(&config.load()?, n)?)
+        }
+        DeadletterCommand::Replay { config } => {
+            let r = deadletter_ops::replay(&config.load()?).await?;
+            print!("{r}");
+            if let Some(why) = r.stopped {
+                anyhow::bail!("replay stopped: {why}");
+            }
+        }
+        DeadletterCommand::Purge { config, yes } => {
+            let n = deadletter_ops::purge(&config.load()?, yes)?;
+            println!("purged {n} entries");
+        }
+    }
+    Ok(())
+}
+
+/// Colour only for a terminal, and never with `NO_COLOR` set (no-color.org).
+fn use_ansi() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn init_logging(format: LogFormat) {
@@ -50,6 +90,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_ansi())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

@@ -217,6 +217,10 @@ pub struct InfluxConfig {
     pub org: Option<String>,
     pub bucket: Option<String>,
     pub token: Option<Secret>,
+    /// Create the database (`CREATE DATABASE`, 1.x API) at startup. Off: a
+    /// missing database is reported (log, `/readyz` 503) and batches are
+    /// spooled until it exists.
+    pub create_database: bool,
     /// Points per write request.
     pub batch_size: usize,
     /// Bytes per write request.
@@ -250,6 +254,7 @@ impl Default for InfluxConfig {
             org: None,
             bucket: None,
             token: None,
+            create_database: false,
             batch_size: 5000,
             batch_bytes: 4 * 1024 * 1024,
             flush_interval_ms: 1000,
@@ -312,10 +317,37 @@ impl Config {
 
     /// Parse TOML text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: e.to_string(),
-        })
+        })?;
+        // Both APIs in one file is ambiguous (the bucket would win, with
+        // whatever org): refuse it, naming the line. (`db` has a default, so
+        // only the file can tell.)
+        if config.influx.db.is_some()
+            && config.influx.bucket.is_some()
+            && let Ok(doc) = toml::de::DeTable::parse(text)
+        {
+            let influx = doc
+                .get_ref()
+                .iter()
+                .find(|(k, _)| k.get_ref() == "influx")
+                .and_then(|(_, t)| t.get_ref().as_table());
+            let key = |name: &str| influx.and_then(|t| t.iter().find(|(k, _)| k.get_ref() == name));
+            if key("db").is_some()
+                && let Some((bucket, _)) = key("bucket")
+            {
+                let at = bucket.span().start.min(text.len());
+                let line = text[..at].matches('\n').count() + 1;
+                return Err(ConfigError::Parse {
+                    path: path.into(),
+                    message: format!(
+                        "line {line}: influx.db and influx.bucket are both set: db selects the InfluxDB 1.x API (/write), bucket the v2 API (/api/v2/write, with org and token); keep one"
+                    ),
+                });
+            }
+        }
+        Ok(config)
     }
 
     /// The configuration with every default, as TOML.
@@ -332,6 +364,18 @@ impl Config {
             })
         };
         self.influx_api()?;
+        if let Err(e) = crate::sink::influx::check_url(&self.influx.url) {
+            return Err(ConfigError::Invalid {
+                key: "influx.url",
+                detail: e.to_string(),
+            });
+        }
+        if self.influx.bucket.is_some() && self.influx.create_database {
+            return invalid(
+                "influx.create_database",
+                "creates a 1.x database (influx.db); with influx.bucket create the bucket with the influx CLI and set create_database = false",
+            );
+        }
         if self.influx.batch_size == 0 {
             return invalid("influx.batch_size", "must be at least 1");
         }

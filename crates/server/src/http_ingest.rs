@@ -175,11 +175,14 @@ pub async fn post_points(
                 "invalid_json" | "invalid_cbor" => StatusCode::BAD_REQUEST,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
-            return encode(
-                status,
-                format,
-                &Downlink::nack(e.seq(), e.code(), e.to_string()),
-            );
+            let mut detail = e.to_string();
+            if format == Format::Json && bytes.trim_ascii_start().starts_with(b"[") {
+                // A top-level array is the common mistake; say what fits.
+                detail = format!(
+                    "the body is a JSON array, but this endpoint takes one message per request: an object such as {{\"seq\": 1, \"fields\": {{\"temp_c\": 21.5}}}}, or a batch {{\"seq\": 2, \"points\": [{{...}}, ...]}}; a SenML pack (an array of records) needs Content-Type: application/senml+json ({detail})"
+                );
+            }
+            return encode(status, format, &Downlink::nack(e.seq(), e.code(), detail));
         }
         Submitted::Limited { seq, refusal } => {
             let status = match refusal.error {

@@ -125,6 +125,8 @@ pub async fn run(
         m.replay_pending_bytes.set(st.bytes as i64);
     }
     let sink = Arc::new(sink.with_metrics(metrics.clone()));
+    // Warn, never refuse: devices can still be served into the spool.
+    sink.startup_check(i.create_database).await;
     let replay = spool.map(|spool| {
         let slots = config.spool.replay_slots(i.concurrency);
         tokio::spawn(crate::sink::spool::replay::run(
@@ -138,11 +140,11 @@ pub async fn run(
     let probe_stop = shutdown.clone();
     tokio::spawn(async move {
         loop {
-            probe_sink.probe().await;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 _ = probe_stop.cancelled() => break,
             }
+            let _ = probe_sink.check().await;
         }
     });
     let ack_mode = config.server.ack_mode;
@@ -166,6 +168,50 @@ pub async fn run(
         }
     }
     served
+}
+
+/// What `wsingest config check` runs: every check [`run`] makes before it
+/// serves, without binding or writing. Errors are what would stop `serve`;
+/// the returned lines are warnings `serve` would log and start anyway
+/// (InfluxDB unreachable, missing database, refused credentials).
+pub async fn preflight(config: &Config) -> Result<Vec<String>, ServeError> {
+    config.validate()?;
+    Auth::new(AuthSettings {
+        allow_anonymous: config.auth.allow_anonymous,
+        registry_path: config.auth.registry_path.clone(),
+        allowed_origins: config.auth.allowed_origins.clone(),
+        profiles: config.auth.profiles.clone(),
+    })?;
+    crate::tls::acceptor(&config.tls)?;
+    let mut warnings = Vec::new();
+    if config.server.sink == SinkKind::Blackhole {
+        warnings.push("sink = blackhole: points are acked and discarded, nothing is stored".into());
+        return Ok(warnings);
+    }
+    let i = &config.influx;
+    let api = config.influx_api()?;
+    let client = InfluxClient::new(
+        &i.url,
+        &api,
+        Duration::from_millis(i.timeout_ms.min(5000)),
+        i.gzip,
+    )?;
+    match client.check().await {
+        Ok(_) => {}
+        Err(crate::sink::influx::WriteError::Status {
+            status, message, ..
+        }) if crate::sink::retry::is_operator_error(status) => {
+            if status == 404 && i.create_database {
+                // serve creates it at startup
+            } else {
+                warnings.push(client.explain(status, &message));
+            }
+        }
+        Err(e) => warnings.push(format!(
+            "{e}: serve would start anyway and spool batches until InfluxDB answers; check influx.url"
+        )),
+    }
+    Ok(warnings)
 }
 
 /// Open the spool (recovery reads every segment: a blocking thread).
@@ -447,9 +493,19 @@ fn security(
 }
 
 fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
+    // With a registry and no anonymous devices, only registered devices can
+    // ever connect: a command to any other id is a typo, answered 404.
+    let known: Option<commands::http::KnownDevice> = (state.config.auth.registry_path.is_some()
+        && !state.config.auth.allow_anonymous)
+        .then(|| {
+            let auth = state.auth.clone();
+            Arc::new(move |id: &str| auth.registry().get(id).is_some_and(|d| d.revoked.is_none()))
+                as commands::http::KnownDevice
+        });
     let command_api = commands::http::routes(
         state.commands.clone(),
         state.config.observe.operator_token.clone(),
+        known,
     );
     Router::new()
         .route("/", get(root))
@@ -480,14 +536,17 @@ async fn mqtt_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
 
 async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if state.sink.ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "InfluxDB is unavailable and the spool cannot take data\n",
+            "not ready: shutting down\n".into(),
         )
+    } else {
+        let r = state.sink.readiness();
+        let status = match r.ready {
+            true => StatusCode::OK,
+            false => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, format!("{}\n", r.reason))
     }
 }
 

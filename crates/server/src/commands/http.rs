@@ -26,10 +26,15 @@ use serde_json::json;
 use super::{MAX_WAIT, Origin, Router, SubmitError};
 use crate::config::Secret;
 
+/// Whether a device id may receive commands (registered, not revoked).
+pub type KnownDevice = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 #[derive(Clone)]
 struct Api {
     router: Arc<Router>,
     token: Option<Secret>,
+    /// With a registry (and no anonymous devices): only its devices.
+    known: Option<KnownDevice>,
 }
 
 /// Most commands one long-poll answer carries.
@@ -79,13 +84,20 @@ pub async fn poll(router: &Arc<Router>, device: &str, wait: Option<f64>) -> Resp
 }
 
 /// The command API's routes.
-pub fn routes(router: Arc<Router>, operator_token: Option<Secret>) -> Routes {
+/// `known`: when set, a command to a device it does not know is refused
+/// with 404 instead of waiting as `pending` for a device that cannot exist.
+pub fn routes(
+    router: Arc<Router>,
+    operator_token: Option<Secret>,
+    known: Option<KnownDevice>,
+) -> Routes {
     Routes::new()
         .route("/v1/devices/{device_id}/commands", post(create))
         .route("/v1/devices/{device_id}/commands/{cmd}", get(show))
         .with_state(Api {
             router,
             token: operator_token,
+            known,
         })
 }
 
@@ -155,6 +167,17 @@ async fn create(
             StatusCode::BAD_REQUEST,
             "invalid_device",
             "device ids are 1-128 characters from A-Z a-z 0-9 - _ . :",
+        );
+    }
+    if let Some(known) = &api.known
+        && !known(&device)
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            format!(
+                "device {device:?} is not in the device registry (or is revoked): check the id, or register it with `wsingest device add {device}`"
+            ),
         );
     }
     let new: NewCommand = match serde_json::from_slice(&body) {

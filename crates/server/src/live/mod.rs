@@ -35,6 +35,9 @@ use snapshot::Snapshotter;
 /// The page, HTML + CSS + JS in one file.
 pub const PAGE: &str = include_str!("page.html");
 
+/// The first frame's rates are measured over this long.
+const FIRST_FRAME_AFTER: Duration = Duration::from_millis(500);
+
 /// Viewers at once; each one costs a snapshot of the fleet per second.
 const MAX_VIEWERS: usize = 64;
 /// Time between updates.
@@ -166,6 +169,13 @@ impl Live {
         let (mut tx, mut rx) = ws.split();
         let mut snap = Snapshotter::new(self.instance.clone(), self.max_devices);
         let mut selected: Option<String> = None;
+        // Rates need two samples: take one now and send the first frame a
+        // moment later, so that it carries real rates rather than zeros.
+        snap.update(&self.fleet, None, tokio::time::Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep(FIRST_FRAME_AFTER) => {}
+            _ = self.shutdown.cancelled() => return,
+        }
         let mut tick = tokio::time::interval(UPDATE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

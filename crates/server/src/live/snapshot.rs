@@ -130,11 +130,13 @@ impl Snapshotter {
                 .then((b.0.sessions_open > 0).cmp(&(a.0.sessions_open > 0)))
                 .then(a.3.id.cmp(&b.3.id))
         });
-        let selected_row = selected.and_then(|id| {
-            rows.iter()
-                .find(|r| &*r.3.id == id)
-                .map(|(c, m, p, d)| row(d, c, *m, *p))
-        });
+        // Until the viewer picks one, the busiest device is the selected
+        // one, so the first frame already carries its chart's values.
+        let selected_row = match selected {
+            Some(id) => rows.iter().find(|r| &*r.3.id == id),
+            None => rows.first(),
+        }
+        .map(|(c, m, p, d)| row(d, c, *m, *p));
         let device_rows = rows
             .iter()
             .take(self.max_devices)

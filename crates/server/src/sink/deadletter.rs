@@ -1,11 +1,16 @@
-//! The dead-letter file: points the database refused (HTTP 4xx other than
-//! retryable ones), one JSON object per line with the server's message, so an
-//! operator can see what was refused and why, fix it and replay it.
+//! The dead-letter file: points the database refused (400, 413, ...: never
+//! 401/403/404, which are outages), one JSON object per line with the
+//! server's message, so an operator can see what was refused and why, fix
+//! it and replay it (`wsingest deadletter`, [`super::deadletter_ops`]).
+//!
+//! Format, one line per refused message:
+//! `{"time": RFC 3339, "status": 400, "error": "InfluxDB's message",
+//! "lines": "the message's line protocol, newline-terminated"}`.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 #[derive(Serialize)]
@@ -19,7 +24,8 @@ struct Record<'a> {
 pub struct DeadLetter {
     path: Option<PathBuf>,
     max_bytes: u64,
-    file: Mutex<Option<tokio::fs::File>>,
+    /// One append at a time within the process.
+    file: Mutex<()>,
 }
 
 impl DeadLetter {
@@ -28,7 +34,7 @@ impl DeadLetter {
         DeadLetter {
             path,
             max_bytes,
-            file: Mutex::new(None),
+            file: Mutex::new(()),
         }
     }
 
@@ -37,10 +43,15 @@ impl DeadLetter {
     }
 
     /// Append one record; failures are logged, never fatal: the devices get
-    /// their nacks either way.
+    /// their nacks either way. The file is opened for each record (dead
+    /// letters are rare) and locked while written, so that `wsingest
+    /// deadletter replay|purge` can rewrite it under the same lock while the
+    /// server runs.
     pub async fn record(&self, status: u16, error: &str, lines: &[u8]) {
-        let Some(path) = &self.path else { return };
-        let lines = String::from_utf8_lossy(lines);
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let lines = String::from_utf8_lossy(lines).into_owned();
         let record = Record {
             time: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).to_rfc3339(),
             status,
@@ -49,33 +60,40 @@ impl DeadLetter {
         };
         let mut text = serde_json::to_string(&record).expect("record serializes");
         text.push('\n');
-        let mut guard = self.file.lock().await;
-        if guard.is_none() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = tokio::fs::create_dir_all(dir).await;
-            }
-            match tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+        let _serial = self.file.lock().await;
+        let max_bytes = self.max_bytes;
+        let p = path.clone();
+        let written =
+            tokio::task::spawn_blocking(move || append_locked(&p, text.as_bytes(), max_bytes))
                 .await
-            {
-                Ok(f) => *guard = Some(f),
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot open dead-letter file; refused points are only logged");
-                    tracing::warn!(status, error, lines = %lines, "refused by the database");
-                    return;
-                }
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(path = %path.display(), max_bytes, status, error, "dead-letter file is full (influx.dead_letter_max_bytes); refused points only logged: {lines}")
             }
-        }
-        let file = guard.as_mut().expect("opened above");
-        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-        if size + text.len() as u64 > self.max_bytes {
-            tracing::warn!(path = %path.display(), max_bytes = self.max_bytes, status, error, "dead-letter file is full; refused points only logged");
-            return;
-        }
-        if let Err(e) = file.write_all(text.as_bytes()).await {
-            tracing::error!(path = %path.display(), error = %e, "cannot write dead-letter file");
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the dead-letter file; refused points are only logged");
+                tracing::warn!(status, error, lines = %lines, "refused by the database");
+            }
         }
     }
+}
+
+/// Append `text` under an exclusive lock unless the file would pass
+/// `max_bytes`; `Ok(false)` when full.
+fn append_locked(path: &Path, text: &[u8], max_bytes: u64) -> std::io::Result<bool> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.lock()?;
+    if f.metadata()?.len() + text.len() as u64 > max_bytes {
+        return Ok(false);
+    }
+    f.write_all(text)?;
+    Ok(true)
 }

@@ -58,28 +58,53 @@ pub enum ClientError {
     Build(String),
 }
 
+/// What [`InfluxClient::check`] could verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// 1.x API: the server answered, took the credentials, and the database
+    /// exists.
+    Verified,
+    /// The server answers `/ping`; the v2 API's credentials and bucket are
+    /// only checked by the first write.
+    Reachable,
+}
+
 pub struct InfluxClient {
     http: reqwest::Client,
     base: String,
+    api: Api,
     write_url: reqwest::Url,
     ping_url: reqwest::Url,
+    query_url: reqwest::Url,
     auth: Option<HeaderValue>,
     /// 1.x user and password, sent as basic auth (kept out of URLs and logs).
     basic: Option<(String, Option<Secret>)>,
     gzip: bool,
 }
 
+/// Parse an `influx.url`: http or https, with a host.
+pub fn check_url(url: &str) -> Result<reqwest::Url, ClientError> {
+    let bad = |detail: String| ClientError::BadUrl {
+        url: url.to_string(),
+        detail,
+    };
+    let base = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "the scheme must be http or https, not {:?} (e.g. http://127.0.0.1:8086)",
+            base.scheme()
+        )));
+    }
+    if base.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host (e.g. http://127.0.0.1:8086)".into()));
+    }
+    Ok(base)
+}
+
 impl InfluxClient {
     pub fn new(url: &str, api: &Api, timeout: Duration, gzip: bool) -> Result<Self, ClientError> {
         crate::tls::install_crypto_provider();
-        let bad = |detail: String| ClientError::BadUrl {
-            url: url.to_string(),
-            detail,
-        };
-        let base = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(bad("the scheme must be http or https".into()));
-        }
+        let base = check_url(url)?;
         let join = |path: &str| {
             let mut u = base.clone();
             let prefix = base.path().trim_end_matches('/');
@@ -131,7 +156,9 @@ impl InfluxClient {
         Ok(InfluxClient {
             http,
             base: url.to_string(),
+            api: api.clone(),
             ping_url: join("/ping"),
+            query_url: join("/query"),
             write_url,
             auth,
             basic,
@@ -171,21 +198,10 @@ impl InfluxClient {
             body
         };
         let resp = req.body(body).send().await.map_err(|e| self.transport(e))?;
-        let status = resp.status();
-        if status.is_success() {
+        if resp.status().is_success() {
             return Ok(());
         }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let text = resp.text().await.unwrap_or_default();
-        Err(WriteError::Status {
-            status: status.as_u16(),
-            message: server_message(&text),
-            retry_after,
-        })
+        Err(self.status_error(resp).await)
     }
 
     /// Whether the server answers at all (any non-5xx answer to `/ping`).
@@ -193,6 +209,148 @@ impl InfluxClient {
         match self.http.get(self.ping_url.clone()).send().await {
             Ok(r) => !r.status().is_server_error(),
             Err(_) => false,
+        }
+    }
+
+    /// The base URL as configured.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// Check what can be checked without writing: the server answers and,
+    /// on the 1.x API, takes the credentials and has the database (`SHOW
+    /// DATABASES`). A missing database is reported as InfluxDB reports it on
+    /// a write (404 `database not found`), so callers classify both alike.
+    pub async fn check(&self) -> Result<Checked, WriteError> {
+        let resp = self
+            .http
+            .get(self.ping_url.clone())
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        if resp.status().is_server_error() {
+            return Err(self.status_error(resp).await);
+        }
+        let Api::V1 { db, .. } = &self.api else {
+            return Ok(Checked::Reachable);
+        };
+        let body = self.query("SHOW DATABASES", false).await?;
+        let exists = body["results"][0]["series"][0]["values"]
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r[0].as_str() == Some(db.as_str())));
+        if exists {
+            Ok(Checked::Verified)
+        } else {
+            Err(WriteError::Status {
+                status: 404,
+                message: format!("database not found: {db:?}"),
+                retry_after: None,
+            })
+        }
+    }
+
+    /// `CREATE DATABASE` on the 1.x API (a no-op when it exists). `Ok(false)`
+    /// on the v2 API, which has no such statement.
+    pub async fn create_database(&self) -> Result<bool, WriteError> {
+        let Api::V1 { db, .. } = &self.api else {
+            return Ok(false);
+        };
+        let name = db.replace('\\', "\\\\").replace('"', "\\\"");
+        self.query(&format!("CREATE DATABASE \"{name}\""), true)
+            .await
+            .map(|_| true)
+    }
+
+    /// One InfluxQL statement on the 1.x `/query` endpoint; an error inside
+    /// a 200 answer is returned as a 400 (or 403 for authorization).
+    async fn query(&self, q: &str, post: bool) -> Result<serde_json::Value, WriteError> {
+        let mut url = self.query_url.clone();
+        url.query_pairs_mut().append_pair("q", q);
+        let mut req = if post {
+            self.http.post(url)
+        } else {
+            self.http.get(url)
+        };
+        if let Some((user, password)) = &self.basic {
+            req = req.basic_auth(user, password.as_ref().map(Secret::expose));
+        }
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| WriteError::Status {
+                status: 502,
+                message: format!("/query answered something that is not JSON: {e}"),
+                retry_after: None,
+            })?;
+        if let Some(err) = body["results"][0]["error"]
+            .as_str()
+            .or(body["error"].as_str())
+        {
+            let status = if err.contains("authoriz") { 403 } else { 400 };
+            return Err(WriteError::Status {
+                status,
+                message: err.to_string(),
+                retry_after: None,
+            });
+        }
+        Ok(body)
+    }
+
+    async fn status_error(&self, resp: reqwest::Response) -> WriteError {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = resp.text().await.unwrap_or_default();
+        WriteError::Status {
+            status,
+            message: server_message(&text),
+            retry_after,
+        }
+    }
+
+    /// What an operator must do about a 401, 403 or 404 from this server:
+    /// one sentence that names the setting or the statement that fixes it.
+    pub fn explain(&self, status: u16, message: &str) -> String {
+        let msg = message.trim();
+        match (&self.api, status) {
+            (Api::V1 { db, .. }, 404) if msg.contains("database not found") => format!(
+                "database {db:?} does not exist: create it (CREATE DATABASE {db}) or set influx.create_database = true"
+            ),
+            (Api::V2 { org, bucket, .. }, 404)
+                if msg.contains("bucket") || msg.contains("organization") =>
+            {
+                format!(
+                    "bucket {bucket:?} of org {org:?} not found ({msg}): create it (influx bucket create -n {bucket} -o {org}) or fix influx.bucket / influx.org"
+                )
+            }
+            (_, 404) => format!(
+                "InfluxDB at {} has no write endpoint {} (404: {msg}): check influx.url (the server's base URL) and the API (influx.db selects /write, influx.bucket /api/v2/write, which InfluxDB 1.x before 1.8 lacks)",
+                self.base,
+                self.write_url.path()
+            ),
+            (Api::V1 { .. }, 401) => format!(
+                "InfluxDB refused the credentials (401: {msg}): set influx.user and influx.password (or WSINGEST_INFLUX_USER / WSINGEST_INFLUX_PASSWORD)"
+            ),
+            (Api::V2 { .. }, 401) => format!(
+                "InfluxDB refused the token (401: {msg}): set influx.token (or WSINGEST_INFLUX_TOKEN) to a token with write access"
+            ),
+            (Api::V1 { db, .. }, 403) => format!(
+                "InfluxDB denied the write (403: {msg}): grant the user write access (GRANT WRITE ON {db} TO <user>)"
+            ),
+            (Api::V2 { bucket, .. }, 403) => format!(
+                "InfluxDB denied the write (403: {msg}): give the token write access to bucket {bucket:?}"
+            ),
+            _ => format!("InfluxDB answered {status}: {msg}"),
         }
     }
 

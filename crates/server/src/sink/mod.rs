@@ -5,7 +5,10 @@
 
 pub mod blackhole;
 pub mod deadletter;
+pub mod deadletter_ops;
+pub mod health;
 pub mod influx;
+pub mod lineparse;
 pub mod retry;
 pub mod spool;
 pub mod writer;
@@ -22,4 +25,18 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Whether the sink can take data now (for `/readyz`).
     fn ready(&self) -> bool;
+
+    /// [`Self::ready`] with the reason, for `/readyz`'s body.
+    fn readiness(&self) -> health::Readiness {
+        let ready = self.ready();
+        health::Readiness {
+            ready,
+            reason: if ready {
+                "ready"
+            } else {
+                "not ready: the sink cannot take data"
+            }
+            .into(),
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! Retry policy for database writes, in one place: timeouts, connection
 //! errors, 408, 429 and 5xx are retried with exponential backoff and full
-//! jitter, honouring `Retry-After`; any other status is final (poison).
+//! jitter, honouring `Retry-After`. So are 401, 403 and 404: wrong
+//! credentials, a missing database or bucket, a wrong write path are the
+//! operator's to fix, not something wrong with the points, so they are an
+//! outage (retried, then spooled), never dead letters. Any other status
+//! (400, 413, ...) is final: the points are refused (poison).
 
 use std::time::Duration;
 
@@ -10,8 +14,15 @@ use rand::Rng;
 pub fn is_retryable(status: Option<u16>) -> bool {
     match status {
         None => true, // connection refused, reset, timeout
-        Some(s) => s == 408 || s == 429 || (500..=599).contains(&s),
+        Some(s) => s == 408 || s == 429 || (500..=599).contains(&s) || is_operator_error(s),
     }
+}
+
+/// Statuses that say the writer is misconfigured (credentials, permissions,
+/// database/bucket or write path), not that the points are bad: they do not
+/// heal by themselves, so they are logged with the fix and make `/readyz` 503.
+pub fn is_operator_error(status: u16) -> bool {
+    matches!(status, 401 | 403 | 404)
 }
 
 /// Exponential backoff with full jitter, capped.
@@ -59,11 +70,15 @@ mod tests {
     #[test]
     fn classification() {
         assert!(is_retryable(None));
-        for s in [408, 429, 500, 502, 503, 504] {
+        for s in [408, 429, 500, 502, 503, 504, 401, 403, 404] {
             assert!(is_retryable(Some(s)), "{s}");
         }
-        for s in [400, 401, 403, 404, 413] {
+        for s in [400, 413, 422] {
             assert!(!is_retryable(Some(s)), "{s}");
+            assert!(!is_operator_error(s), "{s}");
+        }
+        for s in [401, 403, 404] {
+            assert!(is_operator_error(s), "{s}");
         }
     }
 

@@ -20,6 +20,12 @@
 //!
 //! Without a spool (`spool.enabled = false`) such messages are nacked
 //! `storage_unavailable` so devices know to resend.
+//!
+//! 401, 403 and 404 (credentials, permissions, a missing database or bucket,
+//! a wrong write path) are the writer's problem, not the points': they are
+//! an outage like a down server (retried, spooled), never dead letters.
+//! Outages are logged as state changes by [`super::health`], which also
+//! answers `/readyz`.
 
 use std::future::Future;
 use std::ops::Range;
@@ -35,8 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Sink;
 use super::deadletter::DeadLetter;
-use super::influx::{InfluxClient, WriteError};
-use super::retry::{Backoff, is_retryable};
+use super::health::{Cause, Health, Readiness};
+use super::influx::{Checked, InfluxClient, WriteError};
+use super::retry::{Backoff, is_operator_error, is_retryable};
 use super::spool::{MessageMeta, Spool, SpoolError};
 use crate::batch::Batch;
 use crate::metrics::Metrics;
@@ -58,7 +65,8 @@ pub struct InfluxSink {
     client: InfluxClient,
     dead: DeadLetter,
     retry: RetryConfig,
-    reachable: Arc<AtomicBool>,
+    /// Whether InfluxDB takes writes: outage log lines and readiness.
+    health: Health,
     /// InfluxDB could not take a write and none has succeeded since.
     degraded: AtomicBool,
     /// HTTP write slots, shared by live batches and replay.
@@ -103,8 +111,8 @@ impl InfluxSink {
         InfluxSink {
             client,
             dead,
+            health: Health::new(false, retry.max_elapsed),
             retry,
-            reachable: Arc::new(AtomicBool::new(true)),
             degraded: AtomicBool::new(false),
             slots: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             spool: None,
@@ -138,6 +146,7 @@ impl InfluxSink {
         shutdown: CancellationToken,
     ) -> Self {
         self.spool = Some(spool);
+        self.health = Health::new(true, self.retry.max_elapsed);
         self.ready_room = ready_room;
         self.slots = Arc::new(Semaphore::new(write_slots.max(1)));
         self.shutdown = shutdown;
@@ -163,8 +172,8 @@ impl InfluxSink {
 
     pub(crate) fn set_degraded(&self) {
         if !self.degraded.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "InfluxDB is unavailable: batches go to the spool until a write succeeds"
+            tracing::info!(
+                "InfluxDB still unavailable after the retry budget: batches go straight to the spool until a write succeeds"
             );
         }
     }
@@ -179,10 +188,136 @@ impl InfluxSink {
         self.spooled_points.load(Ordering::Relaxed)
     }
 
-    /// Ping the server, so `/readyz` tells the truth before the first write.
-    pub async fn probe(&self) {
-        let ok = self.client.ping().await;
-        self.reachable.store(ok, Ordering::Relaxed);
+    /// Check InfluxDB without writing (see [`InfluxClient::check`]), so that
+    /// `/readyz` and the log tell the truth before the first write and
+    /// while no data flows. A failure starts an outage (logged once).
+    pub async fn check(&self) -> Result<Checked, WriteError> {
+        let r = self.client.check().await;
+        match &r {
+            Ok(c) => self
+                .health
+                .check_passed(*c == Checked::Verified, self.spooled_points()),
+            Err(e) if is_retryable(e.status()) => {
+                self.health
+                    .failed(self.cause(e), self.spooled_points(), true)
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// The startup check: create the database when asked (1.x API), then
+    /// [`Self::check`]. Never fails the start: devices can be spooled.
+    pub async fn startup_check(&self, create_database: bool) {
+        let url = self.client.base_url().to_string();
+        if create_database {
+            match self.client.create_database().await {
+                Ok(true) => {
+                    tracing::info!(%url, "influx.create_database: database exists or was created")
+                }
+                Ok(false) => tracing::warn!(
+                    "influx.create_database applies to the 1.x API (influx.db) only; create the bucket with the influx CLI"
+                ),
+                Err(e) => {
+                    tracing::error!(%url, error = %e, "influx.create_database: cannot create the database; create it by hand (CREATE DATABASE) or give the user the ADMIN privilege")
+                }
+            }
+        }
+        match self.check().await {
+            Ok(Checked::Verified) => {
+                tracing::info!(%url, "InfluxDB answers, takes the credentials and has the database")
+            }
+            Ok(Checked::Reachable) => {
+                tracing::info!(%url, "InfluxDB answers (the token and bucket are checked by the first write)")
+            }
+            Err(e) if is_retryable(e.status()) => {} // logged by the health state
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "InfluxDB startup check failed; serving anyway")
+            }
+        }
+    }
+
+    /// How an outage-type failure is described.
+    fn cause(&self, e: &WriteError) -> Cause {
+        match e {
+            WriteError::Transport { .. } => Cause::Unreachable(e.to_string()),
+            WriteError::Status {
+                status, message, ..
+            } if is_operator_error(*status) => Cause::Misconfigured {
+                status: *status,
+                fix: self.client.explain(*status, message),
+            },
+            WriteError::Status { .. } => Cause::Failing(e.to_string()),
+        }
+    }
+
+    /// What `/readyz` answers: ready while InfluxDB takes writes, or while
+    /// it is unavailable (down, failing) and the spool can take a batch.
+    /// Not ready while InfluxDB refuses the writer (401/403/404: it does not
+    /// heal by itself; batches are still spooled), or when nothing can store
+    /// a batch (InfluxDB unavailable and the spool off, full, or failing).
+    pub fn readiness(&self) -> Readiness {
+        let Some(outage) = self.health.outage() else {
+            return Readiness {
+                ready: true,
+                reason: "ready: InfluxDB takes writes".into(),
+            };
+        };
+        let since = outage.since_text();
+        match &outage.cause {
+            Cause::Misconfigured { fix, .. } => Readiness {
+                ready: false,
+                reason: format!(
+                    "not ready: InfluxDB refuses every write since {since}: {fix} (batches are {} meanwhile)",
+                    if self.spool.is_some() {
+                        "spooled"
+                    } else {
+                        "nacked storage_unavailable"
+                    }
+                ),
+            },
+            Cause::Unreachable(why) | Cause::Failing(why) => {
+                let spool = match &self.spool {
+                    None => Err("the spool is off (spool.enabled = false)".to_string()),
+                    Some(s) => {
+                        let st = s.stats();
+                        if self.held_points() > 0 {
+                            Err(format!(
+                                "the spool cannot take batches ({} points wait in memory; {} of {} bytes used{})",
+                                self.held_points(),
+                                st.bytes,
+                                st.max_bytes,
+                                if st.failing { ", appends fail" } else { "" }
+                            ))
+                        } else if !s.has_room(self.ready_room) {
+                            Err(format!(
+                                "the spool is full ({} of {} bytes)",
+                                st.bytes, st.max_bytes
+                            ))
+                        } else {
+                            Ok(format!(
+                                "batches go to the spool ({} of {} bytes used)",
+                                st.bytes, st.max_bytes
+                            ))
+                        }
+                    }
+                };
+                match spool {
+                    Ok(spooling) => Readiness {
+                        ready: true,
+                        reason: format!(
+                            "ready: InfluxDB unavailable since {since} ({why}); {spooling}"
+                        ),
+                    },
+                    Err(no) => Readiness {
+                        ready: false,
+                        reason: format!(
+                            "not ready: InfluxDB unavailable since {since} ({why}) and {no}"
+                        ),
+                    },
+                }
+            }
+        }
     }
 
     /// One write attempt in a write slot.
@@ -198,14 +333,14 @@ impl InfluxSink {
             .write_request(status, started.elapsed().as_secs_f64());
         match &r {
             Ok(()) => {
-                self.reachable.store(true, Ordering::Relaxed);
-                if self.degraded.swap(false, Ordering::Relaxed) {
-                    tracing::info!("InfluxDB takes writes again");
-                }
+                self.degraded.store(false, Ordering::Relaxed);
+                self.health.succeeded(self.spooled_points());
             }
-            Err(e) => self
-                .reachable
-                .store(e.status().is_some(), Ordering::Relaxed),
+            Err(e) if is_retryable(e.status()) => {
+                self.health
+                    .failed(self.cause(e), self.spooled_points(), false)
+            }
+            Err(_) => {}
         }
         r
     }
@@ -264,13 +399,15 @@ impl InfluxSink {
             };
             let wait = backoff.next(retry_after);
             if started.elapsed() + wait > self.retry.max_elapsed {
-                tracing::error!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "giving up on writing a batch");
                 if self.spool.is_some() {
+                    tracing::debug!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "retry budget spent: the batch goes to the spool");
                     self.set_degraded();
+                } else {
+                    tracing::warn!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "retry budget spent and the spool is off: the batch is nacked storage_unavailable");
                 }
                 return Final::Unavailable(err.to_string());
             }
-            tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "write failed, retrying");
+            tracing::debug!(error = %err, retry_in_ms = wait.as_millis() as u64, "write failed, retrying");
             self.metrics.write_retries.inc();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -475,12 +612,12 @@ impl Sink for InfluxSink {
         Box::pin(self.deliver_batch(batch))
     }
 
-    /// Ready when InfluxDB takes writes or the spool can take a batch: it
-    /// has room for one and no batch is already waiting for room.
+    /// See [`InfluxSink::readiness`].
     fn ready(&self) -> bool {
-        (self.reachable.load(Ordering::Relaxed) && !self.degraded())
-            || self.spool.as_ref().is_some_and(|s| {
-                self.held_points.load(Ordering::Relaxed) == 0 && s.has_room(self.ready_room)
-            })
+        self.readiness().ready
+    }
+
+    fn readiness(&self) -> Readiness {
+        InfluxSink::readiness(self)
     }
 }

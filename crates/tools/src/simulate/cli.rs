@@ -19,7 +19,7 @@ use super::tokens::Tokens;
 
 const EXAMPLES: &str = "\
 Examples:
-  wsingest simulate                                  one device of every profile in devices/ for 60 s
+  wsingest simulate                                  one device of every profile (built in, or devices/) for 60 s
   wsingest simulate -p all -n 20 -d 2m               20 devices of each profile for two minutes
   wsingest simulate -p weather_station=100 -p gps_tracker=10 --rate 5
   wsingest simulate -p smart_meter -n 20000 --source-addrs 127.0.0.2-127.0.0.9 --json
@@ -49,9 +49,10 @@ pub struct SimulateArgs {
         default_value = "all"
     )]
     pub profiles: Vec<String>,
-    /// Where profile names are looked up.
-    #[arg(long, default_value = "devices", value_name = "DIR")]
-    pub devices_dir: PathBuf,
+    /// A directory of .toml profiles that adds to or overrides (by name) the
+    /// profiles built into the binary; default: ./devices when it exists.
+    #[arg(long, value_name = "DIR")]
+    pub devices_dir: Option<PathBuf>,
     /// Devices per profile (unless the profile says =N).
     #[arg(short = 'n', long, default_value_t = 1)]
     pub devices: usize,
@@ -136,7 +137,7 @@ pub struct SimulateArgs {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
-    /// List the profiles in --devices-dir and exit.
+    /// List the profiles (built in, and from --devices-dir or ./devices) and exit.
     #[arg(long)]
     pub list_profiles: bool,
 }
@@ -220,8 +221,8 @@ impl SimulateArgs {
                 }
                 None => (spec.as_str(), self.devices),
             };
-            for path in profile::resolve(what, &self.devices_dir)? {
-                let p = Profile::load(&path)?;
+            for source in profile::resolve_sources(what, self.devices_dir.as_deref())? {
+                let p = source.load()?;
                 if out.iter().any(|(o, _)| o.id_prefix == p.id_prefix) {
                     return Err(SimulateError::Invalid(format!(
                         "profile {} is given twice (or two profiles share id_prefix {:?})",
@@ -278,8 +279,8 @@ impl SimulateArgs {
 /// stderr. First Ctrl-C (or SIGTERM): stop generating and drain; second: stop now.
 pub async fn main(args: SimulateArgs) -> Result<Option<Report>, SimulateError> {
     if args.list_profiles {
-        for path in profile::list(&args.devices_dir)? {
-            let p = Profile::load(&path)?;
+        for (_, source) in profile::catalog(args.devices_dir.as_deref())? {
+            let p = source.load()?;
             println!(
                 "{:<20} {:<12} every {:>5.1} s  {}",
                 p.name, p.measurement, p.interval_s, p.description
@@ -313,10 +314,17 @@ pub async fn main(args: SimulateArgs) -> Result<Option<Report>, SimulateError> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let nothing_sent = report.nothing_sent();
+    if let Some(cause) = &nothing_sent {
+        eprintln!("error: {cause}");
+    }
     if args.json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.table());
+    }
+    if let Some(cause) = nothing_sent {
+        return Err(SimulateError::NothingSent(cause));
     }
     let problems = report.inconsistencies();
     if !problems.is_empty() {

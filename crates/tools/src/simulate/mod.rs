@@ -53,4 +53,6 @@ pub enum SimulateError {
     Invalid(String),
     #[error("the run's numbers do not add up: {0}")]
     Inconsistent(String),
+    #[error("{0}")]
+    NothingSent(String),
 }

@@ -34,6 +34,128 @@ pub enum ProfileError {
         dir: PathBuf,
         available: String,
     },
+    #[error(
+        "no device profile named {name:?}: available: {available} (built in{dirs}; --devices-dir DIR adds or overrides profiles)"
+    )]
+    UnknownName {
+        name: String,
+        available: String,
+        dirs: String,
+    },
+    #[error(
+        "cannot read the profile directory {dir} given by --devices-dir: {source}; give a directory of .toml profiles, or leave --devices-dir out to use the built-in profiles"
+    )]
+    DevicesDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The profiles in `devices/`, built into the binary: `wsingest simulate`
+/// works from any directory (a `devices/` there, or `--devices-dir`, adds or
+/// overrides profiles by name).
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "battery_sensor",
+        include_str!("../../../../devices/battery_sensor.toml"),
+    ),
+    (
+        "gps_tracker",
+        include_str!("../../../../devices/gps_tracker.toml"),
+    ),
+    (
+        "smart_meter",
+        include_str!("../../../../devices/smart_meter.toml"),
+    ),
+    (
+        "vibration_sensor",
+        include_str!("../../../../devices/vibration_sensor.toml"),
+    ),
+    (
+        "weather_station",
+        include_str!("../../../../devices/weather_station.toml"),
+    ),
+];
+
+/// Where a profile comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    File(PathBuf),
+    Builtin(&'static str),
+}
+
+impl Source {
+    pub fn load(&self) -> Result<Profile, ProfileError> {
+        match self {
+            Source::File(p) => Profile::load(p),
+            Source::Builtin(name) => {
+                let text = BUILTIN
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| *t)
+                    .unwrap_or_default();
+                Profile::parse(text, &PathBuf::from(format!("(built in) {name}.toml")))
+            }
+        }
+    }
+}
+
+/// Every profile by name: the built-in ones, then the `.toml` files of
+/// `dir` (`--devices-dir`, which must exist) or, without one, of `devices/`
+/// when the working directory has it; a file overrides a built-in profile
+/// of its name.
+pub fn catalog(dir: Option<&Path>) -> Result<Vec<(String, Source)>, ProfileError> {
+    let mut out: BTreeMap<String, Source> = BUILTIN
+        .iter()
+        .map(|(n, _)| (n.to_string(), Source::Builtin(n)))
+        .collect();
+    let files = match dir {
+        Some(d) => list(d).map_err(|e| match e {
+            ProfileError::Read { source, .. } => ProfileError::DevicesDir {
+                dir: d.into(),
+                source,
+            },
+            e => e,
+        })?,
+        None if Path::new("devices").is_dir() => list(Path::new("devices")).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    for f in files {
+        if let Some(stem) = f.file_stem().and_then(|s| s.to_str()) {
+            out.insert(stem.to_string(), Source::File(f));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// What `--profile` names: a path to a `.toml` file, a name from
+/// [`catalog`], or `all`.
+pub fn resolve_sources(spec: &str, dir: Option<&Path>) -> Result<Vec<Source>, ProfileError> {
+    let as_path = Path::new(spec);
+    if spec.ends_with(".toml") || as_path.components().count() > 1 {
+        return Ok(vec![Source::File(as_path.to_path_buf())]);
+    }
+    let all = catalog(dir)?;
+    if spec == "all" {
+        return Ok(all.into_iter().map(|(_, s)| s).collect());
+    }
+    if let Some((_, s)) = all.iter().find(|(n, _)| n == spec) {
+        return Ok(vec![s.clone()]);
+    }
+    let dirs = match dir {
+        Some(d) => format!(" and in {}", d.display()),
+        None if Path::new("devices").is_dir() => " and in ./devices".into(),
+        None => String::new(),
+    };
+    Err(ProfileError::UnknownName {
+        name: spec.into(),
+        available: all
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        dirs,
+    })
 }
 
 /// A device profile as written in TOML.
@@ -192,6 +314,8 @@ pub enum FieldSpec {
         start: Option<Range>,
         /// Typical change over one second (the change over `dt` seconds has
         /// standard deviation `step * sqrt(dt)`, whatever the rate).
+        /// Default: 1 % of `max - min`.
+        #[serde(default = "unset")]
         step: f64,
         #[serde(default)]
         decimals: Option<u32>,
@@ -253,6 +377,52 @@ pub enum FieldSpec {
     },
 }
 
+/// Marks a `step` not given (filled in by [`Profile::parse`]).
+fn unset() -> f64 {
+    f64::NAN
+}
+
+/// toml reports an unknown key inside a field's table (an internally
+/// tagged enum) at the table's header; point at the key's own line.
+fn unknown_key_line(text: &str, path: &Path, e: &toml::de::Error) -> ProfileError {
+    let message = e.to_string();
+    if let Some(rest) = message.split("unknown field `").nth(1)
+        && let Some(key) = rest.split('`').next()
+    {
+        let start = e.span().map_or(0, |s| s.start);
+        let from_line = line_at(text, start);
+        // The first line at or after the reported table where the key is set.
+        let line = text
+            .lines()
+            .enumerate()
+            .skip(from_line - 1)
+            .find(|(_, l)| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+            })
+            .map(|(i, _)| i + 1);
+        if let Some(line) = line {
+            let expected = rest
+                .split_once(", expected ")
+                .map(|(_, x)| x.lines().next().unwrap_or("").trim().to_string());
+            return ProfileError::Invalid {
+                path: path.into(),
+                line,
+                key: key.into(),
+                detail: match expected {
+                    Some(x) => format!("unknown key; expected {x}"),
+                    None => "unknown key".into(),
+                },
+            };
+        }
+    }
+    ProfileError::Parse {
+        path: path.into(),
+        message,
+    }
+}
+
 fn zero_range() -> Range {
     Range::One(0.0)
 }
@@ -274,10 +444,14 @@ impl Profile {
     /// Parse and check TOML text; `path` names the file in errors and gives
     /// the default name.
     pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
-        let mut p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+        let mut p: Profile = toml::from_str(text).map_err(|e| unknown_key_line(text, path, &e))?;
+        for (_, spec) in p.fields.iter_mut() {
+            if let FieldSpec::RandomWalk { min, max, step, .. } = spec.get_mut()
+                && step.is_nan()
+            {
+                *step = (*max - *min) / 100.0;
+            }
+        }
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -724,8 +898,37 @@ step = 1
         let e = Profile::parse(&text, Path::new("x.toml"))
             .unwrap_err()
             .to_string();
+        // The key's own line, not its table's header (line 5).
+        assert!(e.contains("x.toml, line 10: stpe: unknown key"), "{e}");
+    }
+
+    #[test]
+    fn step_defaults_to_a_hundredth_of_the_range() {
+        let text = MINIMAL.replace("step = 1\n", "");
+        let p = Profile::parse(&text, Path::new("x.toml")).unwrap();
+        match p.fields["t"].get_ref() {
+            FieldSpec::RandomWalk { step, .. } => assert_eq!(*step, 0.1),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn builtin_profiles_parse_and_a_missing_devices_dir_names_the_flag() {
+        let all = catalog(None).unwrap();
+        assert!(all.len() >= BUILTIN.len());
+        for (name, _) in BUILTIN.iter() {
+            Source::Builtin(name).load().unwrap();
+        }
+        let e = resolve_sources("weather_station", Some(Path::new("/nonexistent")))
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains("x.toml") && e.contains("line 5") && e.contains("stpe"),
+            e.contains("--devices-dir") && e.contains("/nonexistent"),
+            "{e}"
+        );
+        let e = resolve_sources("nope", None).unwrap_err().to_string();
+        assert!(
+            e.contains("weather_station") && e.contains("--devices-dir"),
             "{e}"
         );
     }

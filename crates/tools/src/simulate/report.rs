@@ -72,6 +72,49 @@ impl Report {
         }
     }
 
+    /// Why nothing was sent, when nothing was: the connection errors first,
+    /// with what to do about the usual ones. `None` when something was sent.
+    pub fn nothing_sent(&self) -> Option<String> {
+        let t = &self.totals;
+        if t.messages_sent > 0 || t.faulty_sent_total() > 0 {
+            return None;
+        }
+        if t.connect_errors.is_empty() {
+            return Some(format!(
+                "nothing was sent to {} ({} sessions opened): the run may be too short for the profiles' intervals (see --duration, --rate)",
+                self.target, t.sessions
+            ));
+        }
+        let errors: Vec<String> = t
+            .connect_errors
+            .iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect();
+        let hint = |k: &str| match k {
+            "http_401" => Some(
+                "the server wants device tokens: give --tokens FILE (lines of `device-id token`, from `wsingest device add`)",
+            ),
+            "http_403" => {
+                Some("a token is not valid for its device id, or the Origin is not allowed")
+            }
+            "http_404" => Some("wrong path: point --url at the server's base URL (ws://HOST:8765)"),
+            "refused" => Some("nothing listens at --url: is `wsingest serve` running there?"),
+            "timeout" => Some("the server did not answer in time: check --url and the network"),
+            _ => None,
+        };
+        let hints: Vec<&str> = t.connect_errors.keys().filter_map(|k| hint(k)).collect();
+        Some(format!(
+            "nothing was sent to {}: every connection attempt failed ({}){}",
+            self.target,
+            errors.join(", "),
+            if hints.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", hints.join("; "))
+            }
+        ))
+    }
+
     /// What does not add up: every telemetry message is acked, nacked or
     /// still unacked; every faulty message is nacked or unanswered; no ack
     /// comes for a message we did not send. Empty when all is consistent.

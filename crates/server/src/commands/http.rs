@@ -172,7 +172,7 @@ async fn create(
     if let Some(known) = &api.known
         && !known(&device)
     {
-        return error(
+        return crate::http::json_error(
             StatusCode::NOT_FOUND,
             "unknown_device",
             format!(

@@ -703,8 +703,7 @@ async fn slow_write(
         }
         s.max_old.fetch_max(n.0 as u64, Ordering::SeqCst);
         s.max_total.fetch_max((n.0 + n.1) as u64, Ordering::SeqCst);
-        if s.max_old.load(Ordering::SeqCst) >= 2 && s.new_during_replay.load(Ordering::SeqCst) > 0
-        {
+        if s.max_old.load(Ordering::SeqCst) >= 2 && s.new_during_replay.load(Ordering::SeqCst) > 0 {
             s.gate.send_replace(true);
         }
     }

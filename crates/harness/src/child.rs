@@ -271,7 +271,10 @@ mod tests {
         while std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
             .is_ok_and(|s| stat_fields(&s).first() != Some(&"Z"))
         {
-            assert!(Instant::now() < deadline, "grandchild {grandchild} survived");
+            assert!(
+                Instant::now() < deadline,
+                "grandchild {grandchild} survived"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = std::fs::remove_dir_all(dir);

@@ -36,7 +36,9 @@ pub enum StartError {
         secs: u64,
         log: String,
     },
-    #[error("{name} did not finish within {secs} s and was killed; the end of its stderr:\n{stderr}")]
+    #[error(
+        "{name} did not finish within {secs} s and was killed; the end of its stderr:\n{stderr}"
+    )]
     Late {
         name: String,
         secs: u64,

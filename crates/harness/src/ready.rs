@@ -21,8 +21,8 @@ pub const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// A free TCP port on 127.0.0.1 (bound, then released: see the module doc).
 pub fn free_port() -> Result<u16, StartError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(StartError::io("bind 127.0.0.1:0"))?;
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(StartError::io("bind 127.0.0.1:0"))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(StartError::io("local_addr"))
@@ -88,7 +88,11 @@ impl Probe {
 
 /// Poll `probe` until it passes for `svc`'s own process, `svc` exits, its log
 /// says its address is in use, or `within` passes.
-pub async fn wait_ready(svc: &mut Service, probe: &Probe, within: Duration) -> Result<(), StartError> {
+pub async fn wait_ready(
+    svc: &mut Service,
+    probe: &Probe,
+    within: Duration,
+) -> Result<(), StartError> {
     let deadline = Instant::now() + within;
     let port = probe.port();
     let mut held_by_other = false;
@@ -177,7 +181,11 @@ pub fn listener_in_group(port: u16, pgid: u32) -> Option<bool> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        if stat_fields(&stat).get(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
+        if stat_fields(&stat)
+            .get(2)
+            .and_then(|g| g.parse::<u32>().ok())
+            != Some(pgid)
+        {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -246,7 +254,10 @@ mod tests {
         let e = wait_ready(&mut svc, &Probe::Tcp(port), Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert!(matches!(e, StartError::PortTaken { port: p, .. } if p == port), "{e}");
+        assert!(
+            matches!(e, StartError::PortTaken { port: p, .. } if p == port),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -257,7 +268,8 @@ mod tests {
             async {
                 let mut svc = Service::spawn(
                     "binder",
-                    Command::new("sh").args(["-c", "echo 'bind: Address already in use'; sleep 30"]),
+                    Command::new("sh")
+                        .args(["-c", "echo 'bind: Address already in use'; sleep 30"]),
                     &temp_log("binder.log"),
                 )?;
                 wait_ready(&mut svc, &Probe::Tcp(free_port()?), Duration::from_secs(10)).await
@@ -277,9 +289,13 @@ mod tests {
             &temp_log("failer.log"),
         )
         .unwrap();
-        let e = wait_ready(&mut svc, &Probe::Tcp(free_port().unwrap()), Duration::from_secs(10))
-            .await
-            .unwrap_err();
+        let e = wait_ready(
+            &mut svc,
+            &Probe::Tcp(free_port().unwrap()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, StartError::Exited { .. }), "{e}");
         assert!(e.to_string().contains("bad config"), "{e}");
     }

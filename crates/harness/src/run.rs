@@ -23,8 +23,18 @@ pub fn output_within(name: &str, cmd: &mut Command, limit: Duration) -> Result<O
             buf
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
@@ -99,7 +109,11 @@ fn children_of(tree: &[u32]) -> Vec<u32> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if tree.contains(&pid) {
@@ -108,7 +122,9 @@ fn children_of(tree: &[u32]) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let ppid = stat_fields(&stat).get(1).and_then(|p| p.parse::<u32>().ok());
+        let ppid = stat_fields(&stat)
+            .get(1)
+            .and_then(|p| p.parse::<u32>().ok());
         if ppid.is_some_and(|pp| tree.contains(&pp)) {
             out.push(pid);
         }
@@ -144,7 +160,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10));
-        assert!(e.to_string().contains("sleeper did not finish within 0 s"), "{e}");
+        assert!(
+            e.to_string().contains("sleeper did not finish within 0 s"),
+            "{e}"
+        );
         assert!(e.to_string().contains("starting"), "{e}");
     }
 }

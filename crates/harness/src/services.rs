@@ -16,9 +16,8 @@ pub fn free_port() -> u16 {
 
 /// Find `name` on PATH (or in /usr/sbin, /usr/bin) or fail with how to install it.
 pub fn require_binary(name: &str, package: &str) -> PathBuf {
-    crate::child::find_binary(name, package).unwrap_or_else(|e| {
-        panic!("{e} (the README's test command runs scripts/install.sh)")
-    })
+    crate::child::find_binary(name, package)
+        .unwrap_or_else(|e| panic!("{e} (the README's test command runs scripts/install.sh)"))
 }
 
 /// An HTTP client for talking to the services (installs rustls' provider).
@@ -369,8 +368,8 @@ impl Nginx {
         wait_ready(&mut service, &Probe::Tcp(port), READY_WITHIN)
             .await
             .unwrap_or_else(|e| {
-                let errors = std::fs::read_to_string(dir.path().join("logs/error.log"))
-                    .unwrap_or_default();
+                let errors =
+                    std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap_or_default();
                 panic!("{e}\nnginx's error.log:\n{errors}")
             });
         Nginx {

@@ -1,14 +1,10 @@
 //! End to end into influxd, acked, against influxd's own bulk write rate.
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::bench::load::{self, LoadSpec};
 use crate::bench::procs;
@@ -19,7 +15,10 @@ use super::*;
 
 /// The points of the influx scenario for one device: 100-point JSON batch
 /// messages, and the same points as line protocol (as the server writes them).
-pub(in crate::bench) fn influx_workload(devices: usize, per_device: u64) -> (Vec<Vec<Message>>, Vec<u8>) {
+pub(in crate::bench) fn influx_workload(
+    devices: usize,
+    per_device: u64,
+) -> (Vec<Vec<Message>>, Vec<u8>) {
     let mut messages = Vec::with_capacity(devices);
     let mut lines = Vec::new();
     for d in 0..devices {
@@ -128,7 +127,6 @@ pub(in crate::bench) async fn influx_bulk_rate(
     Ok(points as f64 / started.elapsed().as_secs_f64())
 }
 
-
 /// Scenario 3: end to end into influxd, acked, vs influxd's bulk write rate.
 pub async fn influx(args: &BenchArgs) -> Result<Report, BenchError> {
     let (devices, per_device) = if args.smoke { (4, 20) } else { (10, 500) };
@@ -184,4 +182,3 @@ pub async fn influx(args: &BenchArgs) -> Result<Report, BenchError> {
     rep.goal_met = Some(r.nacked == 0 && ours >= 0.9 * reference);
     Ok(rep)
 }
-

@@ -1,20 +1,12 @@
 //! Ack latency at fractions of the influx scenario's rate, and the
 //! server's write counts from its `/metrics`.
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use std::time::Duration;
 
 use crate::bench::load::{self, LoadSpec};
 use crate::bench::procs;
 use crate::bench::{BenchArgs, BenchError, Report};
-use wsingest_proto::point::{FieldValue, Point};
 
 use super::*;
 
@@ -131,4 +123,3 @@ async fn write_stats(metrics_url: &str) -> Result<WriteStats, BenchError> {
         over_64ms: (count - within).max(0.0) as u64,
     })
 }
-

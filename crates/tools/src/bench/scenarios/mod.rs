@@ -76,4 +76,3 @@ fn influx_args(url: &str, db: &str) -> Vec<String> {
     .map(String::from)
     .to_vec()
 }
-

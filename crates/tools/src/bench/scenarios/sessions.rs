@@ -1,19 +1,12 @@
 //! Many mostly idle sessions: memory per session.
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::bench::load::{self, LoadSpec};
 use crate::bench::procs;
 use crate::bench::{BenchArgs, BenchError, Report};
-use wsingest_proto::point::{FieldValue, Point};
 
 use super::*;
 
@@ -92,4 +85,3 @@ async fn open_idle_session(port: u16, i: usize) -> Result<ClientWs, BenchError> 
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
     Ok(ws)
 }
-

@@ -2,19 +2,16 @@
 //! mosquitto carrying as many, and 100-point CBOR batches.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::bench::load::{self, LoadSpec};
 use crate::bench::procs;
 use crate::bench::{BenchArgs, BenchError, Report};
-use wsingest_proto::point::{FieldValue, Point};
 
 use super::*;
 
@@ -223,4 +220,3 @@ pub async fn batch_cbor(args: &BenchArgs) -> Result<Report, BenchError> {
     rep.goal_met = Some(pps >= 2_000_000.0);
     Ok(rep)
 }
-

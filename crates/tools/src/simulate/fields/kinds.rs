@@ -34,7 +34,6 @@ impl NumFormat {
     }
 }
 
-
 #[derive(Debug, Clone)]
 pub(super) enum Gen {
     Constant(Value),
@@ -84,7 +83,6 @@ pub(super) enum CounterRate {
     /// Index of the integrated field, and the factor.
     Integral(usize, f64),
 }
-
 
 /// Advance one generator; returns its raw numeric value (0 for non-numbers)
 /// and the value to send.
@@ -222,4 +220,3 @@ pub(super) fn gaussian(rng: &mut impl Rng) -> f64 {
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (TAU * u2).cos()
 }
-

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rand::Rng;
 use serde::Serialize;
 
-use super::profile::{FieldSpec, Profile, Scalar};
+use super::profile::{FieldSpec, Profile, Range, Scalar};
 
 mod kinds;
 mod path;
@@ -244,7 +244,6 @@ impl DeviceModel {
         &self.values
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use rand::Rng;
 
-use super::kinds::gaussian;
+use super::kinds::{draw, gaussian};
 use crate::simulate::profile::PathSpec;
 
 const EARTH_RADIUS_M: f64 = 6_371_000.0;
@@ -21,7 +21,7 @@ pub(super) struct PathState {
     at: f64,
     /// +1 forwards, -1 backwards (open routes turn around at their ends).
     direction: f64,
-    speed: f64,
+    pub(super) speed: f64,
     speed_min: f64,
     speed_max: f64,
     speed_step: f64,
@@ -126,4 +126,3 @@ fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     let dx = (b.1 - a.1).to_radians() * lat.cos();
     (dx * dx + dy * dy).sqrt() * EARTH_RADIUS_M
 }
-

@@ -113,7 +113,6 @@ pub fn resolve_sources(spec: &str, dir: Option<&Path>) -> Result<Vec<Source>, Pr
     })
 }
 
-
 /// Resolve what `--profile` names: a path to a `.toml` file, or a profile
 /// name looked up in `dir` (`weather_station` → `dir/weather_station.toml`),
 /// or `all` for every profile in `dir`.
@@ -154,4 +153,3 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>, ProfileError> {
     out.sort();
     Ok(out)
 }
-

@@ -59,6 +59,5 @@ pub enum ProfileError {
     },
 }
 
-
 #[cfg(test)]
 mod tests;

@@ -39,7 +39,6 @@ impl Profile {
         p.check(text, path)?;
         Ok(p)
     }
-
 }
 
 /// toml reports an unknown key inside a field's table (an internally
@@ -83,7 +82,6 @@ fn unknown_key_line(text: &str, path: &Path, e: &toml::de::Error) -> ProfileErro
     }
 }
 
-
 /// 1-based line of byte `offset`.
 pub(super) fn line_at(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
@@ -105,4 +103,3 @@ pub(super) fn line_of_key(text: &str, key: &str) -> usize {
         .map(|i| i + 1)
         .unwrap_or(1)
 }
-

@@ -239,6 +239,7 @@ fn one_f() -> f64 {
 }
 
 impl Profile {
+    /// The field names, in the order values are produced (sorted).
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.keys().map(String::as_str)
     }
@@ -250,4 +251,3 @@ impl Profile {
             .max(1.0)
     }
 }
-

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::parse::{line_at, line_of_key};
-use super::{FieldSpec, Profile, ProfileError, Range};
+use super::{FieldSpec, Profile, ProfileError, Range, Scalar, Spike, TagSpec};
 
 impl Profile {
     pub(super) fn check(&self, text: &str, path: &Path) -> Result<(), ProfileError> {
@@ -314,8 +314,6 @@ impl Profile {
             }
         }
     }
-
-    /// The field names, in the order values are produced (sorted).
 }
 
 fn finite_range(r: Range) -> bool {
@@ -334,4 +332,3 @@ fn valid_id_part(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
-

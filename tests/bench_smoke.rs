@@ -10,7 +10,7 @@ fn every_scenario_completes_and_prints_every_figure() {
         std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
             .args(["bench", "all", "--smoke", "--json"])
             .env("RUST_BACKTRACE", "0"),
-        std::time::Duration::from_secs(240),
+        std::time::Duration::from_secs(120),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);

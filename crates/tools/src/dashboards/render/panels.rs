@@ -330,33 +330,55 @@ fn cell_text(v: &Value, column: &str, now_ms: i64) -> String {
     }
 }
 
-/// Tag columns, then value columns; one row per series row. The time
+/// Tag columns, then value columns (the union over the series: `last(*)`
+/// over several measurements gives each its own), a `measurement` column
+/// when the series come from several; one row per series row. The time
 /// column only for raw rows (no GROUP BY tags), where it tells them apart.
 fn table(area: &Area, p: &PanelResult, now_ms: i64) -> DrawResult {
+    let series: Vec<&Series> = p.targets.iter().flat_map(|t| &t.answer.series).collect();
+    let several_names = series.windows(2).any(|w| w[0].name != w[1].name);
+    let mut tag_cols: Vec<String> = Vec::new();
+    let mut value_cols: Vec<String> = Vec::new();
+    for s in &series {
+        let with_time = s.tags.is_empty() && s.values.len() > 1;
+        for k in s.tags.keys() {
+            if !tag_cols.contains(k) {
+                tag_cols.push(k.clone());
+            }
+        }
+        for c in &s.columns {
+            if (with_time || c != "time") && !value_cols.contains(c) {
+                value_cols.push(c.clone());
+            }
+        }
+    }
     let mut header: Vec<String> = Vec::new();
+    if several_names {
+        header.push("measurement".into());
+    }
+    header.extend(tag_cols.iter().cloned());
+    header.extend(value_cols.iter().cloned());
     let mut rows: Vec<Vec<String>> = Vec::new();
-    for t in &p.targets {
-        for s in &t.answer.series {
-            let with_time = s.tags.is_empty() && s.values.len() > 1;
-            let cols: Vec<(usize, &String)> = s
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| with_time || *c != "time")
-                .collect();
-            if header.is_empty() {
-                header.extend(s.tags.keys().cloned());
-                header.extend(cols.iter().map(|(_, c)| (*c).clone()));
+    for s in &series {
+        for row in &s.values {
+            let mut cells: Vec<String> = Vec::new();
+            if several_names {
+                cells.push(s.name.clone());
             }
-            for row in &s.values {
-                let mut cells: Vec<String> = s.tags.values().cloned().collect();
-                cells.extend(cols.iter().map(|(i, c)| {
-                    row.get(*i)
-                        .map(|v| cell_text(v, c, now_ms))
-                        .unwrap_or_default()
-                }));
-                rows.push(cells);
-            }
+            cells.extend(
+                tag_cols
+                    .iter()
+                    .map(|k| s.tags.get(k).cloned().unwrap_or_default()),
+            );
+            cells.extend(value_cols.iter().map(|c| {
+                s.columns
+                    .iter()
+                    .position(|x| x == c)
+                    .and_then(|i| row.get(i))
+                    .map(|v| cell_text(v, c, now_ms))
+                    .unwrap_or_default()
+            }));
+            rows.push(cells);
         }
     }
     let (w, h) = area.dim_in_pixel();

@@ -22,8 +22,8 @@ use super::model::Dashboard;
 pub const WIDTH: u32 = 1600;
 /// Height of one grid row (Grafana's is 30 px at 1920 px).
 pub const ROW_HEIGHT: u32 = 26;
-/// The title band above the grid.
-pub const HEADER: u32 = 64;
+/// The title band above the grid (title, two lines of description).
+pub const HEADER: u32 = 80;
 /// Space around the grid and between panels.
 pub const GAP: u32 = 6;
 
@@ -199,12 +199,31 @@ fn header(root: &Area, r: &DashboardResult) -> DrawResult {
     let right = fit(root, &right, &style, WIDTH as i32 / 2 - 20);
     root.draw_text(&right, &style, ((WIDTH - GAP) as i32 - 4, 16))
         .map_err(|e| e.to_string())?;
+    // The description in up to two lines, cut at a word.
+    let style = text_style(13, MUTED);
+    let max = WIDTH as i32 - 24;
+    let words: Vec<&str> = d.description.split_whitespace().collect();
+    let mut first = String::new();
+    let mut rest = 0;
+    for (i, w) in words.iter().enumerate() {
+        let candidate = if first.is_empty() {
+            w.to_string()
+        } else {
+            format!("{first} {w}")
+        };
+        if fit(root, &candidate, &style, max) != candidate {
+            break;
+        }
+        first = candidate;
+        rest = i + 1;
+    }
+    draw_text(root, &first, &style, (GAP as i32 + 4, 38), max)?;
     draw_text(
         root,
-        &d.description,
-        &text_style(13, MUTED),
-        (GAP as i32 + 4, 38),
-        WIDTH as i32 - 24,
+        &words[rest..].join(" "),
+        &style,
+        (GAP as i32 + 4, 56),
+        max,
     )
 }
 

@@ -179,7 +179,11 @@ fn timeseries(area: &Area, p: &PanelResult, now_ms: i64) -> DrawResult {
         hi += pad;
     }
     let unit = p.panel.unit.clone();
-    let decimals = p.panel.decimals;
+    let y_labels = ((h / 32) as usize).max(2);
+    let decimals = p
+        .panel
+        .decimals
+        .or_else(|| axis_decimals(lo, hi, y_labels, unit.as_deref(), now_ms));
     let span = x1 - x0;
     let mut chart = ChartBuilder::on(&chart_area)
         .margin_right(8)
@@ -195,7 +199,7 @@ fn timeseries(area: &Area, p: &PanelResult, now_ms: i64) -> DrawResult {
         .axis_style(BORDER.stroke_width(1))
         .label_style(text_style(11, MUTED))
         .x_labels(((w / 110) as usize).max(2))
-        .y_labels(((h / 45) as usize).max(2))
+        .y_labels(y_labels)
         .x_label_formatter(&|ms| clock(*ms, span <= 15 * 60_000))
         .y_label_formatter(&|v| units::format(*v, unit.as_deref(), decimals, now_ms))
         .draw()
@@ -220,6 +224,26 @@ fn timeseries(area: &Area, p: &PanelResult, now_ms: i64) -> DrawResult {
         }
     }
     Ok(())
+}
+
+/// Decimals for the y axis labels: the fewest that tell the ticks plotters
+/// will draw apart (49.95 Hz and 50.02 Hz are not both "50 Hz"); `None`
+/// when the automatic ones do.
+fn axis_decimals(lo: f64, hi: f64, n: usize, unit: Option<&str>, now_ms: i64) -> Option<usize> {
+    use plotters::coord::ranged1d::Ranged;
+    use plotters::coord::types::RangedCoordf64;
+    let ticks = RangedCoordf64::from(lo..hi).key_points(n);
+    let distinct = |d: Option<usize>| {
+        let labels: Vec<String> = ticks
+            .iter()
+            .map(|v| units::format(*v, unit, d, now_ms))
+            .collect();
+        labels.windows(2).all(|w| w[0] != w[1])
+    };
+    if distinct(None) {
+        return None;
+    }
+    (1..=6).find(|d| distinct(Some(*d))).or(Some(6))
 }
 
 fn p_range(p: &PanelResult) -> (i64, i64) {

@@ -198,7 +198,7 @@ fn timeseries(area: &Area, p: &PanelResult, now_ms: i64) -> DrawResult {
         .bold_line_style(GRID.stroke_width(1))
         .axis_style(BORDER.stroke_width(1))
         .label_style(text_style(11, MUTED))
-        .x_labels(((w / 110) as usize).max(2))
+        .x_labels(((w / 70) as usize).max(2))
         .y_labels(y_labels)
         .x_label_formatter(&|ms| clock(*ms, span <= 15 * 60_000))
         .y_label_formatter(&|v| units::format(*v, unit.as_deref(), decimals, now_ms))

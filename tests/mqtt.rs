@@ -305,3 +305,108 @@ fn bad_mqtt_settings_are_config_errors() {
         .to_string();
     assert!(e.contains("client_id"), "{e}");
 }
+
+/// One ingest path: a message without `ts` resent after its ack is acked
+/// again but written once and bridged once, whichever transport carried it
+/// (WebSocket, HTTP fallback, gRPC).
+#[tokio::test]
+async fn a_resent_message_is_written_and_bridged_once_on_every_transport() {
+    use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+    use wsingest_server::grpc::proto::{self, downlink, uplink};
+
+    let influx = Influxd::start().await;
+    influx.create_db("r").await;
+    let broker = Mosquitto::start().await;
+    let mut probe = MqttProbe::connect(broker.port, &["telemetry/#"]).await;
+    let server = TestServer::start(bridged(&influx, "r", &broker)).await;
+    wait_connected(&server, true).await;
+    let body = |v: i64| json!({"seq": 7, "measurement": "once", "fields": {"v": v}}).to_string();
+
+    // WebSocket: send, ack, reconnect (the ack was "lost"), resend.
+    for _ in 0..2 {
+        let mut ws = connect(&server.ws_url("/v1/devices/r-ws"), None).await;
+        send_json(&mut ws, serde_json::from_str(&body(1)).unwrap()).await;
+        assert_eq!(next_json(&mut ws).await, json!({"ack": 7}));
+    }
+    // HTTP fallback: the same request twice.
+    for _ in 0..2 {
+        let r = services::http()
+            .post(server.http_url("/v1/devices/r-http/points"))
+            .header("content-type", "application/json")
+            .body(body(2))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap(),
+            json!({"ack": 7, "points": 1})
+        );
+    }
+    // gRPC: the same payload on two streams.
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let mut client = wsingest_server::grpc::client::connect(tcp, &server.addr.to_string())
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        req.metadata_mut().insert(
+            wsingest_server::grpc::DEVICE_METADATA,
+            "r-grpc".parse().unwrap(),
+        );
+        tx.send(proto::Uplink {
+            body: Some(uplink::Body::Payload(proto::Payload {
+                encoding: proto::Encoding::Json as i32,
+                data: body(3).into_bytes(),
+            })),
+        })
+        .await
+        .unwrap();
+        let mut down = client.session(req).await.unwrap().into_inner();
+        let d = tokio::time::timeout(Duration::from_secs(10), down.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(d.body, Some(downlink::Body::Ack(ref a)) if a.seq == 7),
+            "{d:?}"
+        );
+    }
+
+    let rows = influx
+        .rows("r", "SELECT v, device FROM once GROUP BY device")
+        .await;
+    let mut stored: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[2].as_str().unwrap().to_owned(),
+                r[1].as_f64().unwrap() as i64,
+            )
+        })
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        vec![
+            ("r-grpc".to_owned(), 3),
+            ("r-http".to_owned(), 2),
+            ("r-ws".to_owned(), 1)
+        ],
+        "each message written once"
+    );
+    let bridged = probe.drain(Duration::from_secs(2)).await;
+    let mut devices: Vec<String> = bridged
+        .iter()
+        .map(|m| m.json()["device"].as_str().unwrap().to_owned())
+        .collect();
+    devices.sort();
+    assert_eq!(
+        devices,
+        ["r-grpc", "r-http", "r-ws"],
+        "each message bridged once"
+    );
+    server.stop().await;
+}

@@ -22,7 +22,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::limits::Limits;
-use crate::limits::metrics::inc;
 
 /// The peer address of a connection, for logs (a request extension).
 #[derive(Clone, Copy)]
@@ -47,12 +46,12 @@ impl Conn {
         match tokio::time::timeout_at(self.deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => self.serve(tls).await,
             Ok(Err(e)) => {
-                inc(&self.limits.metrics.tls_handshake_failures);
+                self.limits.metrics.tls_handshake_failures.inc();
                 tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
             }
             Err(_) => {
-                inc(&self.limits.metrics.tls_handshake_failures);
-                inc(&self.limits.metrics.handshake_timeouts);
+                self.limits.metrics.tls_handshake_failures.inc();
+                self.limits.metrics.handshake_timeouts.inc();
                 tracing::debug!(peer = %self.peer, "TLS handshake timed out");
             }
         }
@@ -84,7 +83,7 @@ impl Conn {
             r = &mut conn => r,
             _ = tokio::time::sleep_until(self.deadline), if !started.load(Ordering::Relaxed) => {
                 if !started.load(Ordering::Relaxed) {
-                    inc(&self.limits.metrics.handshake_timeouts);
+                    self.limits.metrics.handshake_timeouts.inc();
                     tracing::debug!(%peer, "no complete request within the handshake timeout; closing");
                     return;
                 }

@@ -132,8 +132,9 @@ pub async fn post_points(
         .submit(&bytes, format, device, None, Some(&mut limiter), permit)
         .await;
     let seq = match submitted {
-        Submitted::Queued { seq, points } => {
-            match rx.recv().await.inspect(|o| ctx.outcome(device, o)) {
+        Submitted::Queued { seq, points, .. } => {
+            let device: std::sync::Arc<str> = device.into();
+            match rx.recv().await.inspect(|o| ctx.settled(&device, o, true)) {
                 Some(Outcome::Acked { .. }) => {
                     return encode(StatusCode::OK, format, &HttpAck { ack: seq, points });
                 }
@@ -147,6 +148,17 @@ pub async fn post_points(
                 // The reply was dropped with the pipeline: shutting down.
                 None => seq,
             }
+        }
+        // Acked before: acked again, written and bridged once.
+        Submitted::Resent { seq, points } => {
+            return encode(
+                StatusCode::OK,
+                format,
+                &HttpAck {
+                    ack: Some(seq),
+                    points,
+                },
+            );
         }
         Submitted::CommandResult { seq } => {
             return encode(

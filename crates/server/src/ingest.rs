@@ -1,11 +1,11 @@
-//! One message into the pipeline, for the transports other than the WebSocket
-//! session (HTTP fallback, gRPC): decode, validate, check the device's
-//! limits, encode to line protocol, enqueue with a reply slot, and say what
-//! happened.
-//!
-//! The WebSocket session has its own loop (`session.rs`); these transports
-//! share this one so that the same payload gets the same ack or nack whichever
-//! way it came in.
+//! One message into the pipeline, the same way for every transport
+//! (WebSocket session, HTTP fallback, gRPC): count it, check the device's
+//! limits, recognise a resend (see [`crate::dedupe`]), encode its points to
+//! line protocol, hand them to the bridge hook and enqueue them with a reply
+//! slot, then say what happened. A transport only turns bytes into a
+//! [`Arrival`] and the [`Submitted`] and [`Outcome`] back into its own
+//! answers, so the same payload gets the same ack or nack, is written once
+//! and bridged once, whichever way it came in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +13,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::dedupe::{Dedupe, Seen, message_hash};
 use crate::fleet::{Fleet, SessionObserver};
 use crate::limits::{DeviceLimiter, Refusal};
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
 use wsingest_proto::clock::ServerClock;
 use wsingest_proto::decode::{DecodeError, Decoder, Format, Message};
+use wsingest_proto::point::Point;
 
-/// What the request-style transports need from the server.
+/// What every transport needs from the server to ingest.
 #[derive(Clone)]
 pub struct IngestContext {
     pub decoder: Arc<Decoder>,
@@ -29,24 +31,45 @@ pub struct IngestContext {
     pub shutdown: CancellationToken,
     /// The MQTT bridge, which gets the points once acked.
     pub uplink: Option<crate::mqtt::Uplink>,
-    /// Where command results go.
+    /// Where command results of request-style transports go.
     pub commands: Option<Arc<crate::commands::Router>>,
     /// Counts messages, points, errors and outcomes per device (metrics,
     /// stats, live view); `None` where nobody looks (compare's MQTT ingest).
     pub fleet: Option<Arc<Fleet>>,
+    /// Resend dedupe shared by every transport (`None`: off).
+    pub dedupe: Option<Arc<Dedupe>>,
+}
+
+/// One message as it arrived, decoded.
+pub struct Arrival<'a> {
+    pub device: &'a Arc<str>,
+    pub decoded: Result<Message, DecodeError>,
+    /// The message as received: its hash tells a resend from a new message
+    /// with the same `seq`.
+    pub raw: &'a [u8],
+    /// Numbers messages that carry no `seq` (SenML packs), for their acks.
+    pub ordinal: Option<u64>,
 }
 
 /// How submitting one message ended.
 #[derive(Debug)]
 pub enum Submitted {
     /// In the pipeline: its outcome will come through the permit's channel.
-    Queued { seq: Option<u64>, points: u32 },
-    /// A command result: logged, nothing to write.
+    /// `spare` holds emptied points to reuse for decoding (see
+    /// `Decoder::decode_reusing`), when nobody else needed them.
+    Queued {
+        seq: Option<u64>,
+        points: u32,
+        spare: Vec<Point>,
+    },
+    /// A resend of a message already acked: ack it again; nothing is written
+    /// or bridged again.
+    Resent { seq: u64, points: u32 },
+    /// A command result (of a request-style transport): routed, nothing to write.
     CommandResult { seq: Option<u64> },
-    /// Refused before the pipeline (the permit is released).
+    /// Refused before the pipeline (counted).
     Refused(DecodeError),
-    /// Refused by a per-device limit (rate, series, measurement); the permit
-    /// is released and the refusal already counted.
+    /// Refused by a per-device limit (rate, series, measurement); counted.
     Limited { seq: Option<u64>, refusal: Refusal },
     /// The pipeline stayed full past the backpressure timeout.
     Overloaded { seq: Option<u64> },
@@ -55,10 +78,7 @@ pub enum Submitted {
 }
 
 impl IngestContext {
-    /// Decode `bytes` of `device` and enqueue its points with `permit` as the
-    /// way back. `ordinal` numbers messages that carry no `seq` (SenML).
-    /// `limiter` holds the device's limits (`None`: unlimited, for the
-    /// benchmarks' own ingest).
+    /// Decode `bytes` of `device` and submit them (request-style transports).
     pub async fn submit(
         &self,
         bytes: &[u8],
@@ -71,104 +91,161 @@ impl IngestContext {
         let decoded = self
             .decoder
             .decode(bytes, format, device, ServerClock::global());
-        self.submit_counted(decoded, device, ordinal, limiter, permit, bytes.len())
-            .await
+        let device: Arc<str> = device.into();
+        let arrival = Arrival {
+            device: &device,
+            decoded,
+            raw: bytes,
+            ordinal,
+        };
+        self.submit_decoded(arrival, limiter, None, permit).await
     }
 
-    /// Enqueue an already decoded message (see [`IngestContext::submit`]).
+    /// Submit a decoded message with `permit` as the way back for its
+    /// outcome. `limiter` holds the device's limits (`None`: unlimited, for
+    /// the benchmarks' own ingest); `observer` counts for the device (a
+    /// session's own; `None`: the fleet's entry for it).
     pub async fn submit_decoded(
         &self,
-        decoded: Result<Message, DecodeError>,
-        device: &str,
-        ordinal: Option<u64>,
+        arrival: Arrival<'_>,
         limiter: Option<&mut DeviceLimiter>,
+        observer: Option<&SessionObserver>,
         permit: mpsc::OwnedPermit<Outcome>,
     ) -> Submitted {
-        self.submit_counted(decoded, device, ordinal, limiter, permit, 0)
-            .await
-    }
-
-    /// Count a message's outcome (ack or nack) for `device`; the transport
-    /// calls this when the outcome arrives.
-    pub fn outcome(&self, device: &str, outcome: &Outcome) {
-        let Some(o) = self.observer(device) else {
-            return;
+        let own;
+        let observer = match observer {
+            Some(o) => Some(o),
+            None => {
+                own = self.fleet.as_ref().map(|f| f.observe(arrival.device));
+                own.as_ref()
+            }
         };
-        match outcome {
-            Outcome::Acked { .. } => o.acked(),
-            Outcome::Nacked { error, detail, .. } => o.nacked(error, detail),
+        if let Some(o) = observer {
+            o.message(arrival.raw.len());
         }
-    }
-
-    fn observer(&self, device: &str) -> Option<SessionObserver> {
-        self.fleet.as_ref().map(|f| f.observe(device))
-    }
-
-    async fn submit_counted(
-        &self,
-        decoded: Result<Message, DecodeError>,
-        device: &str,
-        ordinal: Option<u64>,
-        limiter: Option<&mut DeviceLimiter>,
-        permit: mpsc::OwnedPermit<Outcome>,
-        bytes: usize,
-    ) -> Submitted {
-        let observer = self.observer(device);
-        if let Some(o) = &observer {
-            o.message(bytes);
-        }
-        let (seq, points) = match decoded {
-            Ok(Message::Points { seq, points, .. }) => (seq.or(ordinal), points),
+        let device = arrival.device;
+        let (sent_seq, mut points, stamped) = match arrival.decoded {
+            Ok(Message::Points {
+                seq,
+                points,
+                stamped,
+            }) => (seq, points, stamped),
             Ok(Message::CommandResult {
                 seq,
                 cmd,
                 ok,
                 detail,
             }) => {
-                tracing::info!(device, cmd, ok, detail, "command result");
+                tracing::info!(device = &**device, cmd, ok, detail, "command result");
                 if let Some(router) = &self.commands {
                     router.local_result(device, &cmd, ok, detail);
                 }
                 return Submitted::CommandResult { seq };
             }
             Err(e) => {
-                if let Some(o) = &observer {
+                tracing::debug!(error = e.code(), detail = %e, "message refused");
+                if let Some(o) = observer {
                     o.decode_error(e.code(), &e.to_string());
                 }
                 return Submitted::Refused(e);
             }
         };
+        let seq = sent_seq.or(arrival.ordinal);
         if let Some(limiter) = limiter
             && let Err(refusal) = limiter.check(&points)
         {
-            if let Some(o) = &observer {
+            if let Some(o) = observer {
                 o.limited(refusal.error, &refusal.detail);
             }
             return Submitted::Limited { seq, refusal };
         }
-        let mut lines = Vec::with_capacity(96 * points.len());
+        // Only a seq the device chose identifies a resend (an ordinal
+        // restarts with every session), and only points the server stamped
+        // would be stored twice (a point with `ts` overwrites itself).
+        if let (Some(d), Some(s)) = (&self.dedupe, sent_seq)
+            && !stamped.is_empty()
+        {
+            match d.check(device, s, message_hash(arrival.raw), stamped.start) {
+                Seen::New => {}
+                Seen::Acked => {
+                    if let Some(o) = observer {
+                        o.acked();
+                    }
+                    return Submitted::Resent {
+                        seq: s,
+                        points: points.len() as u32,
+                    };
+                }
+                Seen::InFlight { ts_ns } => {
+                    // The first copy's stamps, point for point, so InfluxDB
+                    // overwrites instead of adding points.
+                    for p in points.iter_mut().filter(|p| stamped.contains(&p.time_ns)) {
+                        p.time_ns = p.time_ns - stamped.start + ts_ns;
+                    }
+                }
+            }
+        }
+        let mut lines = Vec::with_capacity(arrival.raw.len() + 64 * points.len());
         for p in &points {
             wsingest_proto::lineproto::encode_point(p, &mut lines);
         }
-        let n = points.len() as u32;
-        if let Some(o) = &observer {
-            o.points_seen(&points);
-        }
+        let count = points.len() as u32;
+        let mut spare = Vec::new();
+        let reply = match &self.uplink {
+            Some(uplink) => {
+                if let Some(o) = observer {
+                    o.points_seen(&points);
+                }
+                Reply::new(seq, permit).with_forward(uplink.forward(points))
+            }
+            None => {
+                if let Some(o) = observer {
+                    o.points_swapped(&mut points);
+                }
+                spare = points;
+                Reply::new(seq, permit)
+            }
+        };
         let entry = Entry {
             lines,
-            points: n,
-            reply: match &self.uplink {
-                Some(uplink) => Reply::new(seq, permit).with_forward(uplink.forward(points)),
-                None => Reply::new(seq, permit),
-            },
+            points: count,
+            reply,
         };
         tokio::select! {
             r = tokio::time::timeout(self.backpressure_timeout, self.pipeline.send(entry)) => match r {
-                Ok(Ok(())) => Submitted::Queued { seq, points: n },
+                Ok(Ok(())) => Submitted::Queued { seq, points: count, spare },
                 Ok(Err(_)) => Submitted::ShuttingDown { seq },
                 Err(_) => Submitted::Overloaded { seq },
             },
             _ = self.shutdown.cancelled() => Submitted::ShuttingDown { seq },
+        }
+    }
+
+    /// A message's outcome arrived (or, acked on receipt, was promised):
+    /// remember acked resends, forget nacked ones so a resend is written.
+    /// `count`: also count it for the device (request-style transports; a
+    /// session counts through its own observer).
+    pub fn settled(&self, device: &Arc<str>, outcome: &Outcome, count: bool) {
+        match outcome {
+            Outcome::Acked { seq } => {
+                if let (Some(d), Some(seq)) = (&self.dedupe, seq) {
+                    d.acked(device, *seq);
+                }
+            }
+            Outcome::Nacked { seq, .. } => {
+                if let (Some(d), Some(seq)) = (&self.dedupe, seq) {
+                    d.forget(device, *seq);
+                }
+            }
+        }
+        if !count {
+            return;
+        }
+        if let Some(o) = self.fleet.as_ref().map(|f| f.observe(device)) {
+            match outcome {
+                Outcome::Acked { .. } => o.acked(),
+                Outcome::Nacked { error, detail, .. } => o.nacked(error, detail),
+            }
         }
     }
 }

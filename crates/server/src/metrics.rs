@@ -31,6 +31,8 @@ type CounterFamily = Family<Label, Counter>;
 /// for the labelled ones so label names stay consistent.
 pub struct Metrics {
     registry: Registry,
+    /// The security layer's counters (refusals, limits), in this registry.
+    pub security: crate::limits::metrics::Metrics,
     pub sessions_open: Gauge,
     pub sessions_opened: Counter,
     sessions_closed: CounterFamily,
@@ -195,7 +197,9 @@ impl Metrics {
             bridge: BridgeMetrics::default(),
             totals: Totals::default(),
             registry: Registry::default(),
+            security: crate::limits::metrics::Metrics::new(),
         };
+        m.security.register(&mut r);
         r.register(
             "sessions_open",
             "Device sessions open now",
@@ -353,8 +357,13 @@ impl Metrics {
         self.bridge.clone()
     }
 
-    /// A session ended (`Some(code)`: the close code we sent).
+    /// A session ended (`Some(code)`: the close code we sent); counted by
+    /// code, and by the server's own closes.
     pub fn session_closed(&self, end: impl Into<SessionEnd>) {
+        let end = end.into();
+        if let SessionEnd::Server(code) = end {
+            self.security.session_closed(Some(code));
+        }
         self.sessions_closed
             .get_or_create(&[("code", close_code_label(end))])
             .inc();

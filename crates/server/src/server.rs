@@ -63,7 +63,6 @@ pub enum ServeError {
 /// Shared by every request handler.
 struct AppState {
     config: Config,
-    decoder: Arc<Decoder>,
     pipeline: Pipeline,
     sink: Arc<dyn Sink>,
     sessions: TaskTracker,
@@ -77,9 +76,7 @@ struct AppState {
     metrics: Arc<Metrics>,
     fleet: Arc<Fleet>,
     live: Arc<crate::live::Live>,
-    dedupe: Option<Arc<crate::dedupe::Dedupe>>,
     commands: Arc<commands::Router>,
-    uplink: Option<mqtt::Uplink>,
     bridge: Option<mqtt::Monitor>,
     /// Refused requests' log lines, summarised under a flood.
     refusal_log: Arc<crate::refusal_log::RefusalLog>,
@@ -209,7 +206,7 @@ pub async fn serve_with_metrics(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let (auth, limits) = security(&config, &shutdown)?;
+    let (auth, limits) = security(&config, &metrics, &shutdown)?;
     let tls = crate::tls::acceptor(&config.tls)?;
     let drain = CancellationToken::new();
     let (pipeline, batcher) = pipeline::start(
@@ -265,6 +262,12 @@ pub async fn serve_with_metrics(
         uplink: bridge.as_ref().map(|b| b.uplink()),
         commands: Some(commands.clone()),
         fleet: None,
+        dedupe: (s.dedupe_window_secs > 0).then(|| {
+            Arc::new(crate::dedupe::Dedupe::new(
+                Duration::from_secs(s.dedupe_window_secs),
+                s.dedupe_max_entries,
+            ))
+        }),
     };
     let o = &config.observe;
     let fleet = Arc::new(Fleet::new(
@@ -299,7 +302,6 @@ pub async fn serve_with_metrics(
         metrics,
         fleet,
         live,
-        decoder,
         pipeline,
         ingest,
         sink,
@@ -309,13 +311,6 @@ pub async fn serve_with_metrics(
         auth,
         limits,
         ws_config,
-        dedupe: (s.dedupe_window_secs > 0).then(|| {
-            Arc::new(crate::dedupe::Dedupe::new(
-                Duration::from_secs(s.dedupe_window_secs),
-                s.dedupe_max_entries,
-            ))
-        }),
-        uplink: bridge.as_ref().map(|b| b.uplink()),
         bridge: bridge.as_ref().map(|b| b.monitor()),
         commands,
         config,
@@ -419,6 +414,7 @@ pub async fn serve_with_metrics(
 /// The device auth and limits of a server; the registry reloads itself.
 fn security(
     config: &Config,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(Arc<Auth>, Arc<Limits>), ServeError> {
     let a = &config.auth;
@@ -428,7 +424,7 @@ fn security(
         allowed_origins: a.allowed_origins.clone(),
         profiles: a.profiles.clone(),
     })?);
-    let limits = Limits::new(config.limits.clone());
+    let limits = Limits::with_metrics(config.limits.clone(), metrics.security.clone());
     if let Some(path) = a.registry_path.clone() {
         let (l, au) = (limits.clone(), auth.clone());
         let interval = Duration::from_millis(a.reload_interval_ms);
@@ -513,20 +509,16 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    // The security counters (see [`crate::limits::metrics`]) follow the
-    // registry's, in either format (before OpenMetrics' closing `# EOF`).
     let (body, content_type) = if openmetrics {
-        let mut text = state.metrics.encode_openmetrics();
-        if text.ends_with("# EOF\n") {
-            text.truncate(text.len() - "# EOF\n".len());
-        }
-        state.limits.metrics.render(&mut text, true);
-        text.push_str("# EOF\n");
-        (text, crate::metrics::OPENMETRICS_CONTENT_TYPE)
+        (
+            state.metrics.encode_openmetrics(),
+            crate::metrics::OPENMETRICS_CONTENT_TYPE,
+        )
     } else {
-        let mut text = state.metrics.encode_prometheus();
-        state.limits.metrics.render(&mut text, false);
-        (text, crate::metrics::PROMETHEUS_CONTENT_TYPE)
+        (
+            state.metrics.encode_prometheus(),
+            crate::metrics::PROMETHEUS_CONTENT_TYPE,
+        )
     };
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
@@ -728,10 +720,8 @@ async fn upgrade_device(
         observer: session_stats.observer(),
         device: device.clone(),
         encoding: chosen.map(|(_, e)| e).unwrap_or(Encoding::ByFrame),
-        decoder: state.decoder.clone(),
-        pipeline: state.pipeline.clone(),
+        ingest: state.ingest.clone(),
         commands: None,
-        uplink: state.uplink.clone(),
         limits: SessionLimits {
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
             ping_interval: Duration::from_secs(s.ping_interval_secs),
@@ -743,12 +733,10 @@ async fn upgrade_device(
         },
         guard,
         ack_mode: s.ack_mode,
-        dedupe: state.dedupe.clone(),
     };
     let span = tracing::info_span!("session", peer = ?peer, device = %device);
     let ws_config = state.ws_config;
     let shutdown = state.shutdown.clone();
-    let limits = state.limits.clone();
     let router = state.commands.clone();
     let mut ctx = ctx;
     state.sessions.spawn(
@@ -779,7 +767,6 @@ async fn upgrade_device(
                 "session closed"
             );
             session_stats.close(summary.end(), &summary.close_reason);
-            limits.metrics.session_closed(summary.close_code);
             drop(slot);
         }
         .instrument(span),

@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Identity;
-use crate::ingest::{IngestContext, Submitted};
+use crate::ingest::{Arrival, IngestContext, Submitted};
 use crate::limits::{Limits, SessionGuard};
 use crate::pipeline::Outcome;
 use proto::{downlink, uplink};
@@ -140,6 +140,7 @@ impl GrpcIngest {
         mut inbound: Streaming<proto::Uplink>,
         out: mpsc::Sender<Result<proto::Downlink, Status>>,
     ) {
+        let device: Arc<str> = device.into();
         let max = self.max_inflight.max(1);
         let (otx, mut orx) = mpsc::channel::<Outcome>(max);
         let mut inflight = 0usize;
@@ -157,7 +158,7 @@ impl GrpcIngest {
                 biased;
                 Some(outcome) = orx.recv() => {
                     inflight -= 1;
-                    self.ctx.outcome(&device, &outcome);
+                    self.ctx.settled(&device, &outcome, true);
                     let reply = match outcome {
                         Outcome::Acked { seq: None } => continue,
                         Outcome::Acked { seq: Some(seq) } => ack(seq),
@@ -202,19 +203,25 @@ impl GrpcIngest {
                     ordinal += 1;
                     let permit = otx.clone().try_reserve_owned().expect("inflight below channel capacity");
                     inflight += 1;
-                    let (decoded, numbered) = self.decode(up, &device);
+                    let (decoded, numbered, raw) = self.decode(up, &device);
+                    let arrival = Arrival {
+                        device: &device,
+                        decoded,
+                        raw: &raw,
+                        ordinal: numbered.then_some(ordinal),
+                    };
                     let submitted = self
                         .ctx
-                        .submit_decoded(
-                            decoded,
-                            &device,
-                            numbered.then_some(ordinal),
-                            Some(guard.limiter_mut()),
-                            permit,
-                        )
+                        .submit_decoded(arrival, Some(guard.limiter_mut()), None, permit)
                         .await;
                     match submitted {
                         Submitted::Queued { points: n, .. } => points += u64::from(n),
+                        Submitted::Resent { seq, .. } => {
+                            inflight -= 1;
+                            if out.send(Ok(ack(seq))).await.is_err() {
+                                return;
+                            }
+                        }
                         Submitted::CommandResult { .. } => inflight -= 1,
                         Submitted::Refused(e) => {
                             inflight -= 1;
@@ -257,19 +264,28 @@ impl GrpcIngest {
         }
     }
 
-    /// An uplink message into the decoder's result; `true` when the message is
-    /// numbered by its ordinal (SenML carries no seq).
+    /// An uplink message into the decoder's result, whether it is numbered
+    /// by its ordinal (SenML carries no seq), and its bytes for resend
+    /// detection (protobuf telemetry: its wire model, whose maps are sorted,
+    /// as protobuf map order is not).
     fn decode(
         &self,
         up: proto::Uplink,
         device: &str,
-    ) -> (Result<wsingest_proto::decode::Message, DecodeError>, bool) {
+    ) -> (
+        Result<wsingest_proto::decode::Message, DecodeError>,
+        bool,
+        Vec<u8>,
+    ) {
         let clock = ServerClock::global();
         match up.body {
-            Some(uplink::Body::Telemetry(t)) => {
-                let decoded = wire(t).and_then(|w| self.ctx.decoder.decode_wire(w, device, clock));
-                (decoded, false)
-            }
+            Some(uplink::Body::Telemetry(t)) => match wire(t) {
+                Ok(w) => {
+                    let raw = format!("{w:?}").into_bytes();
+                    (self.ctx.decoder.decode_wire(w, device, clock), false, raw)
+                }
+                Err(e) => (Err(e), false, Vec::new()),
+            },
             Some(uplink::Body::Payload(p)) => {
                 let format = match proto::Encoding::try_from(p.encoding) {
                     Ok(proto::Encoding::Json) => Format::Json,
@@ -281,20 +297,20 @@ impl GrpcIngest {
                         return (
                             Err(DecodeError::InvalidMessage { seq: None, detail }),
                             false,
+                            Vec::new(),
                         );
                     }
                 };
                 let numbered = matches!(format, Format::SenmlJson | Format::SenmlCbor);
-                (
-                    self.ctx.decoder.decode(&p.data, format, device, clock),
-                    numbered,
-                )
+                let decoded = self.ctx.decoder.decode(&p.data, format, device, clock);
+                (decoded, numbered, p.data)
             }
             None => {
                 let detail = "an Uplink carries telemetry or a payload".to_owned();
                 (
                     Err(DecodeError::InvalidMessage { seq: None, detail }),
                     false,
+                    Vec::new(),
                 )
             }
         }

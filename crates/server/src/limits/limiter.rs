@@ -10,10 +10,8 @@
 //! never closes anything; the request is refused with 429 instead.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::metrics::inc;
 use super::{Limits, Rates, Refusal};
 use wsingest_proto::point::Point;
 
@@ -55,7 +53,7 @@ impl DeviceLimiter {
         if let Some(allowed) = &self.allowed_measurements
             && let Some(p) = points.iter().find(|p| !allowed.contains(&p.measurement))
         {
-            inc(&m.measurement_refused);
+            m.measurement_refused.inc();
             return Err(Refusal {
                 error: "forbidden_measurement",
                 detail: format!(
@@ -83,9 +81,8 @@ impl DeviceLimiter {
         if !(messages_ok && points_ok) {
             let retry_after = state.messages.wait(1.0).max(state.points.wait(n));
             drop(devices);
-            inc(&m.messages_rate_limited);
-            m.points_rate_limited
-                .fetch_add(points.len() as u64, Ordering::Relaxed);
+            m.messages_rate_limited.inc();
+            m.points_rate_limited.inc_by(points.len() as u64);
             let (start, count) = &mut self.refused_window;
             if now.saturating_duration_since(*start) >= Duration::from_secs(60) {
                 *start = now;
@@ -94,7 +91,7 @@ impl DeviceLimiter {
             *count += 1;
             let limit = self.limits.config.rate_limit_close_after;
             let close = (limit > 0 && *count > limit).then(|| {
-                inc(&m.rate_limit_closes);
+                m.rate_limit_closes.inc();
                 format!(
                     "rate limit exceeded persistently ({count} messages refused within a minute)"
                 )
@@ -109,7 +106,7 @@ impl DeviceLimiter {
         if let Err(fresh) = state.series.admit(points, self.new_series_per_minute, now) {
             let retry_after = state.series.resets_in(now);
             drop(devices);
-            inc(&m.series_refused);
+            m.series_refused.inc();
             return Err(Refusal {
                 error: "too_many_series",
                 detail: format!(

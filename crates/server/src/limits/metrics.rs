@@ -1,9 +1,12 @@
-//! Counters for every refusal the security layer makes, in Prometheus text
-//! format. No per-device labels (cardinality): per-device detail is in the
-//! logs. Plain atomics, so the hot path pays one relaxed add.
+//! Counters for every refusal the security layer makes. No per-device labels
+//! (cardinality): per-device detail is in the logs. They are prometheus-client
+//! counters registered in the server's one registry ([`crate::metrics`]), so
+//! `/metrics` has a single encoder for both text formats; the hot path pays
+//! one relaxed add.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 /// Reasons a handshake is refused, as `reason` label values.
 pub const HANDSHAKE_REASONS: &[&str] = &[
@@ -17,140 +20,129 @@ pub const HANDSHAKE_REASONS: &[&str] = &[
     "device_sessions",
 ];
 
-/// Close codes a session may end with, as `code` label values.
+/// Close codes the server sends, as `code` label values.
 pub const CLOSE_CODES: &[u16] = &[1000, 1001, 1002, 1007, 1008, 1009, 1011, 1013];
 
-#[derive(Debug, Default)]
-pub struct Metrics {
-    handshakes_refused: [AtomicU64; 8],
-    pub handshake_timeouts: AtomicU64,
-    pub tls_handshake_failures: AtomicU64,
-    pub sessions_replaced: AtomicU64,
-    pub sessions_revoked: AtomicU64,
-    pub messages_rate_limited: AtomicU64,
-    pub points_rate_limited: AtomicU64,
-    pub rate_limit_closes: AtomicU64,
-    pub series_refused: AtomicU64,
-    pub measurement_refused: AtomicU64,
-    sessions_closed: [AtomicU64; 8],
-}
+type ByLabel = Family<Vec<(&'static str, String)>, Counter>;
 
-pub(crate) fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+/// The security layer's counters (clones share the values).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    handshakes_refused: ByLabel,
+    sessions_closed: ByLabel,
+    pub handshake_timeouts: Counter,
+    pub tls_handshake_failures: Counter,
+    pub sessions_replaced: Counter,
+    pub sessions_revoked: Counter,
+    pub messages_rate_limited: Counter,
+    pub points_rate_limited: Counter,
+    pub rate_limit_closes: Counter,
+    pub series_refused: Counter,
+    pub measurement_refused: Counter,
 }
 
 impl Metrics {
-    pub fn handshake_refused(&self, reason: &str) {
-        if let Some(i) = HANDSHAKE_REASONS.iter().position(|r| *r == reason) {
-            inc(&self.handshakes_refused[i]);
+    /// Counters at zero for every reason and code, so dashboards and alerts
+    /// see the series before the first refusal.
+    pub fn new() -> Self {
+        let m = Metrics::default();
+        for r in HANDSHAKE_REASONS {
+            let _ = m.handshakes_refused.get_or_create(&reason(r));
         }
-    }
-
-    pub fn handshakes_refused(&self, reason: &str) -> u64 {
-        HANDSHAKE_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .map(|i| self.handshakes_refused[i].load(Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-
-    pub fn session_closed(&self, code: Option<u16>) {
-        if let Some(i) = code.and_then(|c| CLOSE_CODES.iter().position(|x| *x == c)) {
-            inc(&self.sessions_closed[i]);
+        for c in CLOSE_CODES {
+            let _ = m.sessions_closed.get_or_create(&code(*c));
         }
+        m
     }
 
-    /// Append the counters in Prometheus text format, or in OpenMetrics
-    /// (where a counter's family name has no `_total`; the caller writes
-    /// `# EOF` after them).
-    pub fn render(&self, out: &mut String, openmetrics: bool) {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, values: &[(String, u64)]| {
-            let family = match openmetrics {
-                true => name.strip_suffix("_total").unwrap_or(name),
-                false => name,
-            };
-            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
-            for (labels, v) in values {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
-        let labelled = |key: &str, names: Vec<String>, cs: &[AtomicU64]| -> Vec<(String, u64)> {
-            names
-                .into_iter()
-                .zip(cs)
-                .map(|(n, c)| (format!("{{{key}=\"{n}\"}}"), get(c)))
-                .collect()
-        };
-        counter(
-            "wsingest_handshakes_refused_total",
+    /// Add every counter to `r` (whose prefix is `wsingest`).
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "handshakes_refused",
             "WebSocket handshakes refused before the upgrade, by reason.",
-            &labelled(
-                "reason",
-                HANDSHAKE_REASONS.iter().map(|s| s.to_string()).collect(),
-                &self.handshakes_refused,
-            ),
+            self.handshakes_refused.clone(),
         );
-        counter(
-            "wsingest_sessions_closed_by_server_total",
+        r.register(
+            "sessions_closed_by_server",
             "Sessions the server closed, by WebSocket close code.",
-            &labelled(
-                "code",
-                CLOSE_CODES.iter().map(|c| c.to_string()).collect(),
-                &self.sessions_closed,
-            ),
+            self.sessions_closed.clone(),
         );
-        let plain: [(&str, &str, &AtomicU64); 9] = [
+        let plain: [(&str, &str, &Counter); 9] = [
             (
-                "wsingest_handshake_timeouts_total",
+                "handshake_timeouts",
                 "Connections closed for not finishing their handshake in time (slowloris).",
                 &self.handshake_timeouts,
             ),
             (
-                "wsingest_tls_handshake_failures_total",
+                "tls_handshake_failures",
                 "TLS handshakes that failed or timed out.",
                 &self.tls_handshake_failures,
             ),
             (
-                "wsingest_sessions_replaced_total",
+                "sessions_replaced",
                 "Sessions closed (1008) because a newer session of the same device opened.",
                 &self.sessions_replaced,
             ),
             (
-                "wsingest_sessions_revoked_total",
+                "sessions_revoked",
                 "Sessions closed (1008) because their token was revoked or rotated.",
                 &self.sessions_revoked,
             ),
             (
-                "wsingest_messages_rate_limited_total",
+                "messages_rate_limited",
                 "Messages nacked `rate_limited`.",
                 &self.messages_rate_limited,
             ),
             (
-                "wsingest_points_rate_limited_total",
+                "points_rate_limited",
                 "Points in messages nacked `rate_limited`.",
                 &self.points_rate_limited,
             ),
             (
-                "wsingest_rate_limit_closes_total",
+                "rate_limit_closes",
                 "Sessions closed (1008) for persistent rate-limit abuse.",
                 &self.rate_limit_closes,
             ),
             (
-                "wsingest_series_refused_total",
+                "series_refused",
                 "Messages nacked `too_many_series` (cardinality guard).",
                 &self.series_refused,
             ),
             (
-                "wsingest_measurement_refused_total",
+                "measurement_refused",
                 "Messages nacked `forbidden_measurement`.",
                 &self.measurement_refused,
             ),
         ];
         for (name, help, c) in plain {
-            counter(name, help, &[(String::new(), get(c))]);
+            r.register(name, help, c.clone());
         }
     }
+
+    pub fn handshake_refused(&self, r: &str) {
+        if let Some(r) = HANDSHAKE_REASONS.iter().find(|x| **x == r) {
+            self.handshakes_refused.get_or_create(&reason(r)).inc();
+        }
+    }
+
+    pub fn handshakes_refused(&self, r: &str) -> u64 {
+        self.handshakes_refused.get_or_create(&reason(r)).get()
+    }
+
+    /// A session the server closed with `c` (`None`: not the server's close).
+    pub fn session_closed(&self, c: Option<u16>) {
+        if let Some(c) = c.filter(|c| CLOSE_CODES.contains(c)) {
+            self.sessions_closed.get_or_create(&code(c)).inc();
+        }
+    }
+}
+
+fn reason(r: &str) -> Vec<(&'static str, String)> {
+    vec![("reason", r.to_owned())]
+}
+
+fn code(c: u16) -> Vec<(&'static str, String)> {
+    vec![("code", c.to_string())]
 }
 
 #[cfg(test)]
@@ -158,16 +150,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_every_counter() {
-        let m = Metrics::default();
+    fn every_counter_is_in_the_registry_in_both_formats() {
+        let m = Metrics::new();
+        let mut r = Registry::with_prefix("wsingest");
+        m.register(&mut r);
         m.handshake_refused("wrong_device");
         m.handshake_refused("wrong_device");
+        m.handshake_refused("not a reason");
         m.session_closed(Some(1009));
-        inc(&m.messages_rate_limited);
+        m.messages_rate_limited.inc();
         let mut s = String::new();
-        m.render(&mut s, false);
+        prometheus_client::encoding::text::encode(&mut s, &r).unwrap();
         assert!(
             s.contains("wsingest_handshakes_refused_total{reason=\"wrong_device\"} 2"),
+            "{s}"
+        );
+        assert!(
+            s.contains("wsingest_handshakes_refused_total{reason=\"origin\"} 0"),
             "{s}"
         );
         assert!(
@@ -175,12 +174,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("wsingest_messages_rate_limited_total 1"), "{s}");
-        assert_eq!(m.handshakes_refused("wrong_device"), 2);
-        let mut om = String::new();
-        m.render(&mut om, true);
         assert!(
-            om.contains("# TYPE wsingest_messages_rate_limited counter\nwsingest_messages_rate_limited_total 1\n"),
-            "{om}"
+            s.contains("# TYPE wsingest_messages_rate_limited counter\n"),
+            "{s}"
         );
+        assert_eq!(m.handshakes_refused("wrong_device"), 2);
     }
 }

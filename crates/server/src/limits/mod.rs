@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Identity, TokenHash};
-use metrics::{Metrics, inc};
+use metrics::Metrics;
 use rate::TokenBucket;
 use series::SeriesGuard;
 use wsingest_proto::point::Point;
@@ -192,14 +192,20 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Limits counting into their own (unregistered) metrics, for tests.
     pub fn new(config: LimitsConfig) -> Arc<Limits> {
+        Self::with_metrics(config, Metrics::new())
+    }
+
+    /// Limits counting into `metrics` (registered by [`crate::metrics`]).
+    pub fn with_metrics(config: LimitsConfig, metrics: Metrics) -> Arc<Limits> {
         Arc::new(Limits {
             config,
             devices: Mutex::new(HashMap::new()),
             evict_at: AtomicUsize::new(EVICT_AT),
             last_sweep: Mutex::new(Instant::now()),
             next_id: AtomicU64::new(1),
-            metrics: Metrics::default(),
+            metrics,
         })
     }
 
@@ -234,7 +240,7 @@ impl Limits {
                     for old in state.sessions.drain(..excess) {
                         old.kick
                             .kick(POLICY, "replaced by a newer session of this device");
-                        inc(&self.metrics.sessions_replaced);
+                        self.metrics.sessions_replaced.inc();
                     }
                 }
             }
@@ -314,7 +320,7 @@ impl Limits {
                 }
                 tracing::info!(device = %device, "closing session: its token is no longer valid");
                 s.kick.kick(POLICY, "device token revoked");
-                inc(&self.metrics.sessions_revoked);
+                self.metrics.sessions_revoked.inc();
                 false
             });
         }
@@ -593,6 +599,6 @@ mod tests {
             .unwrap();
         l.revalidate(|_, t| t.is_none());
         assert_eq!(g.kick().wait().await.0, 1008);
-        assert_eq!(l.metrics.sessions_revoked.load(Ordering::Relaxed), 1);
+        assert_eq!(l.metrics.sessions_revoked.get(), 1);
     }
 }

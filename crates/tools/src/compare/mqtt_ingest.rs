@@ -88,6 +88,7 @@ pub async fn run(
         uplink: None,
         commands: None,
         fleet: None,
+        dedupe: None,
     };
     let format = match payload {
         Payload::Json => Format::Json,
@@ -182,6 +183,7 @@ pub async fn run(
         // The comparison measures transports, not limits: no limiter.
         let nack = match ctx.submit(&body, format, device, None, None, permit).await {
             Submitted::Queued { .. } | Submitted::CommandResult { .. } => None,
+            Submitted::Resent { seq, .. } => Some(Downlink::Ack { ack: seq }),
             Submitted::Refused(e) => Some(Downlink::nack(e.seq(), e.code(), e.to_string())),
             Submitted::Limited { seq, refusal } => {
                 Some(Downlink::nack(seq, refusal.error, refusal.detail))

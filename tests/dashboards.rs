@@ -454,7 +454,9 @@ async fn every_panel_query_returns_data() {
     .await;
     // And a run of the real generator: one device of every profile for 3 s.
     let profiles = profiles().len();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
+    // Waited for without blocking this (single-threaded) runtime: the server
+    // the generator talks to runs on it.
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
         .args([
             "simulate",
             "--profile",
@@ -467,6 +469,7 @@ async fn every_panel_query_returns_data() {
         .args(["--id-prefix", "sim-", "--url", &server.ws_url("")])
         .stdout(std::process::Stdio::null())
         .status()
+        .await
         .expect("wsingest simulate runs");
     assert!(status.success(), "the generator run failed: {status}");
     devices += profiles;

@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod decode;
+pub mod format;
 pub mod lineproto;
 pub mod point;
 pub mod protocol;

@@ -43,6 +43,10 @@ pub struct Config {
     pub spool: crate::sink::spool::SpoolConfig,
     pub mqtt: crate::mqtt::MqttConfig,
     pub commands: crate::commands::CommandsConfig,
+    /// Formats (mappings) of devices' own JSON, `[formats.NAME]`, selected
+    /// with `?format=NAME` or by an MQTT subscription (docs/formats.md).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub formats: BTreeMap<String, wsingest_proto::format::FormatConfig>,
 }
 
 /// Where accepted points go.
@@ -437,6 +441,8 @@ impl Config {
         }
         self.mqtt.validate()?;
         self.commands.validate()?;
+        let formats = crate::formats::build(&self.formats)?;
+        self.mqtt.validate_subscriptions(&formats)?;
         for (key, measurement) in [
             (
                 "decode.default_measurement",
@@ -512,6 +518,8 @@ impl Config {
             max_points_per_message: self.decode.max_points_per_message,
             max_depth: self.decode.max_depth,
             limits: self.limits(),
+            // Checked by `validate`; an unchecked config gets the presets.
+            formats: std::sync::Arc::new(crate::formats::build(&self.formats).unwrap_or_default()),
         }
     }
 

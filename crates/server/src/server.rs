@@ -376,6 +376,12 @@ pub async fn serve_with_metrics(
             }
         });
     }
+    let subscriber = mqtt::subscribe::start(
+        &state.config.mqtt,
+        state.ingest.clone(),
+        state.limits.clone(),
+        shutdown.clone(),
+    )?;
     let auth_state = state.clone();
     let grpc = crate::grpc::GrpcIngest {
         ctx: state.ingest.clone(),
@@ -450,6 +456,9 @@ pub async fn serve_with_metrics(
         tracing::warn!(
             "pipeline did not drain in time; unacked messages will be resent by devices"
         );
+    }
+    if let Some(subscriber) = subscriber {
+        subscriber.shutdown(grace).await;
     }
     if let Some(bridge) = bridge {
         bridge.shutdown(grace).await;
@@ -660,6 +669,10 @@ async fn http_points(
         Ok(who) => who,
         Err((status, msg)) => return http::text(status, &msg),
     };
+    let mapping = match crate::formats::from_uri(&state.ingest.decoder, &parts.uri) {
+        Ok(m) => m,
+        Err((status, msg)) => return http::text(status, &msg),
+    };
     let limiter = state.limits.limiter(&who);
     let max = state.config.server.max_message_bytes;
     crate::http_ingest::post_points(
@@ -670,6 +683,7 @@ async fn http_points(
         body,
         max,
         Duration::from_secs(state.config.server.handshake_timeout_secs),
+        mapping,
     )
     .await
 }
@@ -712,6 +726,10 @@ async fn upgrade_device(
         Err((status, msg)) => return http::text(status, &msg),
     };
     let device = who.device.clone();
+    let mapping = match crate::formats::from_uri(&state.ingest.decoder, req.uri()) {
+        Ok(m) => m,
+        Err((status, msg)) => return http::text(status, &msg),
+    };
     let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
         state.limits.metrics.handshake_refused("server_full");
         return http::text(
@@ -750,6 +768,7 @@ async fn upgrade_device(
         },
         guard,
         ack_mode: s.ack_mode,
+        mapping,
     };
     let span = tracing::info_span!("session", peer = ?peer, device = %device);
     let ws_config = state.ws_config;

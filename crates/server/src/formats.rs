@@ -1,0 +1,71 @@
+//! Which format (mapping, see [`wsingest_proto::format`]) a connection's
+//! messages are in: `?format=NAME` on the WebSocket URL or the HTTP points
+//! URL; MQTT subscriptions name theirs in `[[mqtt.subscribe]]`. The formats
+//! themselves (presets and `[formats.*]`) live in the decoder's config.
+
+use std::sync::Arc;
+
+use axum::http::{StatusCode, Uri};
+use wsingest_proto::decode::Decoder;
+use wsingest_proto::format::Mapping;
+
+/// The query parameter that selects a format.
+pub const QUERY_KEY: &str = "format";
+
+/// The format `uri` asks for: `None` for the native message model, an error
+/// (400 with the known formats) for a name nobody defined.
+pub fn from_uri(
+    decoder: &Decoder,
+    uri: &Uri,
+) -> Result<Option<Arc<Mapping>>, (StatusCode, String)> {
+    let Some(name) = uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == QUERY_KEY)
+            .map(|(_, v)| v.into_owned())
+    }) else {
+        return Ok(None);
+    };
+    if name.is_empty() || name == "native" {
+        return Ok(None);
+    }
+    decoder
+        .config()
+        .formats
+        .lookup(&name)
+        .map(Some)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// Build the formats of `config` (presets and `[formats.*]`).
+pub fn build(
+    config: &std::collections::BTreeMap<String, wsingest_proto::format::FormatConfig>,
+) -> Result<wsingest_proto::format::Formats, crate::setting::ConfigError> {
+    wsingest_proto::format::Formats::build(config).map_err(|e| {
+        crate::setting::ConfigError::Invalid {
+            key: "formats",
+            detail: e.to_string(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsingest_proto::decode::DecoderConfig;
+
+    #[test]
+    fn query_selects_or_lists() {
+        let d = Decoder::new(DecoderConfig::default());
+        let uri: Uri = "/v1/devices/a?token=x&format=tasmota".parse().unwrap();
+        assert_eq!(from_uri(&d, &uri).unwrap().unwrap().name(), "tasmota");
+        let uri: Uri = "/v1/devices/a".parse().unwrap();
+        assert!(from_uri(&d, &uri).unwrap().is_none());
+        let uri: Uri = "/v1/devices/a?format=bogus".parse().unwrap();
+        let (status, msg) = from_uri(&d, &uri).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            msg.contains("flat, owntracks, shelly, tasmota, ttn"),
+            "{msg}"
+        );
+    }
+}

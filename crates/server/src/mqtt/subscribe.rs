@@ -581,7 +581,7 @@ mod tests {
         assert!(e.contains("unknown format"), "{e}");
         let e = compile(
             0,
-            &sub("telemetry/#", Some("{1}"), None),
+            &sub("telemetry/+/#", Some("{1}"), None),
             &f,
             Some("telemetry/+/+"),
         )

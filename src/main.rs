@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use wsingest::cli::{Cli, Command, ConfigCommand, DeadletterCommand, LogFormat};
+use wsingest::cli::{Cli, Command, ConfigCommand, DeadletterCommand, FormatsCommand, LogFormat};
 use wsingest_server::sink::deadletter_ops;
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +47,15 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", toml::to_string_pretty(&config)?);
             }
             Command::Deadletter(cmd) => deadletter(cmd).await?,
+            Command::Formats(FormatsCommand::List { config }) => {
+                print!("{}", wsingest_server::formats::list(&config.load()?)?)
+            }
+            Command::Formats(FormatsCommand::Show { config, name }) => {
+                print!(
+                    "{}",
+                    wsingest_server::formats::show(&config.load()?, &name)?
+                )
+            }
         }
         Ok(())
     })

@@ -48,6 +48,60 @@ pub fn build(
     })
 }
 
+/// `wsingest formats list`: name and description of every format.
+pub fn list(config: &crate::config::Config) -> Result<String, crate::setting::ConfigError> {
+    let formats = build(&config.formats)?;
+    let mut out = String::new();
+    for name in formats.names() {
+        let m = formats.get(name).expect("listed");
+        let origin = match config.formats.contains_key(name) {
+            true => "config",
+            false => "built-in",
+        };
+        out.push_str(&format!("{name:<12} {origin:<9} {}\n", m.description()));
+    }
+    Ok(out)
+}
+
+/// `wsingest formats show NAME`: the format as TOML for a `[formats.NAME]`.
+pub fn show(config: &crate::config::Config, name: &str) -> Result<String, FormatsCliError> {
+    if let Some(c) = config.formats.get(name) {
+        let text = toml::to_string_pretty(c).map_err(|e| FormatsCliError::Render(e.to_string()))?;
+        return Ok(format!("[formats.{name}]\n{text}"));
+    }
+    match wsingest_proto::format::presets::toml_of(name) {
+        Some(text) => {
+            // The preset's own tables ([fields]) go under the section.
+            let body: String = text
+                .lines()
+                .map(|l| match l.strip_prefix('[') {
+                    Some(rest) if !l.starts_with("[[") => format!("[formats.{name}.{rest}\n"),
+                    _ => format!("{l}\n"),
+                })
+                .collect();
+            Ok(format!(
+                "# built in; a [formats.{name}] in the config replaces it\n[formats.{name}]\n{body}"
+            ))
+        }
+        None => Err(FormatsCliError::Unknown(
+            build(&config.formats)?
+                .lookup(name)
+                .expect_err("not a preset nor in the config"),
+        )),
+    }
+}
+
+/// Why `wsingest formats show` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatsCliError {
+    #[error(transparent)]
+    Unknown(#[from] wsingest_proto::format::UnknownFormat),
+    #[error(transparent)]
+    Config(#[from] crate::setting::ConfigError),
+    #[error("cannot print the format as TOML: {0}")]
+    Render(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,4 +122,21 @@ mod tests {
             "{msg}"
         );
     }
+
+    /// What `show` prints parses back as the same format.
+    #[test]
+    fn shown_presets_parse_back() {
+        let config = crate::config::Config::default();
+        for (name, _) in wsingest_proto::format::presets::PRESETS {
+            let text = show(&config, name).unwrap();
+            let parsed = crate::config::Config::parse(&text, std::path::Path::new("x")).unwrap();
+            assert_eq!(
+                parsed.formats[*name],
+                wsingest_proto::format::presets::config(name).unwrap(),
+                "{text}"
+            );
+        }
+        assert!(list(&config).unwrap().contains("tasmota"));
+        assert!(show(&config, "nope").is_err());
+    }
 }

@@ -445,3 +445,39 @@ async fn mqtt_messages_survive_an_influx_outage_and_a_kill_9() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_registry_entry_sets_the_format_of_its_device() {
+    let influx = Influxd::start().await;
+    influx.create_db("fmt3").await;
+    let registry = wsingest_harness::security::TestRegistry::new();
+    let token = registry.add(
+        "plug-9",
+        wsingest_server::auth::registry::DevicePolicy {
+            format: Some("tasmota".into()),
+            ..Default::default()
+        },
+    );
+    let mut config = test_config(&influx.url, "fmt3");
+    config.auth.allow_anonymous = false;
+    config.auth.registry_path = Some(registry.path.clone());
+    let server = TestServer::start(config).await;
+    let r = services::http()
+        .post(server.http_url("/v1/devices/plug-9/points"))
+        .bearer_auth(&token)
+        .body(samples::TASMOTA_STATE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let rows = influx
+        .rows(
+            "fmt3",
+            "SELECT \"Wifi_RSSI\", \"POWER\" FROM tasmota WHERE device = 'plug-9'",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![vec![json!(1732543391000000000u64), json!(80), json!("ON")]]
+    );
+}

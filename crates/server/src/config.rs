@@ -443,6 +443,16 @@ impl Config {
         self.commands.validate()?;
         let formats = crate::formats::build(&self.formats)?;
         self.mqtt.validate_subscriptions(&formats)?;
+        for (name, p) in &self.auth.profiles {
+            if let Some(f) = &p.format
+                && let Err(e) = formats.lookup(f)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "auth.profiles",
+                    detail: format!("[auth.profiles.{name}] format: {e}"),
+                });
+            }
+        }
         for (key, measurement) in [
             (
                 "decode.default_measurement",

@@ -12,17 +12,20 @@ use wsingest_proto::format::Mapping;
 /// The query parameter that selects a format.
 pub const QUERY_KEY: &str = "format";
 
-/// The format `uri` asks for: `None` for the native message model, an error
-/// (400 with the known formats) for a name nobody defined.
-pub fn from_uri(
+/// The format `uri` asks for, else `device_default` (the device's registry
+/// entry or profile): `None` for the native message model, an error (400
+/// with the known formats) for a name nobody defined.
+pub fn select(
     decoder: &Decoder,
     uri: &Uri,
+    device_default: Option<&str>,
 ) -> Result<Option<Arc<Mapping>>, (StatusCode, String)> {
-    let Some(name) = uri.query().and_then(|q| {
+    let asked = uri.query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == QUERY_KEY)
             .map(|(_, v)| v.into_owned())
-    }) else {
+    });
+    let Some(name) = asked.or_else(|| device_default.map(str::to_owned)) else {
         return Ok(None);
     };
     if name.is_empty() || name == "native" {
@@ -111,11 +114,20 @@ mod tests {
     fn query_selects_or_lists() {
         let d = Decoder::new(DecoderConfig::default());
         let uri: Uri = "/v1/devices/a?token=x&format=tasmota".parse().unwrap();
-        assert_eq!(from_uri(&d, &uri).unwrap().unwrap().name(), "tasmota");
+        assert_eq!(
+            select(&d, &uri, Some("ttn")).unwrap().unwrap().name(),
+            "tasmota"
+        );
         let uri: Uri = "/v1/devices/a".parse().unwrap();
-        assert!(from_uri(&d, &uri).unwrap().is_none());
+        assert!(select(&d, &uri, None).unwrap().is_none());
+        assert_eq!(
+            select(&d, &uri, Some("ttn")).unwrap().unwrap().name(),
+            "ttn"
+        );
+        let uri: Uri = "/v1/devices/a?format=native".parse().unwrap();
+        assert!(select(&d, &uri, Some("ttn")).unwrap().is_none());
         let uri: Uri = "/v1/devices/a?format=bogus".parse().unwrap();
-        let (status, msg) = from_uri(&d, &uri).unwrap_err();
+        let (status, msg) = select(&d, &uri, None).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
             msg.contains("flat, owntracks, shelly, tasmota, ttn"),

@@ -669,7 +669,8 @@ async fn http_points(
         Ok(who) => who,
         Err((status, msg)) => return http::text(status, &msg),
     };
-    let mapping = match crate::formats::from_uri(&state.ingest.decoder, &parts.uri) {
+    let default = who.policy.format.as_deref();
+    let mapping = match crate::formats::select(&state.ingest.decoder, &parts.uri, default) {
         Ok(m) => m,
         Err((status, msg)) => return http::text(status, &msg),
     };
@@ -726,7 +727,8 @@ async fn upgrade_device(
         Err((status, msg)) => return http::text(status, &msg),
     };
     let device = who.device.clone();
-    let mapping = match crate::formats::from_uri(&state.ingest.decoder, req.uri()) {
+    let default = who.policy.format.as_deref();
+    let mapping = match crate::formats::select(&state.ingest.decoder, req.uri(), default) {
         Ok(m) => m,
         Err((status, msg)) => return http::text(status, &msg),
     };

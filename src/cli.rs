@@ -57,6 +57,123 @@ pub enum Command {
     /// Formats (mappings of devices' own JSON): list them, show one as TOML.
     #[command(subcommand)]
     Formats(FormatsCommand),
+    /// The Grafana dashboards without Grafana: run their queries, draw them.
+    #[command(subcommand)]
+    Dashboards(DashboardsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DashboardsCommand {
+    /// Run every variable and panel query against InfluxDB and print a table
+    /// (dashboard, panel, target, series, rows, values, first error). Exits 1
+    /// when a query fails, or with --require-data when a panel returns nothing.
+    Check(DashboardsCheckArgs),
+    /// Draw each dashboard to DIR/<file>.png from its query results, on the
+    /// dashboard's own grid.
+    Render(DashboardsRenderArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DashboardsCheckArgs {
+    #[command(flatten)]
+    pub common: DashboardsArgs,
+    /// Also fail when a panel (or variable) returns no data.
+    #[arg(long)]
+    pub require_data: bool,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DashboardsRenderArgs {
+    #[command(flatten)]
+    pub common: DashboardsArgs,
+    /// Folder for the images (created).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DashboardsArgs {
+    /// Config file whose [influx] url, db, user and password are used (flags win).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// InfluxDB base URL (default: the config's, else http://127.0.0.1:8086).
+    #[arg(long, env = "WSINGEST_INFLUX_URL")]
+    pub influx_url: Option<String>,
+    /// InfluxDB 1.x database (default: the config's, else wsingest).
+    #[arg(long, env = "WSINGEST_INFLUX_DB")]
+    pub influx_db: Option<String>,
+    /// InfluxDB 1.x user.
+    #[arg(long, env = "WSINGEST_INFLUX_USER")]
+    pub influx_user: Option<String>,
+    /// InfluxDB 1.x password.
+    #[arg(long, env = "WSINGEST_INFLUX_PASSWORD", hide_env_values = true)]
+    pub influx_password: Option<String>,
+    /// Folder of dashboard JSON files.
+    #[arg(long, default_value = "grafana/dashboards")]
+    pub dir: PathBuf,
+    /// Only these dashboards (file name without .json, or uid); repeatable.
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Start of the time range for every dashboard (now-15m, RFC 3339, epoch ms);
+    /// default: each dashboard's own.
+    #[arg(long, conflicts_with = "range")]
+    pub from: Option<String>,
+    /// End of the time range (default now).
+    #[arg(long, conflicts_with = "range")]
+    pub to: Option<String>,
+    /// The last DURATION up to now, e.g. 15m: the same as --from now-15m.
+    #[arg(long)]
+    pub range: Option<String>,
+    /// The data source's minimum interval (timeInterval in grafana/provisioning).
+    #[arg(long, default_value = "10s")]
+    pub min_interval: String,
+}
+
+impl DashboardsArgs {
+    /// The options for wsingest_tools::dashboards, the config file under the flags.
+    pub fn options(&self) -> Result<wsingest_tools::dashboards::Options, ConfigError> {
+        let config = match &self.config {
+            Some(path) => Some(Config::load(path)?),
+            None => None,
+        };
+        let influx = config.as_ref().map(|c| &c.influx);
+        let pick = |flag: &Option<String>, from_config: Option<String>, default: &str| {
+            flag.clone()
+                .or(from_config)
+                .unwrap_or_else(|| default.to_string())
+        };
+        let influx = wsingest_tools::dashboards::Influx {
+            url: pick(
+                &self.influx_url,
+                influx.map(|i| i.url.clone()),
+                "http://127.0.0.1:8086",
+            ),
+            db: pick(
+                &self.influx_db,
+                influx.and_then(|i| i.db.clone()),
+                "wsingest",
+            ),
+            user: self
+                .influx_user
+                .clone()
+                .or_else(|| influx.and_then(|i| i.user.clone())),
+            password: self.influx_password.clone().or_else(|| {
+                influx.and_then(|i| i.password.as_ref().map(|p| p.expose().to_string()))
+            }),
+        };
+        let mut o = wsingest_tools::dashboards::Options::new(self.dir.clone(), influx);
+        o.from = match &self.range {
+            Some(r) => Some(format!("now-{r}")),
+            None => self.from.clone(),
+        };
+        o.to = self.to.clone();
+        o.only = self.only.clone();
+        o.min_interval = self.min_interval.clone();
+        Ok(o)
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,9 @@
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use wsingest::cli::{Cli, Command, ConfigCommand, DeadletterCommand, FormatsCommand, LogFormat};
+use wsingest::cli::{
+    Cli, Command, ConfigCommand, DashboardsCommand, DeadletterCommand, FormatsCommand, LogFormat,
+};
 use wsingest_server::sink::deadletter_ops;
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +39,30 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", wsingest_server::config::Config::default_toml())
             }
             Command::Device(cmd) => print!("{}", wsingest_server::auth::cli::run(cmd)?),
+            Command::Dashboards(DashboardsCommand::Check(args)) => {
+                let report = wsingest_tools::dashboards::run(&args.common.options()?).await?;
+                if args.json {
+                    println!("{:#}", report.to_json(args.require_data));
+                } else {
+                    print!("{}", report.table(args.require_data));
+                }
+                if !report.ok(args.require_data) {
+                    // The table says what failed; no error chain to add.
+                    std::process::exit(1);
+                }
+            }
+            Command::Dashboards(DashboardsCommand::Render(args)) => {
+                let report = wsingest_tools::dashboards::run(&args.common.options()?).await?;
+                for path in wsingest_tools::dashboards::render::render_all(&report, &args.out)? {
+                    println!("{}", path.display());
+                }
+                if report.errors() > 0 {
+                    eprintln!(
+                        "{} queries failed (drawn as errors); `wsingest dashboards check` shows them",
+                        report.errors()
+                    );
+                }
+            }
             Command::Config(ConfigCommand::Check(args)) => {
                 let config = args.load()?;
                 // Every check serve makes before it serves; what serve would

@@ -3,11 +3,16 @@
 
 #[test]
 fn every_scenario_completes_and_prints_every_figure() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
-        .args(["bench", "all", "--smoke", "--json"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    // A hung scenario fails the test (the bench and every process it
+    // started killed) instead of hanging it.
+    let out = wsingest_harness::output_within(
+        "wsingest bench all --smoke",
+        std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
+            .args(["bench", "all", "--smoke", "--json"])
+            .env("RUST_BACKTRACE", "0"),
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

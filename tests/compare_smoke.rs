@@ -4,11 +4,16 @@
 
 #[test]
 fn compare_smoke_prints_every_transport_and_figure() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
-        .args(["compare", "--smoke", "--json"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    // A hung transport fails the test (compare and every process it started
+    // killed) instead of hanging it.
+    let out = wsingest_harness::output_within(
+        "wsingest compare --smoke",
+        std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
+            .args(["compare", "--smoke", "--json"])
+            .env("RUST_BACKTRACE", "0"),
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "compare failed: {stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -51,16 +56,18 @@ fn compare_smoke_prints_every_transport_and_figure() {
     assert!(f(row("ws-json"), "handshake_bytes") > 100.0);
     assert!(f(row("http1"), "up_bytes_per_point") > f(row("ws-json"), "up_bytes_per_point"));
     // The text table and Markdown render the same rows.
-    let md = std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
-        .args([
+    let md = wsingest_harness::output_within(
+        "wsingest compare --smoke --markdown",
+        std::process::Command::new(env!("CARGO_BIN_EXE_wsingest")).args([
             "compare",
             "--smoke",
             "--transports",
             "ws-cbor",
             "--markdown",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         md.status.success(),
         "{}",

@@ -7,12 +7,10 @@
 //! run against InfluxDB and must return data.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use wsingest_harness::browser;
 use wsingest_harness::*;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -493,7 +491,6 @@ async fn every_panel_query_returns_data() {
     let mut uids = HashSet::new();
     let mut checked = 0;
     let mut report = Vec::new();
-    let mut layout = String::new();
     let dashboards: Vec<(String, Value)> = files
         .iter()
         .map(|p| {
@@ -545,9 +542,7 @@ async fn every_panel_query_returns_data() {
             };
             vars.values.insert(name, value);
         }
-        let mut boxes = Vec::new();
         for p in d["panels"].as_array().unwrap() {
-            let mut values = 0;
             for t in p["targets"].as_array().unwrap() {
                 let q = vars.apply(t["query"].as_str().unwrap());
                 let what = format!("{file}: panel {:?} query {}", p["title"], t["refId"]);
@@ -556,12 +551,9 @@ async fn every_panel_query_returns_data() {
                     "{n:>6} values  {file}: {}",
                     p["title"].as_str().unwrap()
                 ));
-                values += n;
                 checked += 1;
             }
-            boxes.push((p.clone(), values));
         }
-        layout.push_str(&layout_html(d, &vars.values, &boxes));
         // Data links point at dashboards that exist.
         let text = d.to_string();
         for link in text.split("/d/").skip(1) {
@@ -580,82 +572,7 @@ async fn every_panel_query_returns_data() {
         report.join("\n")
     );
     assert!(checked >= 40, "{checked} queries checked");
-    screenshot_layout(&layout).await;
     server.stop().await;
-}
-
-/// A dashboard's grid as HTML boxes (24 columns), each with its panel's title,
-/// type and how many values its queries returned here.
-fn layout_html(d: &Value, vars: &BTreeMap<String, String>, boxes: &[(Value, usize)]) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;");
-    let rows = boxes
-        .iter()
-        .map(|(p, _)| p["gridPos"]["y"].as_i64().unwrap() + p["gridPos"]["h"].as_i64().unwrap())
-        .max()
-        .unwrap_or(0);
-    let vars: Vec<String> = vars
-        .iter()
-        .map(|(k, v)| format!("${k} = {}", esc(v)))
-        .collect();
-    let mut html = format!(
-        "<h2>{} <small>{} · {} · {}</small></h2><div class=grid style='height:{}px'>",
-        esc(d["title"].as_str().unwrap()),
-        d["uid"].as_str().unwrap(),
-        d["time"]["from"].as_str().unwrap(),
-        vars.join(", "),
-        rows * 22
-    );
-    for (p, values) in boxes {
-        let g = &p["gridPos"];
-        let pct = |v: &Value| v.as_i64().unwrap() as f64 * 100.0 / 24.0;
-        html.push_str(&format!(
-            "<div class=panel style='left:{}%;width:calc({}% - 6px);top:{}px;height:{}px'>\
-             <b>{}</b><span>{} · {} values</span></div>",
-            pct(&g["x"]),
-            pct(&g["w"]),
-            g["y"].as_i64().unwrap() * 22,
-            g["h"].as_i64().unwrap() * 22 - 6,
-            esc(p["title"].as_str().unwrap()),
-            p["type"].as_str().unwrap(),
-            values
-        ));
-    }
-    html.push_str("</div>");
-    html
-}
-
-/// Render every dashboard's layout in headless Chromium to a PNG (a test
-/// artifact; docs/img/dashboards.png came from it).
-async fn screenshot_layout(body: &str) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let html = format!(
-        "<!doctype html><meta charset=utf-8><style>\
-         body{{font:13px system-ui,sans-serif;background:#111217;color:#ccccdc;margin:16px}}\
-         h2{{font-size:15px;margin:18px 0 6px}} small{{color:#8e8e9e;font-weight:normal}}\
-         .grid{{position:relative}} .panel{{position:absolute;box-sizing:border-box;background:#181b1f;\
-         border:1px solid #2c3235;border-radius:3px;padding:6px 8px;overflow:hidden}}\
-         .panel b{{display:block}} .panel span{{color:#8e8e9e;font-size:11px}}</style>{body}"
-    );
-    let page = dir.join("dashboards.html");
-    std::fs::write(&page, html).unwrap();
-    let mut b = browser::Browser::open(&format!("file://{}", page.display()), 1400, 900).await;
-    b.wait_for(10, "the layout page", "document.readyState === 'complete'")
-        .await;
-    let height = b
-        .eval("document.documentElement.scrollHeight")
-        .await
-        .as_u64()
-        .unwrap();
-    b.page(
-        "Emulation.setDeviceMetricsOverride",
-        json!({"width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": false}),
-    )
-    .await;
-    let path = std::env::var_os("WSINGEST_DASHBOARDS_SCREENSHOT")
-        .map(Into::into)
-        .unwrap_or_else(|| dir.join("dashboards.png"));
-    b.screenshot(&path).await;
-    eprintln!("dashboard layout: {}", path.display());
 }
 
 /// Measurement, tag keys and field keys of every profile in devices/.

@@ -653,7 +653,12 @@ async fn generator_run_through_an_outage_and_a_kill_9_stores_exactly_what_was_se
 
 /// A fake InfluxDB whose writes each take 100 ms, counting how many are in
 /// flight at once, of replayed (`old`) and live (`new`) points.
-#[derive(Clone, Default)]
+///
+/// Replayed writes are held at a gate until two of them are in flight at
+/// once and a live write has started (or 10 s passed): whether replay gets
+/// to use its share, and live traffic its slots, is then up to the server,
+/// not to how fast this machine runs the test.
+#[derive(Clone)]
 struct SlowInflux {
     now: Arc<std::sync::Mutex<(usize, usize)>>,
     max_old: Arc<AtomicU64>,
@@ -661,6 +666,20 @@ struct SlowInflux {
     old_done: Arc<AtomicU64>,
     /// Live writes that started while replayed ones were still to come.
     new_during_replay: Arc<AtomicU64>,
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for SlowInflux {
+    fn default() -> Self {
+        SlowInflux {
+            now: Default::default(),
+            max_old: Default::default(),
+            max_total: Default::default(),
+            old_done: Default::default(),
+            new_during_replay: Default::default(),
+            gate: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 async fn slow_write(
@@ -684,6 +703,13 @@ async fn slow_write(
         }
         s.max_old.fetch_max(n.0 as u64, Ordering::SeqCst);
         s.max_total.fetch_max((n.0 + n.1) as u64, Ordering::SeqCst);
+        if s.max_old.load(Ordering::SeqCst) >= 2 && s.new_during_replay.load(Ordering::SeqCst) > 0 {
+            s.gate.send_replace(true);
+        }
+    }
+    if old {
+        let mut open = s.gate.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(10), open.wait_for(|o| *o)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut n = s.now.lock().unwrap();

@@ -3,45 +3,7 @@
 //! (two points of one series in the same millisecond would overwrite each
 //! other in InfluxDB).
 
-use std::time::Duration;
-
-use rand::Rng;
-
-/// Exponential backoff with jitter between reconnect attempts: the n-th wait
-/// is drawn from `[d/2, d]` with `d = min(max, base * 2^n)`, so a fleet that
-/// lost its server does not come back in lockstep, yet waits do grow.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff {
-            base,
-            max: max.max(base),
-            attempt: 0,
-        }
-    }
-
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let factor = 2f64.powi(self.attempt.min(30) as i32);
-        let d = (self.base.as_secs_f64() * factor).min(self.max.as_secs_f64());
-        self.attempt = self.attempt.saturating_add(1);
-        Duration::from_secs_f64(d * rng.random_range(0.5..=1.0))
-    }
-
-    /// The connection worked (it got an answer): start over.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-}
+pub use wsingest_proto::backoff::Backoff;
 
 /// A device's clock: real time plus a skew, never repeating a millisecond.
 #[derive(Debug, Clone)]
@@ -83,34 +45,11 @@ impl Clock {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use wsingest_proto::clock::wall_ms as now_ms;
 
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
-
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter() {
-        let mut rng = StdRng::seed_from_u64(1);
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let waits: Vec<Duration> = (0..8).map(|_| b.next_delay(&mut rng)).collect();
-        for (n, w) in waits.iter().enumerate() {
-            let d = (100.0 * 2f64.powi(n as i32)).min(2000.0);
-            let ms = w.as_secs_f64() * 1000.0;
-            assert!(ms >= d / 2.0 - 1e-6 && ms <= d + 1e-6, "{n}: {w:?}");
-        }
-        assert_eq!(b.attempt(), 8);
-        b.reset();
-        assert!(b.next_delay(&mut rng) <= Duration::from_millis(100));
-    }
 
     #[test]
     fn clock_never_repeats_a_millisecond() {

@@ -5,7 +5,7 @@
 //! as root, no GPU, and no background networking (the network is closed).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,9 +14,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::Ws;
 use super::services::require_binary;
+use crate::child::Service;
 
 pub struct Browser {
-    child: Child,
+    _service: Service,
     ws: Ws,
     session: String,
     next_id: u64,
@@ -28,30 +29,30 @@ impl Browser {
     pub async fn open(url: &str, width: u32, height: u32) -> Browser {
         let bin = require_binary("chromium", "chromium");
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-                "--remote-debugging-address=127.0.0.1",
-            ])
-            .arg(format!("--user-data-dir={}", dir.path().display()))
-            .arg(format!("--window-size={width},{height}"))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("chromium.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("chromium starts");
+        // Its own process group: the renderer and GPU helpers die with it.
+        let child = Service::spawn(
+            "chromium",
+            Command::new(bin)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-extensions",
+                    "--hide-scrollbars",
+                    "--remote-debugging-port=0",
+                    "--remote-debugging-address=127.0.0.1",
+                ])
+                .arg(format!("--user-data-dir={}", dir.path().display()))
+                .arg(format!("--window-size={width},{height}"))
+                .arg("about:blank"),
+            &dir.path().join("chromium.log"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         // Chromium writes its port and browser endpoint once it listens.
         let port_file = dir.path().join("DevToolsActivePort");
         let endpoint = super::eventually(30, "chromium's DevToolsActivePort file", || {
@@ -69,7 +70,7 @@ impl Browser {
             .await
             .expect("CDP connects");
         let mut b = Browser {
-            child,
+            _service: child,
             ws,
             session: String::new(),
             next_id: 0,
@@ -170,13 +171,6 @@ impl Browser {
             std::fs::create_dir_all(dir).unwrap();
         }
         std::fs::write(path, png).unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,176 +1,64 @@
-//! Test harness: real `influxd`, VictoriaMetrics and wsingest servers started
-//! on free ports with their data in temp dirs, stopped on drop.
-#![allow(dead_code, unused_imports)]
+//! wsingest-harness: real processes on free ports, for the tests and for
+//! `wsingest bench` / `wsingest compare` alike.
+//!
+//! # Two layers
+//!
+//! **The core** (always built; dependencies: tokio, libc, thiserror) starts
+//! and watches processes and returns [`StartError`]s, never panics:
+//!
+//! - [`child`]: [`Service`], a child in a process group of its own with its
+//!   log file, killed with its whole group (`killpg`) on drop and when this
+//!   process dies (`PR_SET_PDEATHSIG`); its RSS and CPU from /proc.
+//! - [`ready`]: [`free_port`], [`wait_ready`] (poll a TCP or HTTP probe with a
+//!   deadline, fail fast when the service exits or logs "address already in
+//!   use", and believe a probe only when /proc shows the listener in the
+//!   service's own process group), [`retry_if_port_taken`] (once more on new
+//!   ports, for the free-port race).
+//! - [`daemons`]: influxd, mosquitto and `wsingest serve`, configured the
+//!   same for the tests and the benchmarks.
+//! - [`run`]: [`output_within`], a command run to completion under a
+//!   deadline, killed with all its descendants when late.
+//!
+//! `wsingest-tools` (and so the release binary, for `wsingest bench`)
+//! depends on the core only.
+//!
+//! **The `testing` feature** (enabled by the root package's
+//! dev-dependency, so only the tests in tests/ build it) adds the test
+//! conveniences on top of the core, panicking as test helpers do:
+//! [`services`] (influxd with query helpers, VictoriaMetrics, mosquitto with
+//! TLS, nginx), [`process`] (a `wsingest serve` child to kill -9), an
+//! in-process [`TestServer`] and WebSocket helpers, [`eventually`], MQTT,
+//! TLS and device clients, headless Chromium.
 
+pub mod child;
+pub mod daemons;
+pub mod error;
+pub mod ready;
+pub mod run;
+
+pub use child::{Service, find_binary, self_cpu_secs};
+pub use error::StartError;
+pub use ready::{Probe, free_port as pick_free_port, retry_if_port_taken, wait_ready};
+pub use run::{kill_tree, output_within};
+
+#[cfg(feature = "testing")]
 pub mod browser;
+#[cfg(feature = "testing")]
 pub mod devices;
+#[cfg(feature = "testing")]
 pub mod mqtt;
+#[cfg(feature = "testing")]
 pub mod process;
+#[cfg(feature = "testing")]
 pub mod security;
+#[cfg(feature = "testing")]
 pub mod services;
+#[cfg(feature = "testing")]
+mod testing;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::CancellationToken;
-use wsingest_server::config::Config;
-
+#[cfg(feature = "testing")]
 pub use mqtt::MqttProbe;
+#[cfg(feature = "testing")]
 pub use services::{Influxd, Mosquitto, Nginx, VictoriaMetrics, free_port};
-
-/// A wsingest server running in this process on a free port.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub shutdown: CancellationToken,
-    pub handle: tokio::task::JoinHandle<()>,
-    /// The spool's temp dir when the config left the default (shared) one.
-    _spool_dir: Option<tempfile::TempDir>,
-}
-
-impl TestServer {
-    /// Start `wsingest_server::server::run` with `config` (its listen address is
-    /// ignored; a default spool dir is replaced by a temp dir of its own).
-    pub async fn start(mut config: Config) -> TestServer {
-        let spool_dir = (config.spool.dir
-            == wsingest_server::sink::spool::SpoolConfig::default().dir)
-            .then(|| {
-                let d = tempfile::tempdir().unwrap();
-                config.spool.dir = d.path().join("spool");
-                d
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let handle = tokio::spawn(async move {
-            wsingest_server::server::run(listener, config, token)
-                .await
-                .expect("server runs");
-        });
-        TestServer {
-            addr,
-            shutdown,
-            handle,
-            _spool_dir: spool_dir,
-        }
-    }
-
-    pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
-    }
-
-    pub fn http_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Cancel and wait for the server to finish its shutdown.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("server stops within 30 s")
-            .unwrap();
-    }
-}
-
-/// A config for tests: anonymous devices, short flush, writing to `influx_url`/`db`.
-pub fn test_config(influx_url: &str, db: &str) -> Config {
-    let mut c = Config::default();
-    c.auth.allow_anonymous = true;
-    c.influx.url = influx_url.to_string();
-    c.influx.db = Some(db.to_string());
-    c.influx.flush_interval_ms = 50;
-    c.influx.retry_max_elapsed_ms = 2_000;
-    c.influx.dead_letter_path = None;
-    // Load and durability tests send far above a real device's rate; the
-    // limits have tests of their own (tests/limits.rs).
-    c.limits.messages_per_sec = 0.0;
-    c.limits.points_per_sec = 0.0;
-    c.limits.new_series_per_minute = 0;
-    c
-}
-
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Connect a WebSocket client, optionally offering `subprotocol`.
-pub async fn connect(url: &str, subprotocol: Option<&str>) -> Ws {
-    let mut req = url.into_client_request().unwrap();
-    if let Some(p) = subprotocol {
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
-    }
-    let (ws, _resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket connects");
-    ws
-}
-
-/// The next data message as JSON (text, or CBOR binary converted), skipping
-/// pings; panics after 10 s.
-pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a reply within 10 s")
-            .expect("connection open")
-            .expect("no websocket error");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Binary(b) => {
-                let v: ciborium::Value = ciborium::from_reader(&b[..]).unwrap();
-                return serde_json::to_value(v).unwrap();
-            }
-            Message::Close(c) => panic!("closed while waiting for a reply: {c:?}"),
-            _ => continue,
-        }
-    }
-}
-
-/// Send a JSON text message.
-pub async fn send_json(ws: &mut Ws, v: serde_json::Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
-}
-
-/// Send a CBOR binary message built from JSON.
-pub async fn send_cbor(ws: &mut Ws, v: serde_json::Value) {
-    let mut buf = Vec::new();
-    ciborium::into_writer(&v, &mut buf).unwrap();
-    ws.send(Message::binary(buf)).await.unwrap();
-}
-
-/// Wait for the close frame; returns its code.
-pub async fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("close within 15 s")
-        {
-            Some(Ok(Message::Close(c))) => return c.map(|c| c.code.into()),
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return None,
-        }
-    }
-}
-
-/// Poll `f` until it returns `Some`, or panic after `secs` with `what`.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+#[cfg(feature = "testing")]
+pub use testing::*;

@@ -89,7 +89,31 @@ impl MqttProbe {
             .expect("probe running")
     }
 
-    /// Messages received within `wait` (for counting after the fact).
+    /// Every message until `n` of them match `wanted` (the others too, in
+    /// order); panics after `secs` with how many matched.
+    pub async fn until(
+        &mut self,
+        secs: u64,
+        n: usize,
+        wanted: impl Fn(&Received) -> bool,
+    ) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let mut out = Vec::new();
+        let mut matched = 0;
+        while matched < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => {
+                    matched += usize::from(wanted(&m));
+                    out.push(m);
+                }
+                Ok(None) => panic!("the MQTT probe stopped"),
+                Err(_) => panic!("{matched} of {n} MQTT messages within {secs} s"),
+            }
+        }
+        out
+    }
+
+    /// Messages received until none came for `wait` (for "and no more").
     pub async fn drain(&mut self, wait: Duration) -> Vec<Received> {
         let mut out = Vec::new();
         while let Ok(Some(m)) = tokio::time::timeout(wait, self.rx.recv()).await {

@@ -3,49 +3,66 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use wsingest_server::config::Config;
 
-use super::services::{free_port, wait_http};
+use crate::child::Service;
+use crate::daemons::Serve;
+use crate::ready::retry_if_port_taken;
 
 pub struct WsingestProcess {
     pub addr: SocketAddr,
     pub log_path: PathBuf,
-    child: Option<Child>,
+    service: Service,
 }
 
 impl WsingestProcess {
     /// Write `config` (listening on a free port) to a file in `dir` and start
     /// `wsingest serve` on it; returns once `/healthz` answers.
     pub async fn start(config: Config, dir: &Path) -> WsingestProcess {
-        Self::start_on(config, dir, free_port()).await
+        retry_if_port_taken(|| Self::try_start_on(config.clone(), dir, None))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`WsingestProcess::start`] on `port` (say, the port of a process that
     /// was killed, so that its devices reconnect to the new one).
-    pub async fn start_on(mut config: Config, dir: &Path, port: u16) -> WsingestProcess {
+    pub async fn start_on(config: Config, dir: &Path, port: u16) -> WsingestProcess {
+        Self::try_start_on(config, dir, Some(port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn try_start_on(
+        mut config: Config,
+        dir: &Path,
+        port: Option<u16>,
+    ) -> Result<WsingestProcess, crate::StartError> {
+        let port = match port {
+            Some(p) => p,
+            None => crate::ready::free_port()?,
+        };
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], port));
         let config_path = dir.join(format!("wsingest-{port}.toml"));
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-        let log_path = dir.join(format!("wsingest-{port}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(wsingest_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("wsingest starts");
-        let url = format!("http://127.0.0.1:{port}/healthz");
-        wait_http(&url, "wsingest serve", &mut child, &log_path).await;
-        WsingestProcess {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log_path,
-            child: Some(child),
+        let log_name = format!("wsingest-{port}.log");
+        let bin = wsingest_bin();
+        let service = Serve {
+            bin: &bin,
+            config: &config_path,
+            args: &[],
+            rust_log: "info",
+            dir,
+            log_name: &log_name,
         }
+        .start_on(port)
+        .await?;
+        Ok(WsingestProcess {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log_path: dir.join(log_name),
+            service,
+        })
     }
 
     pub fn ws_url(&self, path: &str) -> String {
@@ -57,54 +74,31 @@ impl WsingestProcess {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        assert!(self.service.is_running(), "wsingest serve is not running");
+        self.service.pid()
     }
 
     /// SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        self.service.kill();
     }
 
-    /// SIGTERM, then wait for the graceful exit; returns whether it
-    /// exited successfully.
+    /// SIGTERM, then wait (up to 60 s) for the graceful exit; returns whether
+    /// it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return false;
-        };
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -TERM failed");
-        c.wait().unwrap().success()
+        self.service
+            .terminate(Duration::from_secs(60))
+            .is_some_and(|s| s.success())
     }
 
     /// `VmRSS` and `VmHWM` (peak) from /proc, in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        (self.service.rss_kib(), self.service.peak_rss_kib())
     }
 
+    /// What this run logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for WsingestProcess {
-    fn drop(&mut self) {
-        self.kill9();
+        self.service.log()
     }
 }
 

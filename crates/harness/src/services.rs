@@ -1,32 +1,23 @@
-//! Real database servers for tests, each on free ports in a temp dir.
+//! Real database servers and proxies for tests, each on free ports in a temp
+//! dir, on top of the core ([`crate::daemons`], [`crate::child::Service`]):
+//! these panic with the core's error instead of returning it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::child::Service;
+use crate::daemons;
+use crate::ready::{Probe, READY_WITHIN, retry_if_port_taken, wait_ready};
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::ready::free_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Find `name` on PATH (or in /usr/sbin, /usr/bin) or fail with how to install it.
 pub fn require_binary(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/bin".into()]);
-    for dir in dirs {
-        let p = dir.join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "`{name}` is not installed. Install it with `sudo apt-get install -y {package}` \
-         or run scripts/install.sh (which the README's test command does)."
-    );
+    crate::child::find_binary(name, package)
+        .unwrap_or_else(|e| panic!("{e} (the README's test command runs scripts/install.sh)"))
 }
 
 /// An HTTP client for talking to the services (installs rustls' provider).
@@ -35,112 +26,43 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-pub async fn wait_http(url: &str, what: &str, child: &mut Child, log: &Path) {
-    let client = http();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(url).send().await
-            && r.status().as_u16() < 500
-        {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{what} exited with {status} before answering; its log:\n{log}");
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("{what} did not answer {url} within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A real influxd (1.x API).
 pub struct Influxd {
     pub url: String,
     pub port: u16,
-    child: Option<Child>,
-    config_path: PathBuf,
-    log_path: PathBuf,
+    rpc: u16,
+    service: Option<Service>,
     pub dir: tempfile::TempDir,
 }
 
 impl Influxd {
     pub async fn start() -> Influxd {
-        let bin = require_binary("influxd", "influxdb");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let rpc = free_port();
-        let d = dir.path().display();
-        let config = format!(
-            r#"reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{d}/meta"
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  query-log-enabled = false
-  max-values-per-tag = 0
-  max-series-per-database = 0
-[http]
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-  max-body-size = 0
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-[subscriber]
-  enabled = false
-"#
-        );
-        let config_path = dir.path().join("influxdb.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let log_path = dir.path().join("influxd.log");
-        let mut influx = Influxd {
+        let (service, port, rpc) = daemons::influxd(dir.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Influxd {
             url: format!("http://127.0.0.1:{port}"),
             port,
-            child: None,
-            config_path,
-            log_path,
+            rpc,
+            service: Some(service),
             dir,
-        };
-        let _ = bin;
-        influx.restart().await;
-        influx
+        }
     }
 
     /// Start (again) on the same port and data directory.
     pub async fn restart(&mut self) {
-        let bin = require_binary("influxd", "influxdb");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        let mut child = Command::new(bin)
-            .arg("-config")
-            .arg(&self.config_path)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("influxd starts");
-        wait_http(
-            &format!("{}/ping", self.url),
-            "influxd",
-            &mut child,
-            &self.log_path,
-        )
-        .await;
-        self.child = Some(child);
+        self.stop();
+        let service = daemons::start_influxd(self.dir.path(), self.port, self.rpc)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.service = Some(service);
     }
 
     /// Stop influxd (SIGKILL), keeping its data for [`Influxd::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut s) = self.service.take() {
+            s.kill();
         }
     }
 
@@ -213,16 +135,10 @@ bind-address = "127.0.0.1:{rpc}"
     }
 }
 
-impl Drop for Influxd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// A real VictoriaMetrics single node, for the v2 write API.
 pub struct VictoriaMetrics {
     pub url: String,
-    child: Child,
+    _service: Service,
     _dir: tempfile::TempDir,
 }
 
@@ -230,31 +146,27 @@ impl VictoriaMetrics {
     pub async fn start() -> VictoriaMetrics {
         let bin = require_binary("victoria-metrics", "victoria-metrics");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log_path = dir.path().join("vm.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(bin)
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg("-search.latencyOffset=0s")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("victoria-metrics starts");
-        let url = format!("http://127.0.0.1:{port}");
-        wait_http(
-            &format!("{url}/health"),
-            "victoria-metrics",
-            &mut child,
-            &log_path,
-        )
-        .await;
+        let (service, port) = retry_if_port_taken(|| async {
+            let port = crate::ready::free_port()?;
+            let mut svc = Service::spawn(
+                "victoria-metrics",
+                Command::new(&bin)
+                    .arg(format!(
+                        "-storageDataPath={}",
+                        dir.path().join("data").display()
+                    ))
+                    .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                    .arg("-search.latencyOffset=0s"),
+                &dir.path().join("vm.log"),
+            )?;
+            wait_ready(&mut svc, &Probe::http(port, "/health"), READY_WITHIN).await?;
+            Ok((svc, port))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         VictoriaMetrics {
-            url,
-            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _service: service,
             _dir: dir,
         }
     }
@@ -277,38 +189,10 @@ impl VictoriaMetrics {
     }
 }
 
-impl Drop for VictoriaMetrics {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Wait until `port` on 127.0.0.1 accepts TCP connections.
-async fn wait_port(port: u16, what: &str, child: &mut Child, log: &Path) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{what} exited with {status} before listening; its log:\n{log}");
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("{what} did not listen on port {port} within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A real mosquitto broker: anonymous, on a free port of 127.0.0.1.
 pub struct Mosquitto {
     pub port: u16,
-    child: Option<Child>,
+    service: Option<Service>,
     config_path: PathBuf,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -316,30 +200,17 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start() -> Mosquitto {
-        require_binary("mosquitto", "mosquitto");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config_path = dir.path().join("mosquitto.conf");
-        // No queue limit for QoS 0 so that the broker does not drop what a
-        // test counts.
-        std::fs::write(
-            &config_path,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\n"
-            ),
-        )
-        .unwrap();
-        let log_path = dir.path().join("mosquitto.log");
-        let mut m = Mosquitto {
+        let (service, port) = daemons::mosquitto(dir.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Mosquitto {
             port,
-            child: None,
-            config_path,
-            log_path,
+            service: Some(service),
+            config_path: dir.path().join("mosquitto.conf"),
+            log_path: dir.path().join("mosquitto.log"),
             _dir: dir,
-        };
-        m.restart().await;
-        m
+        }
     }
 
     pub fn url(&self) -> String {
@@ -445,35 +316,18 @@ impl Mosquitto {
 
     /// Start (again) on the same port.
     pub async fn restart(&mut self) {
-        let bin = require_binary("mosquitto", "mosquitto");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(&self.config_path)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("mosquitto starts");
-        wait_port(self.port, "mosquitto", &mut child, &self.log_path).await;
-        self.child = Some(child);
+        self.stop();
+        let service = daemons::start_mosquitto(&self.config_path, self.port, &self.log_path)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.service = Some(service);
     }
 
     /// Kill the broker (SIGKILL), as a crash or a network cut would.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut s) = self.service.take() {
+            s.kill();
         }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -482,7 +336,7 @@ impl Drop for Mosquitto {
 pub struct Nginx {
     pub port: u16,
     pub dir: tempfile::TempDir,
-    child: Child,
+    _service: Service,
 }
 
 impl Nginx {
@@ -496,34 +350,37 @@ impl Nginx {
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, config.replace("{prefix}", &prefix)).unwrap();
-        let log_path = dir.path().join("logs/stderr.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path().join("logs/error.log"))
-            .arg("-g")
-            .arg(format!("daemon off; pid {prefix}/nginx.pid;"))
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("nginx starts");
-        wait_port(port, "nginx", &mut child, &log_path).await;
-        Nginx { port, dir, child }
+        let mut service = Service::spawn(
+            "nginx",
+            Command::new(bin)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(dir.path().join("logs/error.log"))
+                .arg("-g")
+                .arg(format!("daemon off; pid {prefix}/nginx.pid;")),
+            &dir.path().join("logs/stderr.log"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // The port is in the caller's config: no retry on another one.
+        wait_ready(&mut service, &Probe::Tcp(port), READY_WITHIN)
+            .await
+            .unwrap_or_else(|e| {
+                let errors =
+                    std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap_or_default();
+                panic!("{e}\nnginx's error.log:\n{errors}")
+            });
+        Nginx {
+            port,
+            dir,
+            _service: service,
+        }
     }
 
     /// The access log so far.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("logs/access.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

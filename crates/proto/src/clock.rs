@@ -79,6 +79,11 @@ impl Default for ServerClock {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch.
+pub fn wall_ms() -> i64 {
+    wall_ns() / 1_000_000
+}
+
 /// Now, in nanoseconds since the Unix epoch.
 pub fn wall_ns() -> i64 {
     std::time::SystemTime::now()

@@ -6,8 +6,10 @@
 //! - [`protocol`]: subprotocol names and downlink messages (ack, nack, command).
 //! - [`lineproto`]: InfluxDB line protocol validation and encoding.
 //! - [`point`]: the point model every decoder produces and every sink consumes.
+//! - [`backoff`]: the one backoff (exponential, jittered) of devices, writer and bridge.
 //! - [`clock`]: a nanosecond of its own for every point the server stamps.
 
+pub mod backoff;
 pub mod clock;
 pub mod decode;
 pub mod format;

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use axum::http::{HeaderMap, Uri, header};
+use data_encoding::{HEXLOWER, HEXLOWER_PERMISSIVE};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -48,7 +49,7 @@ pub fn generate() -> Token {
     rand::rng().fill_bytes(&mut bytes);
     let mut s = String::with_capacity(PREFIX.len() + 64);
     s.push_str(PREFIX);
-    s.push_str(&to_hex(&bytes));
+    s.push_str(&HEXLOWER.encode(&bytes));
     Token(s)
 }
 
@@ -64,18 +65,12 @@ impl TokenHash {
     }
 
     pub fn to_hex(&self) -> String {
-        to_hex(&self.0)
+        HEXLOWER.encode(&self.0)
     }
 
     pub fn from_hex(s: &str) -> Option<TokenHash> {
-        if s.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-            out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
-        }
-        Some(TokenHash(out))
+        let bytes = HEXLOWER_PERMISSIVE.decode(s.as_bytes()).ok()?;
+        Some(TokenHash(bytes.try_into().ok()?))
     }
 }
 
@@ -83,25 +78,6 @@ impl fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A prefix is enough to tell hashes apart in a debug dump.
         write!(f, "TokenHash({}…)", &self.to_hex()[..8])
-    }
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 
@@ -148,32 +124,15 @@ pub fn from_request(headers: &HeaderMap, uri: &Uri) -> Result<Option<Token>, Tok
 
 /// `key=value` pairs of a query string, percent-decoded (`+` is a space).
 fn query_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter(|p| !p.is_empty()).map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        (percent_decode(k), percent_decode(v))
-    })
+    url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
 }
 
+/// Percent-decoded, `+` as a space (as in a query), invalid UTF-8 replaced.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex_digit(b[i + 1]), hex_digit(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The request target for logs, with anything that may be a secret

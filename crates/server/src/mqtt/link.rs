@@ -277,34 +277,7 @@ impl Link {
     }
 }
 
-/// Reconnect delays: doubling from `initial` to `max`, with jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        // Up to 20% jitter so that many instances do not reconnect in step.
-        d + d.mul_f64(rand::random::<f64>() * 0.2)
-    }
-}
+pub use wsingest_proto::backoff::Backoff;
 
 /// Keep a connection to the broker until `finished`: connect, subscribe,
 /// drive the event loop, hand incoming messages to `downlink`, and on any
@@ -340,7 +313,7 @@ pub async fn run(
         if finished.is_cancelled() {
             return;
         }
-        let delay = backoff.next_delay();
+        let delay = backoff.next(None);
         if let Some(failures) = fail_log.hit(1) {
             tracing::warn!(error = %reason, failures, retry_in_ms = delay.as_millis() as u64, "MQTT broker connection failed");
         }

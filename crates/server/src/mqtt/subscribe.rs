@@ -36,6 +36,7 @@ use crate::ingest::{IngestContext, Submitted};
 use crate::limits::Limits;
 use crate::pipeline::Outcome;
 use crate::setting::ConfigError;
+use wsingest_proto::backoff::Backoff;
 use wsingest_proto::decode::Format;
 use wsingest_proto::format::{Formats, Mapping};
 
@@ -328,7 +329,7 @@ impl Run {
         let (client, mut events) = AsyncClient::new(options, 1024);
         let slots = Arc::new(Semaphore::new(self.inflight));
         let mut waiting: VecDeque<Publish> = VecDeque::new();
-        let mut delay = self.backoff.0;
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         let this = Arc::new(self);
         loop {
             tokio::select! {
@@ -341,7 +342,7 @@ impl Run {
                 }
                 event = events.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        delay = this.backoff.0;
+                        backoff.reset();
                         tracing::info!(subscriptions = this.routes.len(), "MQTT ingest connected");
                         for r in this.routes.iter() {
                             if let Err(e) = client.subscribe(r.filter.clone(), r.qos).await {
@@ -362,12 +363,12 @@ impl Run {
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        let delay = backoff.next(None);
                         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT ingest: broker connection failed");
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
                             _ = tokio::time::sleep(delay) => {}
                         }
-                        delay = (delay * 2).min(this.backoff.1);
                     }
                 },
             }
@@ -407,7 +408,7 @@ impl Run {
             policy: Default::default(),
         };
         let dev: Arc<str> = device.as_str().into();
-        let mut pause = Duration::from_millis(200);
+        let mut pause = Backoff::new(Duration::from_millis(200), self.backoff.1);
         loop {
             let (tx, mut rx) = mpsc::channel::<Outcome>(1);
             let permit = tx.try_reserve_owned().expect("a fresh channel has room");
@@ -475,9 +476,8 @@ impl Run {
             );
             tokio::select! {
                 _ = self.ctx.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(pause.next(None)) => {}
             }
-            pause = (pause * 2).min(self.backoff.1);
         }
     }
 

@@ -26,10 +26,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{
-    Error as WsError, Message as WsMessage,
-    error::{CapacityError, ProtocolError},
-};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{Command, SessionCommands};
@@ -43,6 +40,9 @@ use wsingest_proto::clock::ServerClock;
 use wsingest_proto::decode::{Format, Message};
 use wsingest_proto::point::Point;
 use wsingest_proto::protocol::{Downlink, Encoding, Frame};
+
+mod error;
+use error::SessionError;
 
 /// Timing and flow limits of a session.
 #[derive(Debug, Clone)]
@@ -99,71 +99,6 @@ impl SessionSummary {
             (Some(code), _) => SessionEnd::Server(code),
             (None, true) => SessionEnd::Device,
             (None, false) => SessionEnd::Dropped,
-        }
-    }
-}
-
-/// Why the server ends a session: the one place that picks a close code.
-#[derive(Debug, Clone)]
-enum SessionError {
-    /// The server is shutting down (1001).
-    ShuttingDown,
-    /// Pipeline full or no acks for too long (1013).
-    Overloaded,
-    /// A frame the protocol does not allow (1002).
-    Protocol(String),
-    /// Too many invalid messages in a row, or a text frame that is not UTF-8 (1007).
-    Invalid(String),
-    /// A message over the size limit (1009).
-    TooBig(String),
-    /// Token revoked, session replaced, rate-limit abuse (1008 or the kick's code).
-    Policy { code: u16, reason: String },
-    /// Nothing from the device for the idle timeout (1000).
-    Idle,
-}
-
-impl SessionError {
-    fn close_code(&self) -> CloseCode {
-        match self {
-            SessionError::ShuttingDown => CloseCode::Away,
-            SessionError::Overloaded => CloseCode::Again,
-            SessionError::Protocol(_) => CloseCode::Protocol,
-            SessionError::Invalid(_) => CloseCode::Invalid,
-            SessionError::TooBig(_) => CloseCode::Size,
-            SessionError::Policy { code, .. } => CloseCode::from(*code),
-            SessionError::Idle => CloseCode::Normal,
-        }
-    }
-
-    fn reason(&self) -> String {
-        match self {
-            SessionError::ShuttingDown => "server shutting down".into(),
-            SessionError::Overloaded => "server overloaded, try again later".into(),
-            SessionError::Idle => "idle timeout".into(),
-            SessionError::Protocol(r)
-            | SessionError::Invalid(r)
-            | SessionError::TooBig(r)
-            | SessionError::Policy { reason: r, .. } => r.clone(),
-        }
-    }
-
-    /// The close we answer a read error with; `None` when the connection is
-    /// gone and nothing can be sent.
-    fn from_read(e: &WsError) -> Option<SessionError> {
-        match e {
-            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                Some(SessionError::TooBig(format!(
-                    "message of {size} bytes is over the limit of {max_size}"
-                )))
-            }
-            WsError::Capacity(c) => Some(SessionError::TooBig(c.to_string())),
-            WsError::Utf8(_) => Some(SessionError::Invalid(
-                "text frame is not valid UTF-8".into(),
-            )),
-            // The connection is gone: nothing to answer, and not our close.
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-            WsError::Protocol(p) => Some(SessionError::Protocol(p.to_string())),
-            _ => None,
         }
     }
 }

@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-
 /// Whether a failed attempt is worth repeating.
 pub fn is_retryable(status: Option<u16>) -> bool {
     match status {
@@ -25,37 +23,7 @@ pub fn is_operator_error(status: u16) -> bool {
     matches!(status, 401 | 403 | 404)
 }
 
-/// Exponential backoff with full jitter, capped.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff {
-            base,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The wait before the next attempt. A server's `Retry-After` wins, capped
-    /// at `max` so a confused server cannot park a writer for hours.
-    pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max);
-        self.attempt += 1;
-        match retry_after {
-            Some(d) => d.min(self.max),
-            None => rand::rng().random_range(exp / 2..=exp),
-        }
-    }
-}
+pub use wsingest_proto::backoff::Backoff;
 
 /// Parse a `Retry-After` header given in seconds (the HTTP-date form is rare
 /// from databases and is ignored).
@@ -83,18 +51,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_caps_and_honours_retry_after() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let first = b.next(None);
-        assert!(first <= Duration::from_millis(100) && first >= Duration::from_millis(50));
-        for _ in 0..20 {
-            assert!(b.next(None) <= Duration::from_secs(2));
-        }
-        assert_eq!(b.next(Some(Duration::from_secs(1))), Duration::from_secs(1));
-        assert_eq!(
-            b.next(Some(Duration::from_secs(3600))),
-            Duration::from_secs(2)
-        );
+    fn retry_after_header() {
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }

@@ -42,6 +42,19 @@ impl From<tokio_tungstenite::tungstenite::Error> for BenchError {
     }
 }
 
+/// The harness's own errors keep their words: which package to install,
+/// which port was taken, the end of the service's log.
+impl From<wsingest_harness::StartError> for BenchError {
+    fn from(e: wsingest_harness::StartError) -> Self {
+        match e {
+            wsingest_harness::StartError::Missing { name, package } => {
+                BenchError::Missing { name, package }
+            }
+            other => BenchError::Start(other.to_string()),
+        }
+    }
+}
+
 impl From<reqwest::Error> for BenchError {
     fn from(e: reqwest::Error) -> Self {
         BenchError::Http(e.to_string())

@@ -259,29 +259,27 @@ async fn start_servers(
         &config_path,
         toml::to_string(&config).map_err(|e| CompareError::Client(e.to_string()))?,
     )?;
-    let log = std::fs::File::create(dir.join("mqtt-ingest.log"))?;
-    let child = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "compare",
-            "--mqtt-ingest-child",
-            &port.to_string(),
-            "--config",
-        ])
-        .arg(&config_path)
-        .args([
-            "--payload",
-            if a.payload == Payload::Cbor {
-                "cbor"
-            } else {
-                "json"
-            },
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::from(log.try_clone()?))
-        .stderr(std::process::Stdio::from(log))
-        .spawn()?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "compare",
+        "--mqtt-ingest-child",
+        &port.to_string(),
+        "--config",
+    ])
+    .arg(&config_path)
+    .args([
+        "--payload",
+        if a.payload == Payload::Cbor {
+            "cbor"
+        } else {
+            "json"
+        },
+    ])
+    .env("RUST_LOG", "warn");
+    let child = Proc::spawn("mqtt-ingest child", &mut cmd, &dir.join("mqtt-ingest.log"))
+        .map_err(crate::bench::BenchError::from)?;
     let servers = Servers {
-        procs: vec![broker, Proc::from_child(child)],
+        procs: vec![broker, child],
         target,
     };
     // Ready when a probe message comes back acked (the subscription is live).

@@ -1,49 +1,40 @@
-//! The server: accept loop, HTTP routes and the WebSocket handshake.
+//! The server's wiring: config to running parts (pipeline, sink and spool,
+//! ingest, bridge, auth and limits, observability), the accept loop and the
+//! shutdown. [`run`] is the testable entry point: the binary binds, tests
+//! bind `127.0.0.1:0`, both call it with a shutdown token.
 //!
-//! [`run`] is the testable entry point: the binary binds, tests bind
-//! `127.0.0.1:0`, both call it with a shutdown token. The handshake is done
-//! here (not by axum's extractor) so that tokio-tungstenite's
-//! `WebSocketConfig` is entirely ours: size limits checked before buffering,
-//! small buffers so many idle sessions stay cheap.
+//! - [`routes`]: the HTTP routes and handlers, and who a request's device is.
+//! - [`handshake`]: the WebSocket handshake and the session task.
+
+mod handshake;
+mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Request, Response, StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use hyper_util::rt::TokioIo;
+use axum::http::HeaderMap;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
-use crate::auth::{Auth, AuthSettings, Identity, RegistryError};
+use crate::auth::{Auth, AuthSettings, RegistryError};
 use crate::commands;
 use crate::config::{Config, SinkKind};
-use crate::conn::{Conn, Peer};
+use crate::conn::Conn;
 use crate::fleet::Fleet;
-use crate::http::{self, is_upgrade};
 use crate::ingest::IngestContext;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::pipeline::{self, Pipeline, PipelineConfig};
-use crate::session::{self, SessionContext, SessionLimits};
 use crate::sink::Sink;
 use crate::sink::blackhole::Blackhole;
 use crate::sink::deadletter::DeadLetter;
 use crate::sink::influx::InfluxClient;
 use crate::sink::writer::{InfluxSink, RetryConfig};
 use wsingest_proto::decode::Decoder;
-use wsingest_proto::protocol::{self, Encoding};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -391,14 +382,14 @@ pub async fn serve_with_metrics(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             // gRPC has no query string: the token comes in `authorization`.
-            authorize(&auth_state, id, headers, &axum::http::Uri::from_static("/"))
+            routes::authorize(&auth_state, id, headers, &axum::http::Uri::from_static("/"))
         }),
         limits: state.limits.clone(),
         max_inflight: state.config.server.max_inflight_messages,
         max_message_bytes: state.config.server.max_message_bytes,
         close_timeout: Duration::from_secs(state.config.server.shutdown_timeout_secs),
     };
-    let app = router(state.clone(), grpc);
+    let app = routes::router(state.clone(), grpc);
     let handshake_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let conn_slots = Arc::new(Semaphore::new(state.config.server.max_connections));
@@ -499,323 +490,4 @@ fn security(
         );
     }
     Ok((auth, limits))
-}
-
-fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
-    // With a registry and no anonymous devices, only registered devices can
-    // ever connect: a command to any other id is a typo, answered 404.
-    let known: Option<commands::http::KnownDevice> = (state.config.auth.registry_path.is_some()
-        && !state.config.auth.allow_anonymous)
-        .then(|| {
-            let auth = state.auth.clone();
-            Arc::new(move |id: &str| auth.registry().get(id).is_some_and(|d| d.revoked.is_none()))
-                as commands::http::KnownDevice
-        });
-    let command_api = commands::http::routes(
-        state.commands.clone(),
-        state.config.observe.operator_token.clone(),
-        known,
-    );
-    Router::new()
-        .route("/", get(root))
-        .route("/v1/devices/{device_id}", get(device))
-        .route("/v1/devices/{device_id}/points", post(http_points))
-        .route_service("/wsingest.v1.Ingest/{*method}", grpc.into_service())
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/live", get(live_page))
-        .route("/live/feed", get(|State(s): State<Arc<AppState>>, req: Request<Body>| async move { s.live.feed(req) }))
-        .route("/v1/mqtt", get(mqtt_stats))
-        .route("/v1/devices/{device_id}/commands", get(poll_commands))
-        .with_state(state)
-        .merge(command_api)
-}
-
-/// The MQTT bridge's counters (404 without a bridge).
-async fn mqtt_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
-    match &state.bridge {
-        Some(b) => axum::Json(b.view()).into_response(),
-        None => http::text(
-            StatusCode::NOT_FOUND,
-            "no MQTT bridge: set mqtt.url or --mqtt-url",
-        ),
-    }
-}
-
-async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if state.shutdown.is_cancelled() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: shutting down\n".into(),
-        )
-    } else {
-        let r = state.sink.readiness();
-        let status = match r.ready {
-            true => StatusCode::OK,
-            false => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        (status, format!("{}\n", r.reason))
-    }
-}
-
-async fn live_page(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response<Body> {
-    if !state.config.observe.live {
-        return http::text(
-            StatusCode::NOT_FOUND,
-            "the live view is off (observe.live = false)",
-        );
-    }
-    state.live.page(&req)
-}
-
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
-    state
-        .metrics
-        .queue_depth
-        .set(state.pipeline.queued() as i64);
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let (body, content_type) = if openmetrics {
-        (
-            state.metrics.encode_openmetrics(),
-            crate::metrics::OPENMETRICS_CONTENT_TYPE,
-        )
-    } else {
-        (
-            state.metrics.encode_prometheus(),
-            crate::metrics::PROMETHEUS_CONTENT_TYPE,
-        )
-    };
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
-}
-
-async fn root(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response<Body> {
-    if !is_upgrade(req.headers()) && state.config.observe.live {
-        return state.live.page(&req);
-    }
-    if !is_upgrade(req.headers()) {
-        return (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "wsingest: IoT telemetry over WebSockets.\n\
-             Connect a WebSocket to /v1/devices/{device_id} (or / with a device token)\n\
-             and send {\"seq\": 1, \"fields\": {\"temp_c\": 21.5}}.\n",
-        )
-            .into_response();
-    }
-    upgrade(state, None, req).await
-}
-
-async fn device(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    req: Request<Body>,
-) -> Response<Body> {
-    if !is_upgrade(req.headers()) {
-        return http::text(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint is a WebSocket: send a WebSocket upgrade request",
-        );
-    }
-    upgrade(state, Some(id), req).await
-}
-
-/// Who is this request's device? The one rule for every transport (WebSocket
-/// handshake, HTTP fallback, gRPC), see [`crate::auth`]: an error status and
-/// message when the request is not allowed in. Refusals are counted and
-/// logged with the request target redacted (tokens never reach the logs).
-fn authorize(
-    state: &AppState,
-    path_device: Option<String>,
-    headers: &HeaderMap,
-    uri: &axum::http::Uri,
-) -> Result<Identity, (StatusCode, String)> {
-    state
-        .auth
-        .authenticate(path_device.as_deref(), headers, uri)
-        .map_err(|denied| {
-            state.limits.metrics.handshake_refused(denied.reason());
-            let target = crate::auth::token::redact(uri);
-            state.refusal_log.refused(denied.reason(), &target);
-            (denied.status(), denied.to_string())
-        })
-}
-
-/// `GET /v1/devices/{device_id}/commands`: long-poll for commands (see
-/// [`commands::http::poll`]), authenticated like the device's other requests.
-async fn poll_commands(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<commands::http::WaitQuery>,
-    req: Request<Body>,
-) -> Response<Body> {
-    let device = match authorize(&state, Some(id), req.headers(), req.uri()) {
-        Ok(who) => who.device,
-        Err((status, msg)) => return http::text(status, &msg),
-    };
-    commands::http::poll(&state.commands, &device, q.wait).await
-}
-
-/// `POST /v1/devices/{device_id}/points`: the HTTP fallback (see [`crate::http_ingest`]).
-async fn http_points(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    req: Request<Body>,
-) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let who = match authorize(&state, Some(id), &parts.headers, &parts.uri) {
-        Ok(who) => who,
-        Err((status, msg)) => return http::text(status, &msg),
-    };
-    let default = who.policy.format.as_deref();
-    let mapping = match crate::formats::select(&state.ingest.decoder, &parts.uri, default) {
-        Ok(m) => m,
-        Err((status, msg)) => return http::text(status, &msg),
-    };
-    let limiter = state.limits.limiter(&who);
-    let max = state.config.server.max_message_bytes;
-    crate::http_ingest::post_points(
-        &state.ingest,
-        &who.device,
-        limiter,
-        &parts.headers,
-        body,
-        max,
-        Duration::from_secs(state.config.server.handshake_timeout_secs),
-        mapping,
-    )
-    .await
-}
-
-async fn upgrade(
-    state: Arc<AppState>,
-    path_device: Option<String>,
-    req: Request<Body>,
-) -> Response<Body> {
-    let metrics = state.metrics.clone();
-    let resp = upgrade_device(state, path_device, req).await;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        metrics.handshake_refused(resp.status().as_u16());
-    }
-    resp
-}
-
-async fn upgrade_device(
-    state: Arc<AppState>,
-    path_device: Option<String>,
-    mut req: Request<Body>,
-) -> Response<Body> {
-    let headers = req.headers();
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return http::text(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported WebSocket version: use Sec-WebSocket-Version: 13",
-        );
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return http::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    let who = match authorize(&state, path_device, headers, req.uri()) {
-        Ok(who) => who,
-        Err((status, msg)) => return http::text(status, &msg),
-    };
-    let device = who.device.clone();
-    let default = who.policy.format.as_deref();
-    let mapping = match crate::formats::select(&state.ingest.decoder, req.uri(), default) {
-        Ok(m) => m,
-        Err((status, msg)) => return http::text(status, &msg),
-    };
-    let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
-        state.limits.metrics.handshake_refused("server_full");
-        return http::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many sessions on this server; retry later",
-        );
-    };
-    let guard = match state.limits.admit(&who) {
-        Ok(g) => g,
-        Err(e) => return http::text(StatusCode::CONFLICT, &e.to_string()),
-    };
-    let chosen = protocol::negotiate(
-        headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
-    let peer = req.extensions().get::<Peer>().map(|p| p.0);
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let s = &state.config.server;
-    let session_stats = state.fleet.open_session(&device);
-    let ctx = SessionContext {
-        observer: session_stats.observer(),
-        device: device.clone(),
-        encoding: chosen.map(|(_, e)| e).unwrap_or(Encoding::ByFrame),
-        ingest: state.ingest.clone(),
-        commands: None,
-        limits: SessionLimits {
-            idle_timeout: Duration::from_secs(s.idle_timeout_secs),
-            ping_interval: Duration::from_secs(s.ping_interval_secs),
-            max_invalid: s.max_invalid_messages,
-            max_inflight: s.max_inflight_messages,
-            backpressure_timeout: Duration::from_millis(s.backpressure_timeout_ms),
-            close_timeout: Duration::from_secs(s.shutdown_timeout_secs),
-            send_timeout: Duration::from_secs(s.idle_timeout_secs.max(10)),
-        },
-        guard,
-        ack_mode: s.ack_mode,
-        mapping,
-    };
-    let span = tracing::info_span!("session", peer = ?peer, device = %device);
-    let ws_config = state.ws_config;
-    let shutdown = state.shutdown.clone();
-    let router = state.commands.clone();
-    let mut ctx = ctx;
-    state.sessions.spawn(
-        async move {
-            let upgraded = match on_upgrade.await {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade failed");
-                    return;
-                }
-            };
-            let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(ws_config),
-            )
-            .await;
-            ctx.commands = Some(router.register(&ctx.device));
-            tracing::info!(encoding = ?ctx.encoding, "session opened");
-            let summary = session::run(ws, ctx, shutdown).await;
-            tracing::info!(
-                messages = summary.messages,
-                points = summary.points,
-                acks = summary.acks,
-                nacks = summary.nacks,
-                close_code = summary.close_code,
-                reason = %summary.close_reason,
-                "session closed"
-            );
-            session_stats.close(summary.end(), &summary.close_reason);
-            drop(slot);
-        }
-        .instrument(span),
-    );
-    let mut resp = Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
-    if let Some((name, _)) = chosen {
-        resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, name);
-    }
-    resp.body(Body::empty()).expect("valid response")
 }

@@ -54,6 +54,9 @@ pub enum Command {
     Deadletter(DeadletterCommand),
     /// Connect simulated devices (profiles in devices/) and stream telemetry.
     Simulate(Box<wsingest_tools::simulate::cli::SimulateArgs>),
+    /// Formats (mappings of devices' own JSON): list them, show one as TOML.
+    #[command(subcommand)]
+    Formats(FormatsCommand),
     /// The Grafana dashboards without Grafana: run their queries, draw them.
     #[command(subcommand)]
     Dashboards(DashboardsCommand),
@@ -171,6 +174,22 @@ impl DashboardsArgs {
         o.min_interval = self.min_interval.clone();
         Ok(o)
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FormatsCommand {
+    /// The built-in presets and the config's [formats.*], one per line.
+    List {
+        #[command(flatten)]
+        config: Box<ServeArgs>,
+    },
+    /// One format as TOML to copy into a [formats.NAME] section and edit.
+    Show {
+        #[command(flatten)]
+        config: Box<ServeArgs>,
+        /// The format's name, as `list` shows it.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

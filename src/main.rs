@@ -4,7 +4,9 @@
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use wsingest::cli::{Cli, Command, ConfigCommand, DashboardsCommand, DeadletterCommand, LogFormat};
+use wsingest::cli::{
+    Cli, Command, ConfigCommand, DashboardsCommand, DeadletterCommand, FormatsCommand, LogFormat,
+};
 use wsingest_server::sink::deadletter_ops;
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +73,15 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", toml::to_string_pretty(&config)?);
             }
             Command::Deadletter(cmd) => deadletter(cmd).await?,
+            Command::Formats(FormatsCommand::List { config }) => {
+                print!("{}", wsingest_server::formats::list(&config.load()?)?)
+            }
+            Command::Formats(FormatsCommand::Show { config, name }) => {
+                print!(
+                    "{}",
+                    wsingest_server::formats::show(&config.load()?, &name)?
+                )
+            }
         }
         Ok(())
     })

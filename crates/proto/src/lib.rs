@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod decode;
+pub mod format;
 pub mod lineproto;
 pub mod point;
 pub mod protocol;

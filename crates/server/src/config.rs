@@ -43,6 +43,10 @@ pub struct Config {
     pub spool: crate::sink::spool::SpoolConfig,
     pub mqtt: crate::mqtt::MqttConfig,
     pub commands: crate::commands::CommandsConfig,
+    /// Formats (mappings) of devices' own JSON, `[formats.NAME]`, selected
+    /// with `?format=NAME` or by an MQTT subscription (docs/formats.md).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub formats: BTreeMap<String, wsingest_proto::format::FormatConfig>,
 }
 
 /// Where accepted points go.
@@ -437,6 +441,18 @@ impl Config {
         }
         self.mqtt.validate()?;
         self.commands.validate()?;
+        let formats = crate::formats::build(&self.formats)?;
+        self.mqtt.validate_subscriptions(&formats)?;
+        for (name, p) in &self.auth.profiles {
+            if let Some(f) = &p.format
+                && let Err(e) = formats.lookup(f)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "auth.profiles",
+                    detail: format!("[auth.profiles.{name}] format: {e}"),
+                });
+            }
+        }
         for (key, measurement) in [
             (
                 "decode.default_measurement",
@@ -512,6 +528,8 @@ impl Config {
             max_points_per_message: self.decode.max_points_per_message,
             max_depth: self.decode.max_depth,
             limits: self.limits(),
+            // Checked by `validate`; an unchecked config gets the presets.
+            formats: std::sync::Arc::new(crate::formats::build(&self.formats).unwrap_or_default()),
         }
     }
 

@@ -65,6 +65,7 @@ pub fn format_of(content_type: Option<&HeaderValue>) -> Option<Format> {
 
 /// Handle one `POST /v1/devices/{device}/points` of an authenticated device,
 /// under its limits.
+#[allow(clippy::too_many_arguments)]
 pub async fn post_points(
     ctx: &IngestContext,
     device: &str,
@@ -73,8 +74,17 @@ pub async fn post_points(
     body: Body,
     max_bytes: usize,
     body_timeout: std::time::Duration,
+    mapping: Option<std::sync::Arc<wsingest_proto::format::Mapping>>,
 ) -> Response<Body> {
-    let Some(format) = format_of(headers.get(header::CONTENT_TYPE)) else {
+    // A device's own document (`?format=`) is JSON unless it says CBOR:
+    // webhooks and trackers send what they send.
+    let content_type = format_of(headers.get(header::CONTENT_TYPE));
+    let content_type = match (&mapping, content_type) {
+        (Some(_), Some(Format::Cbor | Format::SenmlCbor)) => Some(Format::Cbor),
+        (Some(_), _) => Some(Format::Json),
+        (None, f) => f,
+    };
+    let Some(format) = content_type else {
         let names: Vec<&str> = CONTENT_TYPES.iter().map(|(n, _)| *n).collect();
         return crate::http::text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -129,7 +139,15 @@ pub async fn post_points(
     let (tx, mut rx) = mpsc::channel::<Outcome>(1);
     let permit = tx.try_reserve_owned().expect("a fresh channel has room");
     let submitted = ctx
-        .submit(&bytes, format, device, None, Some(&mut limiter), permit)
+        .submit_as(
+            &bytes,
+            format,
+            mapping.as_deref(),
+            device,
+            None,
+            Some(&mut limiter),
+            permit,
+        )
         .await;
     let seq = match submitted {
         Submitted::Queued { seq, points, .. } => {
@@ -176,7 +194,10 @@ pub async fn post_points(
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
             let mut detail = e.to_string();
-            if format == Format::Json && bytes.trim_ascii_start().starts_with(b"[") {
+            if mapping.is_none()
+                && format == Format::Json
+                && bytes.trim_ascii_start().starts_with(b"[")
+            {
                 // A top-level array is the common mistake; say what fits.
                 detail = format!(
                     "the body is a JSON array, but this endpoint takes one message per request: an object such as {{\"seq\": 1, \"fields\": {{\"temp_c\": 21.5}}}}, or a batch {{\"seq\": 2, \"points\": [{{...}}, ...]}}; a SenML pack (an array of records) needs Content-Type: application/senml+json ({detail})"

@@ -19,6 +19,7 @@ use crate::limits::{DeviceLimiter, Refusal};
 use crate::pipeline::{Entry, Outcome, Pipeline, Reply};
 use wsingest_proto::clock::ServerClock;
 use wsingest_proto::decode::{DecodeError, Decoder, Format, Message};
+use wsingest_proto::format::Mapping;
 use wsingest_proto::point::Point;
 
 /// What every transport needs from the server to ingest.
@@ -88,9 +89,28 @@ impl IngestContext {
         limiter: Option<&mut DeviceLimiter>,
         permit: mpsc::OwnedPermit<Outcome>,
     ) -> Submitted {
-        let decoded = self
-            .decoder
-            .decode(bytes, format, device, ServerClock::global());
+        self.submit_as(bytes, format, None, device, ordinal, limiter, permit)
+            .await
+    }
+
+    /// [`Self::submit`] of a device's own document, mapped with `mapping`
+    /// (see [`wsingest_proto::format`]) when given.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn submit_as(
+        &self,
+        bytes: &[u8],
+        format: Format,
+        mapping: Option<&Mapping>,
+        device: &str,
+        ordinal: Option<u64>,
+        limiter: Option<&mut DeviceLimiter>,
+        permit: mpsc::OwnedPermit<Outcome>,
+    ) -> Submitted {
+        let clock = ServerClock::global();
+        let decoded = match mapping {
+            Some(m) => self.decoder.decode_mapped(bytes, format, m, device, clock),
+            None => self.decoder.decode(bytes, format, device, clock),
+        };
         let device: Arc<str> = device.into();
         let arrival = Arrival {
             device: &device,

@@ -43,6 +43,7 @@ pub mod conn;
 pub mod dedupe;
 pub mod entry;
 pub mod fleet;
+pub mod formats;
 pub mod grpc;
 pub mod http;
 pub mod http_ingest;

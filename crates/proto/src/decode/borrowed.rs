@@ -60,6 +60,7 @@ pub enum TimeRef<'a> {
     Millis(i128),
     FracMillis(f64),
     Rfc3339(Cow<'a, str>),
+    Nanos(i128),
 }
 
 /// A field value as sent.
@@ -220,6 +221,7 @@ fn time_ref(t: &WireTime) -> TimeRef<'_> {
         WireTime::Millis(v) => TimeRef::Millis(*v),
         WireTime::FracMillis(v) => TimeRef::FracMillis(*v),
         WireTime::Rfc3339(s) => TimeRef::Rfc3339(Cow::Borrowed(s)),
+        WireTime::Nanos(ns) => TimeRef::Nanos(*ns),
     }
 }
 

@@ -132,6 +132,9 @@ pub struct DecoderConfig {
     /// Deepest nesting of arrays and maps accepted (checked before parsing).
     pub max_depth: usize,
     pub limits: Limits,
+    /// The formats (mappings) messages may be sent in: the presets and
+    /// `[formats.*]` (see [`crate::format`]).
+    pub formats: std::sync::Arc<crate::format::Formats>,
 }
 
 impl Default for DecoderConfig {
@@ -144,6 +147,7 @@ impl Default for DecoderConfig {
             max_points_per_message: 10_000,
             max_depth: 8,
             limits: Limits::default(),
+            formats: Default::default(),
         }
     }
 }
@@ -291,6 +295,55 @@ impl Decoder {
             points,
             stamped: 0..0,
         })
+    }
+
+    /// Decode a device's own JSON (or CBOR) document with `mapping`: parsed
+    /// into the JSON value model, mapped to the message model, then checked
+    /// like any other message (see [`crate::format`]).
+    pub fn decode_mapped(
+        &self,
+        bytes: &[u8],
+        format: Format,
+        mapping: &crate::format::Mapping,
+        device: &str,
+        clock: &ServerClock,
+    ) -> Result<Message, DecodeError> {
+        let max_depth = self.config.max_depth;
+        let value = if format.is_binary() {
+            let mut rest = bytes;
+            let v = ciborium::de::from_reader_with_recursion_limit::<ciborium::Value, _>(
+                &mut rest,
+                max_depth.max(1),
+            )
+            .map_err(|e| match e {
+                ciborium::de::Error::RecursionLimitExceeded => depth::too_deep(None, max_depth),
+                e => DecodeError::Syntax {
+                    seq: None,
+                    format: "CBOR",
+                    detail: e.to_string(),
+                },
+            })?;
+            if !rest.is_empty() {
+                return Err(DecodeError::Syntax {
+                    seq: None,
+                    format: "CBOR",
+                    detail: format!("{} bytes of trailing data after the message", rest.len()),
+                });
+            }
+            crate::format::cbor_to_json(v).map_err(|detail| DecodeError::Structure {
+                seq: None,
+                detail: format!("format {}: {detail}", mapping.name()),
+            })?
+        } else {
+            depth::check_json(bytes, max_depth)?;
+            serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| DecodeError::Syntax {
+                seq: None,
+                format: "JSON",
+                detail: e.to_string(),
+            })?
+        };
+        let wire = mapping.apply(&value)?;
+        self.decode_wire(wire, device, clock)
     }
 
     /// Decode a message already in the wire model (gRPC's protobuf telemetry
@@ -557,6 +610,7 @@ fn to_ns(t: &TimeRef<'_>, what: impl Fn() -> String, seq: Option<u64>) -> Result
     };
     let ns: i128 = match t {
         TimeRef::Millis(ms) => ms.saturating_mul(1_000_000),
+        TimeRef::Nanos(ns) => *ns,
         TimeRef::FracMillis(ms) if ms.is_finite() => (ms * 1_000_000.0).round() as i128,
         TimeRef::FracMillis(ms) => {
             return Err(err(format!("{ms} is not a time; send epoch milliseconds")));

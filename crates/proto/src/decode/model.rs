@@ -43,6 +43,8 @@ pub enum WireTime {
     Millis(i128),
     FracMillis(f64),
     Rfc3339(String),
+    /// Epoch nanoseconds (formats convert their units to it).
+    Nanos(i128),
 }
 
 /// A field value as sent.

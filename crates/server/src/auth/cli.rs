@@ -38,6 +38,10 @@ pub enum DeviceCommand {
         /// New series per minute for this device (cardinality guard).
         #[arg(long)]
         new_series_per_minute: Option<u32>,
+        /// The format of the device's own JSON (a preset or [formats.NAME];
+        /// see `wsingest formats list`), used when its URL names none.
+        #[arg(long)]
+        format: Option<String>,
         /// Print the result as JSON: {"id": ..., "token": ...}.
         #[arg(long)]
         json: bool,
@@ -84,6 +88,8 @@ pub enum DeviceCliError {
     Config(#[from] ConfigError),
     #[error("no registry file: pass --registry PATH or set auth.registry_path in the config")]
     NoRegistry,
+    #[error("{0}")]
+    UnknownFormat(String),
     #[error("unknown profile {0:?}: define [auth.profiles.{0}] in the config first")]
     UnknownProfile(String),
 }
@@ -118,9 +124,21 @@ pub fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
             points_per_sec,
             max_sessions,
             new_series_per_minute,
+            format,
             json,
         } => {
             let (path, config) = file.resolve()?;
+            if let Some(f) = &format {
+                let formats = crate::formats::build(
+                    &config
+                        .as_ref()
+                        .map(|c| c.formats.clone())
+                        .unwrap_or_default(),
+                )?;
+                formats
+                    .lookup(f)
+                    .map_err(|e| DeviceCliError::UnknownFormat(e.to_string()))?;
+            }
             if let (Some(p), Some(c)) = (&profile, &config)
                 && !c.auth.profiles.contains_key(p)
             {
@@ -132,6 +150,7 @@ pub fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
                 points_per_sec,
                 max_sessions,
                 new_series_per_minute,
+                format,
             };
             let _lock = RegistryLock::acquire(&path)?;
             let mut reg = Registry::load(&path)?;

@@ -100,6 +100,10 @@ pub struct DevicePolicy {
     pub max_sessions: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_series_per_minute: Option<u32>,
+    /// The format of the device's own JSON when its URL names none
+    /// (`?format=`; docs/formats.md); absent: the message model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 impl DevicePolicy {
@@ -114,6 +118,7 @@ impl DevicePolicy {
             points_per_sec: self.points_per_sec.or(base.points_per_sec),
             max_sessions: self.max_sessions.or(base.max_sessions),
             new_series_per_minute: self.new_series_per_minute.or(base.new_series_per_minute),
+            format: self.format.clone().or_else(|| base.format.clone()),
         }
     }
 }

@@ -65,6 +65,13 @@ pub struct MqttConfig {
     /// Delivery notices (`delivered`), so other instances can drop the
     /// command from their store and HTTP callers see the status.
     pub status_topic: String,
+    /// Topics devices publish on that wsingest ingests (docs/formats.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<super::subscribe::Subscription>,
+    /// Messages of `subscribe` waiting for their outcome at once.
+    pub ingest_inflight: usize,
+    /// Nacks of subscribed messages are published here (`{device}`); "": not published.
+    pub ingest_error_topic: String,
 }
 
 impl Default for MqttConfig {
@@ -92,6 +99,9 @@ impl Default for MqttConfig {
             command_topic: "devices/{device}/commands".into(),
             result_topic: "devices/{device}/commands/result".into(),
             status_topic: "devices/{device}/commands/status".into(),
+            subscribe: Vec::new(),
+            ingest_inflight: 100,
+            ingest_error_topic: "wsingest/{device}/nack".into(),
         }
     }
 }

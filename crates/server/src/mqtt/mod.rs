@@ -17,6 +17,8 @@
 //!   which publish each PUBACK confirms.
 //! - [`downlink`]: incoming commands, results and statuses, handed to the
 //!   [`crate::commands`] router.
+//! - [`subscribe`]: `[[mqtt.subscribe]]`, ingest of devices' MQTT topics,
+//!   acknowledged to the broker once durable.
 //! - [`topic`]: topic templates; [`config`]: `[mqtt]`; [`options`]: URL and TLS.
 
 mod ack_group;
@@ -25,6 +27,7 @@ pub mod downlink;
 pub mod link;
 pub mod options;
 pub mod payload;
+pub mod subscribe;
 pub mod topic;
 pub mod uplink;
 

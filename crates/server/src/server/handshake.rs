@@ -59,6 +59,11 @@ async fn upgrade_device(
         Err((status, msg)) => return http::text(status, &msg),
     };
     let device = who.device.clone();
+    let default = who.policy.format.as_deref();
+    let mapping = match crate::formats::select(&state.ingest.decoder, req.uri(), default) {
+        Ok(m) => m,
+        Err((status, msg)) => return http::text(status, &msg),
+    };
     let Ok(slot) = state.session_slots.clone().try_acquire_owned() else {
         state.limits.metrics.handshake_refused("server_full");
         return http::text(
@@ -97,6 +102,7 @@ async fn upgrade_device(
         },
         guard,
         ack_mode: s.ack_mode,
+        mapping,
     };
     let span = tracing::info_span!("session", peer = ?peer, device = %device);
     let ws_config = state.ws_config;

@@ -367,6 +367,12 @@ pub async fn serve_with_metrics(
             }
         });
     }
+    let subscriber = mqtt::subscribe::start(
+        &state.config.mqtt,
+        state.ingest.clone(),
+        state.limits.clone(),
+        shutdown.clone(),
+    )?;
     let auth_state = state.clone();
     let grpc = crate::grpc::GrpcIngest {
         ctx: state.ingest.clone(),
@@ -441,6 +447,9 @@ pub async fn serve_with_metrics(
         tracing::warn!(
             "pipeline did not drain in time; unacked messages will be resent by devices"
         );
+    }
+    if let Some(subscriber) = subscriber {
+        subscriber.shutdown(grace).await;
     }
     if let Some(bridge) = bridge {
         bridge.shutdown(grace).await;

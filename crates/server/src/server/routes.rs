@@ -187,6 +187,11 @@ async fn http_points(
         Ok(who) => who,
         Err((status, msg)) => return http::text(status, &msg),
     };
+    let default = who.policy.format.as_deref();
+    let mapping = match crate::formats::select(&state.ingest.decoder, &parts.uri, default) {
+        Ok(m) => m,
+        Err((status, msg)) => return http::text(status, &msg),
+    };
     let limiter = state.limits.limiter(&who);
     let max = state.config.server.max_message_bytes;
     crate::http_ingest::post_points(
@@ -197,6 +202,7 @@ async fn http_points(
         body,
         max,
         Duration::from_secs(state.config.server.handshake_timeout_secs),
+        mapping,
     )
     .await
 }

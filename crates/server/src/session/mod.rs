@@ -71,6 +71,9 @@ pub struct SessionContext {
     pub ack_mode: AckMode,
     /// This device's commands (`None`: the session gets none).
     pub commands: Option<SessionCommands>,
+    /// The format (`?format=`) of the device's own JSON; `None`: the
+    /// message model.
+    pub mapping: Option<Arc<wsingest_proto::format::Mapping>>,
 }
 
 /// What a session did, for its closing log line and for tests.
@@ -349,13 +352,22 @@ impl Session {
             self.reply_format = format;
         }
         self.summary.messages += 1;
-        let decoded = self.ctx.ingest.decoder.decode_reusing(
-            &bytes,
-            format,
-            &self.ctx.device,
-            ServerClock::global(),
-            &mut spare_points(),
-        );
+        let decoded = match &self.ctx.mapping {
+            Some(m) => self.ctx.ingest.decoder.decode_mapped(
+                &bytes,
+                format,
+                m,
+                &self.ctx.device,
+                ServerClock::global(),
+            ),
+            None => self.ctx.ingest.decoder.decode_reusing(
+                &bytes,
+                format,
+                &self.ctx.device,
+                ServerClock::global(),
+                &mut spare_points(),
+            ),
+        };
         let reply = match decoded {
             Ok(Message::CommandResult {
                 seq,

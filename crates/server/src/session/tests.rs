@@ -145,6 +145,7 @@ fn start_with(
         guard: crate::limits::SessionGuard::unlimited("d"),
         ack_mode,
         commands: None,
+        mapping: None,
     };
     (in_tx, out_rx, tokio::spawn(run(duplex, ctx, shutdown)))
 }

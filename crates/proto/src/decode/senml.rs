@@ -26,6 +26,10 @@
 use std::collections::BTreeMap;
 
 use super::DecodeError;
+use super::Message;
+use crate::clock::ServerClock;
+use crate::lineproto::{self, PointError};
+use crate::point::{FieldValue, Point};
 
 /// One SenML record as sent (CBOR and JSON share it).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -486,6 +490,77 @@ pub(super) fn tags(r: &Resolved, device: &str) -> Vec<(String, String)> {
         tags.insert("unit", u.clone());
     }
     tags.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// A pack into points: one per resolved record (a `v`, `vs`, `vb` or `vd`
+/// field and `s`), tagged with its name and unit, then checked like any point.
+impl super::Decoder {
+    /// A SenML pack: one point per resolved record (see [`senml`]). Packs carry
+    /// no `seq`; sessions number them (see `session.rs`).
+    pub(super) fn senml(
+        &self,
+        records: Vec<Record>,
+        device: &str,
+        clock: &ServerClock,
+    ) -> Result<Message, DecodeError> {
+        let too_many = |count| DecodeError::Point {
+            seq: None,
+            prefix: String::new(),
+            source: PointError::TooMany {
+                what: "records in one pack",
+                count,
+                max: self.config.max_points_per_message,
+            },
+        };
+        if records.len() > self.config.max_points_per_message {
+            return Err(too_many(records.len()));
+        }
+        // Records without a time of their own each get a nanosecond more
+        // (see `senml::resolve`): reserve one per record.
+        let now_ns = clock.reserve(records.len());
+        let resolved = resolve(records, now_ns)?;
+        if resolved.is_empty() {
+            return Err(DecodeError::InvalidMessage {
+                seq: None,
+                detail: "the pack has no record with a value: send at least one".into(),
+            });
+        }
+        let mut points = Vec::with_capacity(resolved.len());
+        for r in resolved {
+            let mut fields = Vec::with_capacity(2);
+            match &r.value {
+                Some(Value::Number(v)) => fields.push(("v".to_owned(), FieldValue::Float(*v))),
+                Some(Value::Str(s)) => fields.push(("vs".to_owned(), FieldValue::Str(s.clone()))),
+                Some(Value::Bool(b)) => fields.push(("vb".to_owned(), FieldValue::Bool(*b))),
+                Some(Value::Data(d)) => fields.push(("vd".to_owned(), FieldValue::Str(d.clone()))),
+                None => {}
+            }
+            if let Some(s) = r.sum {
+                fields.push(("s".to_owned(), FieldValue::Float(s)));
+            }
+            let point = Point {
+                measurement: self.config.senml_measurement.clone(),
+                tags: tags(&r, device),
+                fields,
+                time_ns: r.time_ns,
+                int_fields: false,
+            };
+            lineproto::check_point(&point, &self.config.limits).map_err(|source| {
+                DecodeError::Point {
+                    seq: None,
+                    prefix: format!("records[{}]: ", r.record),
+                    source,
+                }
+            })?;
+            points.push(point);
+        }
+        super::duplicates::check(&points, None, "records")?;
+        Ok(Message::Points {
+            seq: None,
+            points,
+            stamped: 0..0,
+        })
+    }
 }
 
 #[cfg(test)]

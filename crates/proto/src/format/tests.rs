@@ -533,31 +533,3 @@ fn presets_compile_and_round_trip() {
     bad.insert("a b".to_string(), FormatConfig::default());
     assert!(Formats::build(&bad).is_err());
 }
-
-/// The mapping's cost: `flat` against the native model on the same points
-/// (run with --release --ignored --nocapture).
-#[test]
-#[ignore]
-fn cost() {
-    let d = Decoder::new(DecoderConfig::default());
-    let flat = d.config().formats.get("flat").unwrap().clone();
-    let native = br#"{"seq":1,"ts":1732543391000,"fields":{"temp_c":21.5,"hum":45.2,"pressure":1013.2,"ok":true,"fw":"1.2.0"}}"#;
-    let own = br#"{"ts":1732543391000,"temp_c":21.5,"hum":45.2,"pressure":1013.2,"ok":true,"fw":"1.2.0"}"#;
-    let clock = ServerClock::global();
-    let n = 200_000;
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        d.decode(native, Format::Json, "dev-1", clock).unwrap();
-    }
-    let native_rate = n as f64 / t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        d.decode_mapped(own, Format::Json, &flat, "dev-1", clock)
-            .unwrap();
-    }
-    let flat_rate = n as f64 / t.elapsed().as_secs_f64();
-    eprintln!(
-        "native {native_rate:.0} points/s, flat {flat_rate:.0} points/s ({:.0}% of native)",
-        100.0 * flat_rate / native_rate
-    );
-}

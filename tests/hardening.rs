@@ -12,13 +12,12 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use wsingest_harness::process::WsingestProcess;
 use wsingest_harness::security::{TestRegistry, metric};
 use wsingest_harness::services::http;
 use wsingest_harness::*;
 use wsingest_server::auth::DevicePolicy;
-use wsingest_server::grpc::proto::{self, downlink, uplink};
+use wsingest_server::grpc::proto::downlink;
 
 async fn setup(db: &str) -> (Influxd, TestServer) {
     let influx = Influxd::start().await;
@@ -132,38 +131,14 @@ async fn points_without_ts_are_all_stored_over_http_grpc_and_senml() {
     assert_eq!(count(&influx, "h", "hm", "a").await, 3);
 
     // gRPC with a JSON payload.
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let mut client = wsingest_server::grpc::client::connect(tcp, &server.addr.to_string())
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    req.metadata_mut().insert(
-        wsingest_server::grpc::DEVICE_METADATA,
-        "d-grpc".parse().unwrap(),
-    );
     let payload = json!({"seq": 1, "measurement": "gm", "points": [
         {"fields": {"a": 1}}, {"fields": {"a": 2}}, {"fields": {"a": 3}}, {"fields": {"a": 4}}]});
-    tx.send(proto::Uplink {
-        body: Some(uplink::Body::Payload(proto::Payload {
-            encoding: proto::Encoding::Json as i32,
-            data: payload.to_string().into_bytes(),
-        })),
-    })
-    .await
-    .unwrap();
-    let mut down = client.session(req).await.unwrap().into_inner();
-    let d = tokio::time::timeout(Duration::from_secs(10), down.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = grpc_json(&server, "d-grpc", &payload).await;
     assert!(
         matches!(d.body, Some(downlink::Body::Ack(ref a)) if a.seq == 1),
         "{d:?}"
     );
     assert_eq!(count(&influx, "h", "gm", "a").await, 4);
-    drop(tx);
 
     // SenML records of one name without `t`.
     let mut ws = connect(&server.ws_url("/v1/devices/d-senml"), Some("senml+json")).await;

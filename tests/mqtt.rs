@@ -311,8 +311,7 @@ fn bad_mqtt_settings_are_config_errors() {
 /// (WebSocket, HTTP fallback, gRPC).
 #[tokio::test]
 async fn a_resent_message_is_written_and_bridged_once_on_every_transport() {
-    use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-    use wsingest_server::grpc::proto::{self, downlink, uplink};
+    use wsingest_server::grpc::proto::downlink;
 
     let influx = Influxd::start().await;
     influx.create_db("r").await;
@@ -345,30 +344,8 @@ async fn a_resent_message_is_written_and_bridged_once_on_every_transport() {
     }
     // gRPC: the same payload on two streams.
     for _ in 0..2 {
-        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let mut client = wsingest_server::grpc::client::connect(tcp, &server.addr.to_string())
-            .await
-            .unwrap();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let mut req = tonic::Request::new(ReceiverStream::new(rx));
-        req.metadata_mut().insert(
-            wsingest_server::grpc::DEVICE_METADATA,
-            "r-grpc".parse().unwrap(),
-        );
-        tx.send(proto::Uplink {
-            body: Some(uplink::Body::Payload(proto::Payload {
-                encoding: proto::Encoding::Json as i32,
-                data: body(3).into_bytes(),
-            })),
-        })
-        .await
-        .unwrap();
-        let mut down = client.session(req).await.unwrap().into_inner();
-        let d = tokio::time::timeout(Duration::from_secs(10), down.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&body(3)).unwrap();
+        let d = grpc_json(&server, "r-grpc", &payload).await;
         assert!(
             matches!(d.body, Some(downlink::Body::Ack(ref a)) if a.seq == 7),
             "{d:?}"

@@ -165,3 +165,38 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Open a gRPC stream as `device`, send one JSON payload and return the
+/// server's first answer (within 10 s).
+pub async fn grpc_json(
+    server: &TestServer,
+    device: &str,
+    payload: &serde_json::Value,
+) -> wsingest_server::grpc::proto::Downlink {
+    use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+    use wsingest_server::grpc::proto::{self, uplink};
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut client = wsingest_server::grpc::client::connect(tcp, &server.addr.to_string())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        wsingest_server::grpc::DEVICE_METADATA,
+        device.parse().unwrap(),
+    );
+    tx.send(proto::Uplink {
+        body: Some(uplink::Body::Payload(proto::Payload {
+            encoding: proto::Encoding::Json as i32,
+            data: payload.to_string().into_bytes(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut down = client.session(req).await.unwrap().into_inner();
+    tokio::time::timeout(Duration::from_secs(10), down.message())
+        .await
+        .expect("a gRPC answer within 10 s")
+        .unwrap()
+        .expect("the stream stays open for its answer")
+}

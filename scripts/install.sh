@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what wsingest needs on a fresh Debian/Ubuntu machine: the services
-# its tests and demo start (influxd, VictoriaMetrics, mosquitto, nginx) and the tools
+# its tests and demo start (influxd, VictoriaMetrics, mosquitto, nginx, nats-server) and the tools
 # the tests drive. Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -35,6 +35,9 @@ declare -A PACKAGES=(
   # prometheus and promtool run the shipped scrape config and alert rules.
   [prometheus]=/usr/bin/promtool
   # --- end packaging and monitoring ---
+  # Queue mode (docs/scaling.md): JetStream between gateways and writers;
+  # tests/queue*.rs start a 3-node cluster on loopback ports.
+  [nats-server]=/usr/sbin/nats-server
 )
 
 missing=()
@@ -52,7 +55,7 @@ fi
 # tests and demo start their own instances on free ports, so stop those to
 # keep the default ports free and the machine quiet.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  for svc in influxdb mosquitto nginx prometheus; do
+  for svc in influxdb mosquitto nginx prometheus nats-server; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   done
 fi

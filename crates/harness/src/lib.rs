@@ -16,6 +16,8 @@
 //!   ports, for the free-port race).
 //! - [`daemons`]: influxd, mosquitto and `wsingest serve`, configured the
 //!   same for the tests and the benchmarks.
+//! - [`nats`]: a `nats-server` cluster with JetStream (queue mode), whose
+//!   nodes can be killed and restarted on the same ports and store.
 //! - [`run`]: [`output_within`], a command run to completion under a
 //!   deadline, killed with all its descendants when late.
 //!
@@ -33,11 +35,13 @@
 pub mod child;
 pub mod daemons;
 pub mod error;
+pub mod nats;
 pub mod ready;
 pub mod run;
 
 pub use child::{Service, find_binary, self_cpu_secs};
 pub use error::StartError;
+pub use nats::{NatsCluster, NatsNode};
 pub use ready::{Probe, free_port as pick_free_port, retry_if_port_taken, wait_ready};
 pub use run::{kill_tree, output_within};
 

@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
             Command::Config(ConfigCommand::PrintDefault) => {
                 print!("{}", wsingest_server::config::Config::default_toml())
             }
-            Command::Device(cmd) => print!("{}", wsingest_server::auth::cli::run(cmd)?),
+            Command::Device(cmd) => print!("{}", wsingest_server::auth::cli::run(cmd).await?),
             Command::Dashboards(DashboardsCommand::Check(args)) => {
                 let report = wsingest_tools::dashboards::run(&args.common.options()?).await?;
                 if args.json {

@@ -43,6 +43,7 @@ pub struct Config {
     pub spool: crate::sink::spool::SpoolConfig,
     pub mqtt: crate::mqtt::MqttConfig,
     pub commands: crate::commands::CommandsConfig,
+    pub cluster: crate::cluster::ClusterConfig,
     /// Formats (mappings) of devices' own JSON, `[formats.NAME]`, selected
     /// with `?format=NAME` or by an MQTT subscription (docs/formats.md).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -140,6 +141,8 @@ pub struct AuthConfig {
     /// Let clients without a token in; their device id is the path's, or
     /// `anonymous-<n>` on `/`. Off by default; on in the demo config.
     pub allow_anonymous: bool,
+    /// Where the registry is: "file" (`registry_path`) or "nats-kv" (shared by gateways).
+    pub registry: crate::cluster::RegistrySource,
     /// The device registry file (see `wsingest device`). Unset: no devices.
     pub registry_path: Option<PathBuf>,
     /// How often the server checks the registry file for changes.
@@ -155,6 +158,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             allow_anonymous: false,
+            registry: Default::default(),
             registry_path: None,
             reload_interval_ms: 1000,
             allowed_origins: Vec::new(),
@@ -368,6 +372,7 @@ impl Config {
             })
         };
         self.influx_api()?;
+        self.cluster.validate()?;
         if let Err(e) = crate::sink::influx::check_url(&self.influx.url) {
             return Err(ConfigError::Invalid {
                 key: "influx.url",

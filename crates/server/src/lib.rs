@@ -29,6 +29,8 @@
 //!   their modules; [`setting`]: what the sections share (errors, secrets).
 //! - [`auth`]: device registry (hashed tokens), handshake auth, `wsingest device`.
 //! - [`limits`]: per-device sessions, rate limits, cardinality guard, their metrics.
+//! - [`cluster`]: what gateways share through NATS: the registry in KV,
+//!   session ownership across gateways, command routing between them.
 //! - [`shutdown`], [`tls`]: signals, rustls (ring) provider and the wss acceptor.
 //! - Observability: [`metrics`] (Prometheus, `GET /metrics`), [`fleet`]
 //!   (per-device live counters), [`stats`] (`wsingest_device`/`wsingest_stats`
@@ -37,6 +39,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod conn;

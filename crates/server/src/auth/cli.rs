@@ -1,15 +1,19 @@
 //! `wsingest device add|list|revoke|rotate`: manage the device registry.
 //!
 //! The registry file is `--registry PATH`, else `auth.registry_path` of the
-//! config file (`--config`, default `config/wsingest.toml`). A token is printed
-//! once, by `add` and `rotate`, and never stored. A running server picks the
-//! change up by itself (or at once on SIGHUP).
+//! config file (`--config`, default `config/wsingest.toml`). With
+//! `--nats-url` (or `auth.registry = "nats-kv"` in the config) the registry
+//! is the NATS KV bucket every gateway watches instead (see
+//! [`crate::cluster::registry`]). A token is printed once, by `add` and
+//! `rotate`, and never stored. A running server picks the change up by
+//! itself (a file at once on SIGHUP).
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use super::registry::{DevicePolicy, Registry, RegistryError, RegistryLock};
+use crate::cluster::{ClusterError, RegistrySource, registry::KvRegistry};
 use crate::config::{Config, ConfigError};
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +82,21 @@ pub struct RegistryArgs {
     /// Config file (for auth.registry_path and [auth.profiles]).
     #[arg(long, short, env = "WSINGEST_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Use the registry in NATS KV on these servers (comma-separated
+    /// nats://host:port) instead of a file; default: [queue] nats_url of
+    /// the config when it sets auth.registry = "nats-kv".
+    #[arg(long, env = "WSINGEST_NATS_URL", value_delimiter = ',')]
+    pub nats_url: Vec<String>,
+    /// The registry's KV bucket; default: cluster.registry_bucket of the
+    /// config (wsingest_devices).
+    #[arg(long)]
+    pub bucket: Option<String>,
+}
+
+/// Where a command finds the registry.
+enum Target {
+    File(PathBuf),
+    Kv(KvRegistry),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +105,19 @@ pub enum DeviceCliError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("no registry file: pass --registry PATH or set auth.registry_path in the config")]
+    #[error(
+        "no registry: pass --registry PATH (or set auth.registry_path in the config) for a file, \
+         or --nats-url nats://HOST:4222 for the registry shared by gateways in NATS KV"
+    )]
     NoRegistry,
+    #[error("--registry is a file and --nats-url the NATS KV registry: pass one of them")]
+    TwoRegistries,
+    #[error(
+        "the config sets auth.registry = \"nats-kv\" but no [queue] nats_url: pass --nats-url nats://HOST:4222"
+    )]
+    NoNatsUrl,
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("{0}")]
     UnknownFormat(String),
     #[error("unknown profile {0:?}: define [auth.profiles.{0}] in the config first")]
@@ -95,7 +125,7 @@ pub enum DeviceCliError {
 }
 
 impl RegistryArgs {
-    fn resolve(&self) -> Result<(PathBuf, Option<Config>), DeviceCliError> {
+    async fn resolve(&self) -> Result<(Target, Option<Config>), DeviceCliError> {
         let config = match &self.config {
             Some(p) => Some(Config::load(p)?),
             None if std::path::Path::new(crate::config::DEFAULT_CONFIG).exists() => {
@@ -103,17 +133,43 @@ impl RegistryArgs {
             }
             None => None,
         };
+        let kv_config = config
+            .as_ref()
+            .filter(|c| c.auth.registry == RegistrySource::NatsKv);
+        if !self.nats_url.is_empty() || (kv_config.is_some() && self.registry.is_none()) {
+            if self.registry.is_some() {
+                return Err(DeviceCliError::TwoRegistries);
+            }
+            let urls = match (&self.nats_url, kv_config) {
+                (u, _) if !u.is_empty() => u.clone(),
+                (_, Some(c)) if !nats_urls(c).is_empty() => nats_urls(c),
+                _ => return Err(DeviceCliError::NoNatsUrl),
+            };
+            let cluster = config
+                .as_ref()
+                .map(|c| c.cluster.clone())
+                .unwrap_or_default();
+            let bucket = self.bucket.clone().unwrap_or(cluster.registry_bucket);
+            let kv = crate::cluster::cli::open(&urls, &bucket, cluster.replicas).await?;
+            return Ok((Target::Kv(kv), config));
+        }
         let path = self
             .registry
             .clone()
             .or_else(|| config.as_ref().and_then(|c| c.auth.registry_path.clone()))
             .ok_or(DeviceCliError::NoRegistry)?;
-        Ok((path, config))
+        Ok((Target::File(path), config))
     }
 }
 
+/// The config's NATS servers: `[queue] nats_url` (wired when the queue
+/// section lands; until then only --nats-url).
+fn nats_urls(_config: &Config) -> Vec<String> {
+    Vec::new()
+}
+
 /// Run a device command; returns what to print on stdout.
-pub fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
+pub async fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
     match cmd {
         DeviceCommand::Add {
             file,
@@ -127,7 +183,7 @@ pub fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
             format,
             json,
         } => {
-            let (path, config) = file.resolve()?;
+            let (target, config) = file.resolve().await?;
             if let Some(f) = &format {
                 let formats = crate::formats::build(
                     &config
@@ -152,15 +208,23 @@ pub fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
                 new_series_per_minute,
                 format,
             };
-            let _lock = RegistryLock::acquire(&path)?;
-            let mut reg = Registry::load(&path)?;
-            let token = reg.add(&id, profile, policy)?;
-            reg.save(&path)?;
+            let token = match target {
+                Target::Kv(kv) => kv.add(&id, profile, policy).await?,
+                Target::File(path) => {
+                    let _lock = RegistryLock::acquire(&path)?;
+                    let mut reg = Registry::load(&path)?;
+                    let token = reg.add(&id, profile, policy)?;
+                    reg.save(&path)?;
+                    token
+                }
+            };
             Ok(token_output(&id, token.expose(), json, "added"))
         }
         DeviceCommand::List { file, json } => {
-            let (path, _) = file.resolve()?;
-            let reg = Registry::load(&path)?;
+            let reg = match file.resolve().await?.0 {
+                Target::Kv(kv) => kv.load().await?.0,
+                Target::File(path) => Registry::load(&path)?,
+            };
             let mut out = String::new();
             if json {
                 for d in reg.devices() {
@@ -188,22 +252,34 @@ pub fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
             }
             Ok(out)
         }
-        DeviceCommand::Revoke { file, id } => {
-            let (path, _) = file.resolve()?;
-            let _lock = RegistryLock::acquire(&path)?;
-            let mut reg = Registry::load(&path)?;
-            reg.revoke(&id)?;
-            reg.save(&path)?;
-            Ok(format!(
-                "revoked {id}; its open sessions are closed when the server reloads the registry\n"
-            ))
-        }
+        DeviceCommand::Revoke { file, id } => match file.resolve().await?.0 {
+            Target::Kv(kv) => {
+                kv.revoke(&id).await?;
+                Ok(format!(
+                    "revoked {id}; every gateway watching the registry closes its open sessions\n"
+                ))
+            }
+            Target::File(path) => {
+                let _lock = RegistryLock::acquire(&path)?;
+                let mut reg = Registry::load(&path)?;
+                reg.revoke(&id)?;
+                reg.save(&path)?;
+                Ok(format!(
+                    "revoked {id}; its open sessions are closed when the server reloads the registry\n"
+                ))
+            }
+        },
         DeviceCommand::Rotate { file, id, json } => {
-            let (path, _) = file.resolve()?;
-            let _lock = RegistryLock::acquire(&path)?;
-            let mut reg = Registry::load(&path)?;
-            let token = reg.rotate(&id)?;
-            reg.save(&path)?;
+            let token = match file.resolve().await?.0 {
+                Target::Kv(kv) => kv.rotate(&id).await?,
+                Target::File(path) => {
+                    let _lock = RegistryLock::acquire(&path)?;
+                    let mut reg = Registry::load(&path)?;
+                    let token = reg.rotate(&id)?;
+                    reg.save(&path)?;
+                    token
+                }
+            };
             Ok(token_output(&id, token.expose(), json, "rotated"))
         }
     }

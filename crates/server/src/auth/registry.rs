@@ -285,6 +285,35 @@ impl Registry {
         Ok(token)
     }
 
+    /// Put `record` in place of the record of the same id, if any: for a
+    /// registry kept elsewhere (the NATS KV bucket), which hands over whole
+    /// records one at a time. Refused, leaving the registry as it was, for
+    /// an invalid id or hash, or a hash another device already has.
+    pub fn upsert(&mut self, record: DeviceRecord) -> Result<(), String> {
+        if !valid_device_id(&record.id) {
+            return Err(format!("invalid device id {:?}", record.id));
+        }
+        let hash = TokenHash::from_hex(&record.token_sha256)
+            .ok_or_else(|| format!("device {:?}: token_sha256 is not 64 hex digits", record.id))?;
+        if let Some(other) = self.by_hash.get(&hash).filter(|o| **o != record.id) {
+            return Err(format!(
+                "device {:?}: same token hash as device {other:?}",
+                record.id
+            ));
+        }
+        self.remove(&record.id);
+        self.by_hash.insert(hash, record.id.clone());
+        self.devices.insert(record.id.clone(), (record, hash));
+        Ok(())
+    }
+
+    /// Forget `id` (its token stops working); no-op when absent.
+    pub fn remove(&mut self, id: &str) {
+        if let Some((_, hash)) = self.devices.remove(id) {
+            self.by_hash.remove(&hash);
+        }
+    }
+
     /// Write to `path` atomically: a temp file beside it, fsync, rename.
     pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
         let werr = |source| RegistryError::Write {
@@ -397,6 +426,24 @@ mod tests {
         assert!(r.find(&t1.hash()).is_none(), "the old token stays dead");
         assert_eq!(r.find(&t3.hash()).unwrap().id, "a");
         assert!(matches!(r.revoke("zz"), Err(RegistryError::NotFound(_))));
+    }
+
+    #[test]
+    fn upsert_replaces_whole_records() {
+        let mut r = Registry::default();
+        let t1 = r.add("a", None, DevicePolicy::default()).unwrap();
+        let mut other = Registry::default();
+        let t2 = other.add("a", None, DevicePolicy::default()).unwrap();
+        // A rotation elsewhere: the old hash must stop working here.
+        r.upsert(other.get("a").unwrap().clone()).unwrap();
+        assert!(r.find(&t1.hash()).is_none());
+        assert_eq!(r.find(&t2.hash()).unwrap().id, "a");
+        let mut clash = other.get("a").unwrap().clone();
+        clash.id = "b".into();
+        assert!(r.upsert(clash).unwrap_err().contains("same token hash"));
+        assert!(r.get("b").is_none(), "a refused record changes nothing");
+        r.remove("a");
+        assert!(r.find(&t2.hash()).is_none() && r.is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod tracker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,8 @@ impl Status {
 pub enum Origin {
     Mqtt,
     Http,
+    /// Relayed by another gateway over NATS (`crate::cluster::commands`).
+    Cluster,
 }
 
 /// A command as JSON: published on `devices/{device}/commands`, and listed
@@ -216,6 +218,10 @@ pub struct Router {
     config: CommandsConfig,
     inner: Mutex<Inner>,
     outbound: Option<mpsc::Sender<Outbound>>,
+    /// The NATS relay between gateways, when there is one: it takes HTTP
+    /// commands for devices not here (instead of the broker), and results
+    /// and statuses (as well as the broker).
+    cluster: OnceLock<mpsc::Sender<Outbound>>,
     next_session: AtomicU64,
 }
 
@@ -231,8 +237,14 @@ impl Router {
             config,
             inner: Mutex::new(inner),
             outbound,
+            cluster: OnceLock::new(),
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// Route through the NATS relay between gateways from now on (set once).
+    pub fn set_cluster(&self, relay: mpsc::Sender<Outbound>) {
+        let _ = self.cluster.set(relay);
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -376,8 +388,10 @@ impl Router {
             None => cmd,
         };
         let mut kept = false;
+        // Another gateway may hold the device: the NATS relay finds it; the
+        // broker is the way when there is no relay.
         if origin == Origin::Http
-            && let Some(out) = &self.outbound
+            && let Some(out) = self.cluster.get().or(self.outbound.as_ref())
         {
             kept = out
                 .try_send(Outbound::Command {
@@ -393,7 +407,7 @@ impl Router {
             (true, _) => Ok(view(&inner)),
             // Not ours: another instance may hold the device. Its `delivered`
             // notice will move the status on.
-            (false, Origin::Mqtt) => Ok(view(&inner)),
+            (false, Origin::Mqtt | Origin::Cluster) => Ok(view(&inner)),
             (false, Origin::Http) => {
                 inner.tracker.remove(device, &id);
                 if self.config.store {
@@ -496,6 +510,13 @@ impl Router {
     }
 
     fn publish(&self, msg: Outbound) {
+        if let Some(relay) = self.cluster.get()
+            && relay.try_send(msg.clone()).is_err()
+        {
+            tracing::warn!(
+                "NATS command relay queue full: a command result or status was not relayed to the other gateways"
+            );
+        }
         if let Some(out) = &self.outbound
             && out.try_send(msg).is_err()
         {

@@ -111,6 +111,15 @@ impl Kick {
     }
 }
 
+/// Told when a session that must be the device's only one opens and ends
+/// (one session per device with `replace`), so that other gateways can
+/// close theirs (see `crate::cluster::ownership`). Called outside the
+/// limits' lock; must not block.
+pub trait SessionHook: Send + Sync {
+    fn opened(&self, device: &str, session: u64, kick: &Kick);
+    fn closed(&self, device: &str, session: u64);
+}
+
 /// A handshake refused by a limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -189,6 +198,7 @@ pub struct Limits {
     last_sweep: Mutex<Instant>,
     next_id: AtomicU64,
     pub metrics: Metrics,
+    hook: OnceLock<Arc<dyn SessionHook>>,
 }
 
 impl Limits {
@@ -206,7 +216,13 @@ impl Limits {
             last_sweep: Mutex::new(Instant::now()),
             next_id: AtomicU64::new(1),
             metrics,
+            hook: OnceLock::new(),
         })
+    }
+
+    /// Tell `hook` about exclusive sessions from now on (set once).
+    pub fn set_hook(&self, hook: Arc<dyn SessionHook>) {
+        let _ = self.hook.set(hook);
     }
 
     pub fn config(&self) -> &LimitsConfig {
@@ -253,6 +269,12 @@ impl Limits {
             token: who.token,
             kick: kick.clone(),
         });
+        drop(devices);
+        // Devices allowed several sessions keep them per gateway.
+        let exclusive = max == 1 && c.session_policy == SessionPolicy::Replace;
+        if exclusive && let Some(hook) = self.hook.get() {
+            hook.opened(&who.device, id, &kick);
+        }
         Ok(SessionGuard { limiter, id, kick })
     }
 
@@ -342,6 +364,10 @@ impl Limits {
             if state.sessions.is_empty() {
                 state.idle_since = Some(Instant::now());
             }
+        }
+        drop(devices);
+        if let Some(hook) = self.hook.get() {
+            hook.closed(device, id);
         }
     }
 

@@ -1,0 +1,140 @@
+//! State gateways share through NATS, so that N gateways behind a load
+//! balancer behave as one: the device registry, session ownership and
+//! command routing (docs/cluster.md).
+//!
+//! - [`config`]: `[cluster]` (bucket names, gateway id) and `auth.registry`.
+//! - [`keys`]: device ids as KV keys.
+//! - [`registry`]: the registry in a JetStream KV bucket, loaded at startup
+//!   and watched; changes close sessions through the file reload's path.
+//! - [`ownership`]: one session per device across gateways, newest wins.
+//! - [`commands`]: a command to any gateway reaches the device's gateway,
+//!   its result comes back.
+//! - [`cli`]: `wsingest device … --nats-url` on the KV registry.
+//!
+//! All of it is on when `[queue] nats_url` is set; the registry moves to KV
+//! only with `auth.registry = "nats-kv"`. Each part takes a NATS client or
+//! JetStream context, so tests and the CLI can drive it alone.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod keys;
+pub mod ownership;
+pub mod registry;
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, kv};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ClusterConfig, RegistrySource};
+
+use crate::auth::{Auth, Registry};
+use crate::commands::Router;
+use crate::limits::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "cannot reach NATS at {url}: {detail}; check [queue] nats_url (or --nats-url) and that nats-server is running"
+    )]
+    Connect { url: String, detail: String },
+    #[error(
+        "NATS KV bucket {bucket:?}: {detail}; check that nats-server runs with JetStream (-js) and has a quorum, \
+         and that cluster.replicas is at most the number of NATS servers"
+    )]
+    Bucket { bucket: String, detail: String },
+    #[error("NATS KV bucket {bucket:?}, key {key:?}: {detail}; retry once NATS answers")]
+    Kv {
+        bucket: String,
+        key: String,
+        detail: String,
+    },
+    #[error("device registry in NATS KV bucket {bucket:?}: {detail}")]
+    Record { bucket: String, detail: String },
+    #[error("cannot subscribe to {subject}: {detail}; retry once NATS answers")]
+    Subscribe { subject: String, detail: String },
+    #[error(
+        "device {0:?} was changed by another `wsingest device` command at the same moment; run the command again"
+    )]
+    Conflict(String),
+    #[error(transparent)]
+    Registry(#[from] crate::auth::RegistryError),
+}
+
+/// Open bucket `config.bucket`, creating it when it does not exist yet.
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, ClusterError> {
+    if let Ok(store) = js.get_key_value(config.bucket.as_str()).await {
+        return Ok(store);
+    }
+    let bucket = config.bucket.clone();
+    js.create_key_value(config)
+        .await
+        .map_err(|e| ClusterError::Bucket {
+            bucket,
+            detail: e.to_string(),
+        })
+}
+
+/// What [`start`] started, for the server's logs and tests.
+pub struct Cluster {
+    pub gateway: String,
+    pub ownership: Arc<ownership::Ownership>,
+}
+
+/// Start every shared part on `client`: the KV registry when `kv_registry`
+/// (loaded before this returns, so the gateway never serves without it;
+/// `on_registry_change` runs after each change, as after a file reload),
+/// session ownership (hooked into `limits`), command routing (into
+/// `router`). Everything stops with `shutdown`.
+#[allow(clippy::too_many_arguments)]
+pub async fn start(
+    client: async_nats::Client,
+    config: &ClusterConfig,
+    kv_registry: bool,
+    auth: &Arc<Auth>,
+    limits: &Arc<Limits>,
+    router: &Arc<Router>,
+    shutdown: &CancellationToken,
+    on_registry_change: impl Fn(&Registry) + Send + 'static,
+) -> Result<Cluster, ClusterError> {
+    let js = jetstream::new(client.clone());
+    let gateway = config.gateway_id();
+    if kv_registry {
+        let kv = registry::KvRegistry::open(&js, &config.registry_bucket, config.replicas).await?;
+        let (loaded, watch) = kv.load().await?;
+        tracing::info!(bucket = %config.registry_bucket, devices = loaded.len(), "device registry loaded from NATS KV");
+        auth.replace(loaded.clone());
+        registry::spawn(
+            kv,
+            auth.clone(),
+            loaded,
+            watch,
+            shutdown.clone(),
+            on_registry_change,
+        );
+    }
+    let ownership = ownership::Ownership::start(
+        &js,
+        &config.sessions_bucket,
+        config.replicas,
+        &gateway,
+        shutdown.clone(),
+    )
+    .await?;
+    limits.set_hook(ownership.clone());
+    let relay = commands::start(
+        client,
+        ownership.clone(),
+        router.clone(),
+        commands::Subjects::new(&config.subject_prefix),
+        shutdown.clone(),
+    )
+    .await?;
+    router.set_cluster(relay);
+    tracing::info!(gateway = %gateway, "sharing session ownership and command routing through NATS");
+    Ok(Cluster { gateway, ownership })
+}

@@ -1,0 +1,443 @@
+//! Session ownership across gateways: one session per device holds for the
+//! whole deployment, as it does on one gateway, and the newest wins.
+//!
+//! Every exclusive session (one per device, `replace`) a gateway admits is
+//! claimed in the sessions bucket: key = the device, value = [`Owner`]
+//! (gateway, session). Every gateway watches the bucket. The bucket is one
+//! ordered log, so each claim has a revision and every gateway sees claims
+//! in the same order; the rule ([`Claims::seen`]) is:
+//!
+//! > a local session is closed (1008, "replaced by a newer session of this
+//! > device") when a claim of another session for its device appears with
+//! > a higher revision than its own claim.
+//!
+//! So of two quick reconnects on two gateways, the one whose claim landed
+//! last survives, on both gateways' reading; a claim seen before a local
+//! session's own claim has landed is older than it and closes nothing.
+//! Nothing waits on the bucket before a session is admitted, so a stale
+//! claim left by a crashed gateway never blocks a device: the new session
+//! is admitted, and its claim supersedes the stale one (claims also expire
+//! after a day, and a session that ends deletes its claim if still current).
+//!
+//! When NATS is unreachable, sessions are admitted and kept as on a single
+//! gateway (logged once). A session whose claim could not be written counts
+//! as claimed before any other, so the next claim seen for its device,
+//! once NATS answers again, closes it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::ClusterError;
+use super::keys::{device_key, key_device};
+use crate::limits::{Kick, POLICY, SessionHook};
+
+/// The close reason of a replaced session, the same on one gateway or many.
+pub const REPLACED: &str = "replaced by a newer session of this device";
+
+/// A claim: who holds a device's session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub gateway: String,
+    pub session: u64,
+    /// Wall clock of the claim, for operators reading the bucket.
+    #[serde(default)]
+    pub at_ms: i64,
+}
+
+/// One local session and the revision of its claim.
+struct Local {
+    session: u64,
+    /// `None` until its claim is seen or acknowledged; `Some(0)` when the
+    /// claim could not be written (older than any claim).
+    revision: Option<u64>,
+    kick: Kick,
+}
+
+/// The sans-IO core: this gateway's exclusive sessions and the claim rule.
+#[derive(Default)]
+pub struct Claims {
+    gateway: String,
+    devices: HashMap<String, Vec<Local>>,
+}
+
+impl Claims {
+    pub fn new(gateway: &str) -> Claims {
+        Claims {
+            gateway: gateway.into(),
+            devices: HashMap::new(),
+        }
+    }
+
+    pub fn opened(&mut self, device: &str, session: u64, kick: Kick) {
+        self.devices.entry(device.into()).or_default().push(Local {
+            session,
+            revision: None,
+            kick,
+        });
+    }
+
+    /// The session ended; returns its claim's revision if it is known.
+    pub fn closed(&mut self, device: &str, session: u64) -> Option<u64> {
+        let list = self.devices.get_mut(device)?;
+        let i = list.iter().position(|l| l.session == session)?;
+        let local = list.swap_remove(i);
+        if list.is_empty() {
+            self.devices.remove(device);
+        }
+        local.revision.filter(|r| *r > 0)
+    }
+
+    /// The claim of a local session was written at `revision` (`0`: it
+    /// could not be written). The first word wins: the watch and the put's
+    /// answer agree anyway.
+    pub fn claimed(&mut self, device: &str, session: u64, revision: u64) {
+        if let Some(l) = self
+            .devices
+            .get_mut(device)
+            .and_then(|list| list.iter_mut().find(|l| l.session == session))
+        {
+            l.revision.get_or_insert(revision);
+        }
+    }
+
+    /// A claim seen in the bucket: the kicks it causes here (already removed).
+    pub fn seen(&mut self, device: &str, owner: &Owner, revision: u64) -> Vec<Kick> {
+        let Some(list) = self.devices.get_mut(device) else {
+            return Vec::new();
+        };
+        let mine = owner.gateway == self.gateway;
+        let mut kicks = Vec::new();
+        list.retain_mut(|l| {
+            if mine && l.session == owner.session {
+                l.revision.get_or_insert(revision);
+                return true;
+            }
+            match l.revision {
+                Some(own) if own < revision => {
+                    kicks.push(l.kick.clone());
+                    false
+                }
+                _ => true,
+            }
+        });
+        if list.is_empty() {
+            self.devices.remove(device);
+        }
+        kicks
+    }
+
+    /// Local sessions tracked (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.devices.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+}
+
+enum Work {
+    Claim { device: String, session: u64 },
+    Release { device: String, revision: u64 },
+}
+
+/// Claims queued before more are dropped (and count as unwritten).
+const QUEUE: usize = 16_384;
+/// Claims written at once.
+const IN_FLIGHT: usize = 64;
+
+/// The [`SessionHook`] that claims sessions, and the bucket it claims in.
+pub struct Ownership {
+    gateway: String,
+    claims: Arc<Mutex<Claims>>,
+    work: mpsc::Sender<Work>,
+    store: kv::Store,
+    bucket: String,
+    /// Set while NATS refuses claims: logged once per outage.
+    degraded: Arc<AtomicBool>,
+}
+
+impl Ownership {
+    /// Open (or create) the sessions bucket, start watching it, and start
+    /// the task that writes claims, until `shutdown`.
+    pub async fn start(
+        js: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+        gateway: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Ownership>, ClusterError> {
+        let store = super::open_bucket(
+            js,
+            kv::Config {
+                bucket: bucket.into(),
+                description: "wsingest session ownership: device -> gateway, session".into(),
+                history: 1,
+                // A crashed gateway's claims go away by themselves.
+                max_age: Duration::from_secs(24 * 3600),
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let watch = store.watch_all().await.map_err(|e| ClusterError::Bucket {
+            bucket: bucket.into(),
+            detail: e.to_string(),
+        })?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let me = Arc::new(Ownership {
+            gateway: gateway.into(),
+            claims: Arc::new(Mutex::new(Claims::new(gateway))),
+            work: tx,
+            store,
+            bucket: bucket.into(),
+            degraded: Arc::new(AtomicBool::new(false)),
+        });
+        tokio::spawn(me.clone().write_claims(rx, shutdown.clone()));
+        tokio::spawn(me.clone().follow(watch, shutdown));
+        Ok(me)
+    }
+
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, Claims> {
+        self.claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who holds `device` now, by the bucket.
+    pub async fn owner_of(&self, device: &str) -> Option<Owner> {
+        let entry = self.store.entry(device_key(device)).await.ok()??;
+        if entry.operation != kv::Operation::Put {
+            return None;
+        }
+        serde_json::from_slice(&entry.value).ok()
+    }
+
+    fn outage(&self, error: &dyn std::fmt::Display) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(bucket = %self.bucket, error = %error,
+                "cannot write session claims to NATS: sessions keep working on this gateway, \
+                 but a device's older session on another gateway is not closed until NATS answers again");
+        }
+    }
+
+    fn recovered(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!(bucket = %self.bucket, "session claims written to NATS again");
+        }
+    }
+
+    async fn write_claims(self: Arc<Self>, mut rx: mpsc::Receiver<Work>, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        loop {
+            let work = tokio::select! {
+                _ = stop.cancelled() => return,
+                w = rx.recv() => match w { Some(w) => w, None => return },
+            };
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match work {
+                    Work::Claim { device, session } => me.claim(&device, session).await,
+                    Work::Release { device, revision } => {
+                        // Only if still ours: a newer claim must stay.
+                        let _ = me
+                            .store
+                            .delete_expect_revision(device_key(&device), Some(revision))
+                            .await;
+                    }
+                }
+            });
+        }
+    }
+
+    async fn claim(&self, device: &str, session: u64) {
+        let owner = Owner {
+            gateway: self.gateway.clone(),
+            session,
+            at_ms: wsingest_proto::clock::wall_ms(),
+        };
+        let value = serde_json::to_vec(&owner).expect("owner serializes");
+        match self.store.put(device_key(device), value.into()).await {
+            Ok(revision) => {
+                self.recovered();
+                self.claims().claimed(device, session, revision);
+            }
+            Err(e) => {
+                self.outage(&e);
+                self.claims().claimed(device, session, 0);
+            }
+        }
+    }
+
+    /// Apply claims seen in the bucket; follow it again after a failure,
+    /// from the revision after the last one seen.
+    async fn follow(self: Arc<Self>, mut watch: kv::Watch, stop: CancellationToken) {
+        let mut last = 0u64;
+        let mut backoff = wsingest_proto::backoff::Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        );
+        loop {
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    n = watch.next() => n,
+                };
+                match next {
+                    Some(Ok(entry)) => {
+                        last = last.max(entry.revision);
+                        backoff.reset();
+                        self.seen(&entry);
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "session ownership watch failed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.next(None)) => {}
+                }
+                let again = match last {
+                    0 => self.store.watch_all().await,
+                    n => self.store.watch_all_from_revision(n + 1).await,
+                };
+                match again {
+                    Ok(w) => {
+                        watch = w;
+                        break;
+                    }
+                    Err(e) => self.outage(&e),
+                }
+            }
+        }
+    }
+
+    fn seen(&self, entry: &kv::Entry) {
+        if entry.operation != kv::Operation::Put {
+            return;
+        }
+        let (Some(device), Ok(owner)) = (
+            key_device(&entry.key),
+            serde_json::from_slice::<Owner>(&entry.value),
+        ) else {
+            return;
+        };
+        let kicks = self.claims().seen(&device, &owner, entry.revision);
+        for kick in kicks {
+            tracing::info!(device = %device, gateway = %owner.gateway, "closing session: the device connected to another gateway");
+            kick.kick(POLICY, REPLACED);
+        }
+    }
+}
+
+impl SessionHook for Ownership {
+    fn opened(&self, device: &str, session: u64, kick: &Kick) {
+        self.claims().opened(device, session, kick.clone());
+        let work = Work::Claim {
+            device: device.into(),
+            session,
+        };
+        if self.work.try_send(work).is_err() {
+            self.outage(&"the claim queue is full");
+            self.claims().claimed(device, session, 0);
+        }
+    }
+
+    fn closed(&self, device: &str, session: u64) {
+        let revision = self.claims().closed(device, session);
+        if let Some(revision) = revision {
+            let _ = self.work.try_send(Work::Release {
+                device: device.into(),
+                revision,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(gateway: &str, session: u64) -> Owner {
+        Owner {
+            gateway: gateway.into(),
+            session,
+            at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_newer_claim_elsewhere_closes_the_local_session() {
+        let mut a = Claims::new("A");
+        let k = Kick::default();
+        a.opened("d", 1, k.clone());
+        assert!(a.seen("d", &owner("A", 1), 10).is_empty(), "its own claim");
+        let kicks = a.seen("d", &owner("B", 7), 11);
+        assert_eq!(kicks.len(), 1);
+        kicks[0].kick(POLICY, REPLACED);
+        assert_eq!(k.wait().await, (1008, REPLACED.to_string()));
+        assert!(a.is_empty());
+        assert!(a.seen("other", &owner("B", 8), 12).is_empty());
+    }
+
+    #[test]
+    fn of_two_quick_reconnects_the_last_claim_wins_on_both_gateways() {
+        // Session a1 on A and b1 on B open at once; B's claim lands first
+        // (revision 5), A's second (6). Each gateway sees both, in order,
+        // possibly before its own put answered.
+        let mut a = Claims::new("A");
+        let mut b = Claims::new("B");
+        a.opened("d", 1, Kick::default());
+        b.opened("d", 1, Kick::default());
+        // A sees B's claim before knowing its own revision: older, kept.
+        assert!(a.seen("d", &owner("B", 1), 5).is_empty());
+        assert!(a.seen("d", &owner("A", 1), 6).is_empty());
+        // B knows its own revision (the put answered) before seeing A's.
+        b.claimed("d", 1, 5);
+        assert!(b.seen("d", &owner("B", 1), 5).is_empty());
+        assert_eq!(b.seen("d", &owner("A", 1), 6).len(), 1, "B's session loses");
+        assert_eq!(a.len(), 1);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn an_unwritten_claim_loses_to_the_next_one_and_a_stale_one_blocks_nothing() {
+        let mut a = Claims::new("A");
+        a.opened("d", 1, Kick::default());
+        a.claimed("d", 1, 0); // NATS was down
+        assert_eq!(a.seen("d", &owner("B", 3), 2).len(), 1);
+        // A crashed gateway's claim (revision 4) is older than a new
+        // session's (9): seeing it late closes nothing.
+        a.opened("d", 2, Kick::default());
+        a.claimed("d", 2, 9);
+        assert!(a.seen("d", &owner("C", 1), 4).is_empty());
+        assert_eq!(a.closed("d", 2), Some(9));
+        assert_eq!(a.closed("d", 2), None);
+    }
+
+    #[test]
+    fn same_gateway_newer_session_replaces_the_older() {
+        let mut a = Claims::new("A");
+        a.opened("d", 1, Kick::default());
+        a.claimed("d", 1, 3);
+        a.opened("d", 2, Kick::default());
+        assert_eq!(a.seen("d", &owner("A", 2), 4).len(), 1);
+        assert_eq!(a.len(), 1);
+    }
+}

@@ -299,6 +299,10 @@ pub struct ServeArgs {
     /// Operator token: the HTTP command API and the live view (observe.operator_token).
     #[arg(long, env = "WSINGEST_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
+    /// Queue mode: NATS servers (JetStream) to publish points to instead of
+    /// writing InfluxDB, e.g. nats://a:4222,nats://b:4222 (queue.nats_url).
+    #[arg(long, env = "WSINGEST_NATS_URL")]
+    pub nats_url: Option<String>,
 }
 
 /// `--listen`: `IP:PORT`, `HOST:PORT` (resolved now; IPv4 preferred, as a
@@ -399,6 +403,9 @@ impl ServeArgs {
             &mut c.observe.operator_token,
             &self.operator_token.clone().map(Secret::new),
         );
+        if let Some(urls) = &self.nats_url {
+            c.queue.nats_url = wsingest_server::queue::config::split_urls([urls.as_str()]);
+        }
     }
 }
 

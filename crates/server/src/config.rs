@@ -48,6 +48,7 @@ pub struct Config {
     /// with `?format=NAME` or by an MQTT subscription (docs/formats.md).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub formats: BTreeMap<String, wsingest_proto::format::FormatConfig>,
+    pub queue: crate::queue::QueueConfig,
 }
 
 /// Where accepted points go.
@@ -446,6 +447,7 @@ impl Config {
         }
         self.mqtt.validate()?;
         self.commands.validate()?;
+        self.queue.validate()?;
         let formats = crate::formats::build(&self.formats)?;
         self.mqtt.validate_subscriptions(&formats)?;
         for (name, p) in &self.auth.profiles {

@@ -26,12 +26,37 @@ pub trait OnAck: Send + std::fmt::Debug {
     fn acked(self: Box<Self>, seq: Option<u64>, permit: mpsc::OwnedPermit<Outcome>);
 }
 
+/// Who sent a message and what names a resend of it: for a sink that keeps
+/// each device's messages apart and drops resends itself (queue mode
+/// publishes to a subject per device with a message id, see
+/// [`crate::queue::subject`]).
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub device: std::sync::Arc<str>,
+    /// The `seq` the device chose (not an ordinal the server numbered).
+    pub seq: Option<u64>,
+    pub stamp: Stamp,
+}
+
+/// What tells this message from another one with the same `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// The device gave every point a time: the first point's (ns). A resend
+    /// carries the same times.
+    Device(i64),
+    /// The server stamped some points (they came without `ts`), so the times
+    /// differ between copies, on another gateway too: the message's bytes
+    /// (CRC-32 and length) name it instead.
+    Bytes { crc: u32, len: u32 },
+}
+
 /// The way back to the session that sent a message.
 #[derive(Debug)]
 pub struct Reply {
     seq: Option<u64>,
     permit: mpsc::OwnedPermit<Outcome>,
     on_ack: Option<Box<dyn OnAck>>,
+    origin: Option<Origin>,
 }
 
 impl Reply {
@@ -40,7 +65,18 @@ impl Reply {
             seq,
             permit,
             on_ack: None,
+            origin: None,
         }
+    }
+
+    /// Say who sent the message (see [`Origin`]).
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
     }
 
     /// Run `hook` when the message is acked (it answers the device then).

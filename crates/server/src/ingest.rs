@@ -210,6 +210,17 @@ impl IngestContext {
             wsingest_proto::lineproto::encode_point(p, &mut lines);
         }
         let count = points.len() as u32;
+        let origin = crate::entry::Origin {
+            device: device.clone(),
+            seq: sent_seq,
+            stamp: match (sent_seq, stamped.is_empty()) {
+                (Some(_), false) => crate::entry::Stamp::Bytes {
+                    crc: crc32fast::hash(arrival.raw),
+                    len: arrival.raw.len() as u32,
+                },
+                _ => crate::entry::Stamp::Device(points.first().map_or(0, |p| p.time_ns)),
+            },
+        };
         let mut spare = Vec::new();
         let reply = match &self.uplink {
             Some(uplink) => {
@@ -229,7 +240,7 @@ impl IngestContext {
         let entry = Entry {
             lines,
             points: count,
-            reply,
+            reply: reply.with_origin(origin),
         };
         tokio::select! {
             r = tokio::time::timeout(self.backpressure_timeout, self.pipeline.send(entry)) => match r {

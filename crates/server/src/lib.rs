@@ -22,6 +22,7 @@
 //!   [`entry`]: one message in the pipeline and its way back ([`entry::Reply`]).
 //! - [`sink`]: the InfluxDB writer, retries, dead-letter file, and the disk
 //!   spool (`sink::spool`) for batches InfluxDB cannot take.
+//! - [`queue`]: queue mode, NATS JetStream between gateways and writers.
 //! - [`dedupe`]: resent messages without `ts` are not written twice.
 //! - [`mqtt`]: the MQTT bridge (points out, commands in); [`commands`]: the
 //!   device→session registry, command routing and the HTTP command API.
@@ -56,6 +57,7 @@ pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod queue;
 pub mod refusal_log;
 pub mod server;
 pub mod session;

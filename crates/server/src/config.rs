@@ -373,7 +373,7 @@ impl Config {
             })
         };
         self.influx_api()?;
-        self.cluster.validate()?;
+        crate::cluster::config::check(self)?;
         if let Err(e) = crate::sink::influx::check_url(&self.influx.url) {
             return Err(ConfigError::Invalid {
                 key: "influx.url",

@@ -85,7 +85,7 @@ pub struct RegistryArgs {
     /// Use the registry in NATS KV on these servers (comma-separated
     /// nats://host:port) instead of a file; default: [queue] nats_url of
     /// the config when it sets auth.registry = "nats-kv".
-    #[arg(long, env = "WSINGEST_NATS_URL", value_delimiter = ',')]
+    #[arg(long, env = "WSINGEST_NATS_URL")]
     pub nats_url: Vec<String>,
     /// The registry's KV bucket; default: cluster.registry_bucket of the
     /// config (wsingest_devices).
@@ -141,8 +141,10 @@ impl RegistryArgs {
                 return Err(DeviceCliError::TwoRegistries);
             }
             let urls = match (&self.nats_url, kv_config) {
-                (u, _) if !u.is_empty() => u.clone(),
-                (_, Some(c)) if !nats_urls(c).is_empty() => nats_urls(c),
+                (u, _) if !u.is_empty() => {
+                    crate::queue::config::split_urls(u.iter().map(String::as_str))
+                }
+                (_, Some(c)) if !c.queue.nats_url.is_empty() => c.queue.nats_url.clone(),
                 _ => return Err(DeviceCliError::NoNatsUrl),
             };
             let cluster = config
@@ -160,12 +162,6 @@ impl RegistryArgs {
             .ok_or(DeviceCliError::NoRegistry)?;
         Ok((Target::File(path), config))
     }
-}
-
-/// The config's NATS servers: `[queue] nats_url` (wired when the queue
-/// section lands; until then only --nats-url).
-fn nats_urls(_config: &Config) -> Vec<String> {
-    Vec::new()
 }
 
 /// Run a device command; returns what to print on stdout.

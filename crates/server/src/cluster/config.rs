@@ -59,6 +59,33 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// `[cluster]` and where `auth.registry` points, against the rest of `config`.
+pub fn check(config: &crate::config::Config) -> Result<(), ConfigError> {
+    config.cluster.validate()?;
+    let invalid = |key, detail: &str| {
+        Err(ConfigError::Invalid {
+            key,
+            detail: detail.into(),
+        })
+    };
+    if config.auth.registry == RegistrySource::NatsKv {
+        if config.queue.nats_url.is_empty() {
+            return invalid(
+                "auth.registry",
+                "\"nats-kv\" keeps the registry in NATS: set [queue] nats_url (or --nats-url)",
+            );
+        }
+        if config.auth.registry_path.is_some() {
+            return invalid(
+                "auth.registry_path",
+                "is the registry file of auth.registry = \"file\"; with \"nats-kv\" remove it \
+                 (copy devices over with `wsingest device add --nats-url`)",
+            );
+        }
+    }
+    Ok(())
+}
+
 impl ClusterConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, detail: &str| {
@@ -131,6 +158,17 @@ mod tests {
         assert!(same.validate().is_err());
         let id = ClusterConfig::default().gateway_id();
         assert!(id.starts_with("gw-") && valid_name(&id), "{id}");
+    }
+
+    #[test]
+    fn a_kv_registry_needs_nats_and_no_file() {
+        let mut c = crate::config::Config::default();
+        c.auth.registry = RegistrySource::NatsKv;
+        assert!(check(&c).unwrap_err().to_string().contains("nats_url"));
+        c.queue.nats_url = vec!["nats://127.0.0.1:4222".into()];
+        assert!(check(&c).is_ok());
+        c.auth.registry_path = Some("devices.toml".into());
+        assert!(check(&c).unwrap_err().to_string().contains("registry_path"));
     }
 
     #[test]

@@ -36,10 +36,6 @@ use crate::limits::Limits;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(
-        "cannot reach NATS at {url}: {detail}; check [queue] nats_url (or --nats-url) and that nats-server is running"
-    )]
-    Connect { url: String, detail: String },
-    #[error(
         "NATS KV bucket {bucket:?}: {detail}; check that nats-server runs with JetStream (-js) and has a quorum, \
          and that cluster.replicas is at most the number of NATS servers"
     )]
@@ -60,6 +56,8 @@ pub enum ClusterError {
     Conflict(String),
     #[error(transparent)]
     Registry(#[from] crate::auth::RegistryError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
 }
 
 /// Open bucket `config.bucket`, creating it when it does not exist yet.

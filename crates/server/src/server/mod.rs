@@ -50,6 +50,8 @@ pub enum ServeError {
     Spool(#[from] crate::sink::spool::SpoolError),
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Shared by every request handler.
@@ -261,6 +263,24 @@ pub async fn serve_with_metrics(
         false => (None, None),
     };
     let commands = Arc::new(commands::Router::new(config.commands.clone(), outbound_tx));
+    if config.queue.enabled() {
+        let client = crate::queue::connect(&config.queue)
+            .await
+            .map_err(crate::cluster::ClusterError::from)?;
+        let kv_registry = config.auth.registry == crate::cluster::RegistrySource::NatsKv;
+        let on_change = revalidate(&limits, &auth);
+        crate::cluster::start(
+            client,
+            &config.cluster,
+            kv_registry,
+            &auth,
+            &limits,
+            &commands,
+            &shutdown,
+            on_change,
+        )
+        .await?;
+    }
     let bridge = match outbound_rx {
         Some(rx) => Some(mqtt::Bridge::start(
             &config.mqtt,
@@ -473,21 +493,30 @@ fn security(
     })?);
     let limits = Limits::with_metrics(config.limits.clone(), metrics.security.clone());
     if let Some(path) = a.registry_path.clone() {
-        let (l, au) = (limits.clone(), auth.clone());
         let interval = Duration::from_millis(a.reload_interval_ms);
         crate::auth::reload::spawn(
             auth.clone(),
             path,
             interval,
             shutdown.clone(),
-            move |registry| {
-                l.revalidate(|device, token| match token {
-                    Some(t) => au.still_valid(device, t),
-                    // An anonymous session under an id that is now registered.
-                    None => registry.get(device).is_none(),
-                })
-            },
+            revalidate(&limits, &auth),
         );
     }
     Ok((auth, limits))
+}
+
+/// After the registry changed (a file reload, a change in NATS KV): close
+/// the sessions it no longer admits.
+fn revalidate(
+    limits: &Arc<Limits>,
+    auth: &Arc<Auth>,
+) -> impl Fn(&crate::auth::Registry) + Send + 'static {
+    let (l, au) = (limits.clone(), auth.clone());
+    move |registry| {
+        l.revalidate(|device, token| match token {
+            Some(t) => au.still_valid(device, t),
+            // An anonymous session under an id that is now registered.
+            None => registry.get(device).is_none(),
+        })
+    }
 }

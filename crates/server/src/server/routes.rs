@@ -22,9 +22,10 @@ use crate::http::{self, is_upgrade};
 pub(super) fn router(state: Arc<AppState>, grpc: crate::grpc::GrpcIngest) -> Router {
     // With a registry and no anonymous devices, only registered devices can
     // ever connect: a command to any other id is a typo, answered 404.
-    let known: Option<commands::http::KnownDevice> = (state.config.auth.registry_path.is_some()
-        && !state.config.auth.allow_anonymous)
-        .then(|| {
+    let registry = state.config.auth.registry_path.is_some()
+        || state.config.auth.registry == crate::cluster::RegistrySource::NatsKv;
+    let known: Option<commands::http::KnownDevice> =
+        (registry && !state.config.auth.allow_anonymous).then(|| {
             let auth = state.auth.clone();
             Arc::new(move |id: &str| auth.registry().get(id).is_some_and(|d| d.revoked.is_none()))
                 as commands::http::KnownDevice

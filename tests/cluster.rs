@@ -1,0 +1,266 @@
+//! Gateways sharing state through NATS: a real 3-node nats-server cluster
+//! (JetStream), two `wsingest serve` processes with `auth.registry =
+//! "nats-kv"`, devices as real WebSocket clients, the registry changed with
+//! the real `wsingest device … --nats-url`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use wsingest_harness::process::{WsingestProcess, wsingest_bin};
+use wsingest_harness::security::{connect_bearer, refused_status, try_connect};
+use wsingest_harness::*;
+use wsingest_server::cluster::RegistrySource;
+use wsingest_server::config::{Config, Secret, SinkKind};
+
+const OPERATOR: &str = "op-secret";
+
+/// A gateway of the cluster: KV registry, no anonymous devices, points
+/// discarded (this file is about shared state, not the data path).
+fn gateway_config(nats: &NatsCluster, id: &str) -> Config {
+    let mut c = test_config("http://127.0.0.1:9", "unused");
+    c.server.sink = SinkKind::Blackhole;
+    c.auth.allow_anonymous = false;
+    c.auth.registry = RegistrySource::NatsKv;
+    c.queue.nats_url = nats.nodes.iter().map(|n| n.url()).collect();
+    c.cluster.gateway_id = Some(id.into());
+    c.observe.operator_token = Some(Secret::new(OPERATOR));
+    c
+}
+
+/// `wsingest device ARGS --nats-url URLS`; its stdout, or a panic with its stderr.
+async fn device_cli(nats: &NatsCluster, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(wsingest_bin())
+        .arg("device")
+        .args(args)
+        .args(["--nats-url", &nats.urls()])
+        .env("RUST_BACKTRACE", "0")
+        // No config/wsingest.toml of the working tree.
+        .current_dir(std::env::temp_dir())
+        .output()
+        .await
+        .expect("wsingest runs");
+    assert!(
+        out.status.success(),
+        "wsingest device {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn add(nats: &NatsCluster, id: &str) -> String {
+    let out = device_cli(nats, &["add", id, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// The close frame's code and reason, waiting at most `within`.
+async fn closed(ws: &mut Ws, within: Duration) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("no close within {within:?}"),
+            Ok(Some(Ok(Message::Close(Some(c))))) => return (c.code.into(), c.reason.to_string()),
+            Ok(Some(Ok(Message::Close(None)))) => return (1005, String::new()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("connection failed instead of a close: {e}"),
+            Ok(None) => panic!("connection ended without a close frame"),
+        }
+    }
+}
+
+/// No close (nor anything else but pings) within `d`.
+async fn stays_open(ws: &mut Ws, d: Duration) {
+    if let Ok(m) = tokio::time::timeout(d, ws.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected the session to stay open, got {other:?}"),
+        }
+    }
+}
+
+async fn start_nats(dir: &Path) -> NatsCluster {
+    NatsCluster::start(dir, 3)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn two_gateways_share_registry_sessions_and_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = start_nats(tmp.path()).await;
+    // Devices added before the gateways start: loaded at startup.
+    let token_a = add(&nats, "dev-a").await;
+    let token_b = add(&nats, "site:7.dev-b").await;
+    let a = WsingestProcess::start(gateway_config(&nats, "gw-a"), tmp.path()).await;
+    let b = WsingestProcess::start(gateway_config(&nats, "gw-b"), tmp.path()).await;
+    let path_a = "/v1/devices/dev-a";
+
+    // The KV registry admits the token, refuses a wrong one and one added
+    // after the gateways started is admitted within a second.
+    let wrong = format!("Bearer wsi_{}", "0".repeat(64));
+    assert_eq!(
+        refused_status(try_connect(&b.ws_url(path_a), &[("authorization", &wrong)]).await),
+        401
+    );
+    assert_eq!(
+        refused_status(try_connect(&a.ws_url(path_a), &[]).await),
+        401,
+        "no anonymous devices"
+    );
+    let token_c = add(&nats, "dev-c").await;
+    let mut c_on_b = eventually(5, "dev-c admitted on gateway B", || async {
+        try_connect(
+            &b.ws_url("/v1/devices/dev-c"),
+            &[("authorization", &format!("Bearer {token_c}"))],
+        )
+        .await
+        .ok()
+    })
+    .await;
+
+    // One session per device across gateways: a session on B replaces the
+    // one on A with 1008, the reason the same as on one gateway.
+    let mut a_on_a = connect_bearer(&a.ws_url(path_a), &token_a).await;
+    let mut a_on_b = connect_bearer(&b.ws_url(path_a), &token_a).await;
+    let t = Instant::now();
+    assert_eq!(
+        closed(&mut a_on_a, Duration::from_secs(3)).await,
+        (1008, "replaced by a newer session of this device".into())
+    );
+    eprintln!("replaced across gateways in {:?}", t.elapsed());
+    stays_open(&mut a_on_b, Duration::from_millis(500)).await;
+
+    // A command through gateway A reaches the device on gateway B, and its
+    // result comes back to the caller on A.
+    let answering = tokio::spawn(async move {
+        let cmd = next_json(&mut a_on_b).await;
+        send_json(
+            &mut a_on_b,
+            json!({"cmd_result": cmd["cmd"], "ok": true, "detail": format!("did {}", cmd["name"])}),
+        )
+        .await;
+        (a_on_b, cmd)
+    });
+    let r = services::http()
+        .post(a.http_url("/v1/devices/dev-a/commands?wait=10"))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"name": "set_interval", "args": {"seconds": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "answered within the wait");
+    let view: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(view["status"], "done", "{view}");
+    assert_eq!(view["ok"], true, "{view}");
+    assert_eq!(view["detail"], "did set_interval", "{view}");
+    let (mut a_on_b, seen) = answering.await.unwrap();
+    assert_eq!(seen["name"], "set_interval");
+    assert_eq!(seen["args"], json!({"seconds": 5}));
+    let got = services::http()
+        .get(a.http_url(&format!(
+            "/v1/devices/dev-a/commands/{}",
+            view["cmd"].as_str().unwrap()
+        )))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.json::<serde_json::Value>().await.unwrap()["status"],
+        "done"
+    );
+
+    // Revocation with the CLI closes the session on whichever gateway holds it.
+    let t = Instant::now();
+    let out = device_cli(&nats, &["revoke", "dev-a"]).await;
+    assert!(out.contains("revoked dev-a"), "{out}");
+    let cli = t.elapsed();
+    assert_eq!(
+        closed(&mut a_on_b, Duration::from_secs(3)).await,
+        (1008, "device token revoked".into())
+    );
+    let total = t.elapsed();
+    eprintln!(
+        "revocation: CLI {cli:?}, CLI start to close on the other gateway {total:?}, after the CLI returned {:?}",
+        total - cli
+    );
+    assert!(
+        total - cli < Duration::from_millis(1500),
+        "{total:?} {cli:?}"
+    );
+    for g in [&a, &b] {
+        assert_eq!(
+            refused_status(
+                try_connect(
+                    &g.ws_url(path_a),
+                    &[("authorization", &format!("Bearer {token_a}"))]
+                )
+                .await
+            ),
+            401,
+            "a revoked token is refused on every gateway"
+        );
+    }
+    let list = device_cli(&nats, &["list"]).await;
+    assert!(list.contains("REVOKED"), "{list}");
+    assert!(!list.contains(&token_b), "tokens are never listed");
+
+    // Rotation: the old token's session on A is closed, the new one works on B.
+    let path_b = "/v1/devices/site:7.dev-b";
+    let mut b_on_a = connect_bearer(&a.ws_url(path_b), &token_b).await;
+    let out = device_cli(&nats, &["rotate", "site:7.dev-b", "--json"]).await;
+    let new_b: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        closed(&mut b_on_a, Duration::from_secs(3)).await,
+        (1008, "device token revoked".into())
+    );
+    let _b_on_b = connect_bearer(&b.ws_url(path_b), new_b["token"].as_str().unwrap()).await;
+    stays_open(&mut c_on_b, Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn the_newest_session_wins_a_race_and_a_crashed_gateway_blocks_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = start_nats(tmp.path()).await;
+    let token = add(&nats, "racer").await;
+    let mut a = WsingestProcess::start(gateway_config(&nats, "gw-a"), tmp.path()).await;
+    let b = WsingestProcess::start(gateway_config(&nats, "gw-b"), tmp.path()).await;
+    let path = "/v1/devices/racer";
+
+    // Two reconnects at once, one per gateway: exactly one survives.
+    let (mut x, mut y) = tokio::join!(
+        connect_bearer(&a.ws_url(path), &token),
+        connect_bearer(&b.ws_url(path), &token)
+    );
+    let (xr, yr) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            closed(&mut x, Duration::from_secs(2))
+        ),
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            closed(&mut y, Duration::from_secs(2))
+        )
+    );
+    let (survivor, replaced) = match (xr, yr) {
+        (Ok(r), Err(_)) => (y, r),
+        (Err(_), Ok(r)) => (x, r),
+        other => panic!("exactly one of two racing sessions must be closed: {other:?}"),
+    };
+    assert_eq!(
+        replaced,
+        (1008, "replaced by a newer session of this device".into())
+    );
+    drop(survivor);
+
+    // A gateway holding the device dies without a word: its claim stays in
+    // the bucket, and the device gets in on the other gateway all the same.
+    let _on_a = connect_bearer(&a.ws_url(path), &token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill9();
+    let mut on_b = connect_bearer(&b.ws_url(path), &token).await;
+    stays_open(&mut on_b, Duration::from_millis(700)).await;
+}

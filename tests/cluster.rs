@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use wsingest_harness::process::{WsingestProcess, wsingest_bin};
+use wsingest_harness::daemons::Serve;
+use wsingest_harness::process::wsingest_bin;
 use wsingest_harness::security::{connect_bearer, refused_status, try_connect};
 use wsingest_harness::*;
 use wsingest_server::cluster::RegistrySource;
-use wsingest_server::config::{Config, Secret, SinkKind};
+use wsingest_server::config::{Config, SinkKind};
 
 const OPERATOR: &str = "op-secret";
 
@@ -26,8 +27,44 @@ fn gateway_config(nats: &NatsCluster, id: &str) -> Config {
     c.auth.registry = RegistrySource::NatsKv;
     c.queue.nats_url = nats.nodes.iter().map(|n| n.url()).collect();
     c.cluster.gateway_id = Some(id.into());
-    c.observe.operator_token = Some(Secret::new(OPERATOR));
     c
+}
+
+/// A `wsingest serve` gateway process.
+struct Gateway {
+    svc: Service,
+    port: u16,
+}
+
+impl Gateway {
+    /// Start gateway `id`; ready when `/healthz` answers (after the
+    /// registry was loaded from NATS).
+    async fn start(nats: &NatsCluster, dir: &Path, id: &str) -> Gateway {
+        let config = dir.join(format!("{id}.toml"));
+        std::fs::write(&config, toml::to_string(&gateway_config(nats, id)).unwrap()).unwrap();
+        // On the command line: a config file holds secrets as "***".
+        let args = ["--operator-token".to_string(), OPERATOR.to_string()];
+        let (svc, port) = Serve {
+            bin: &wsingest_bin(),
+            config: &config,
+            args: &args,
+            rust_log: "info",
+            dir,
+            log_name: &format!("{id}.log"),
+        }
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        Gateway { svc, port }
+    }
+
+    fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
 }
 
 /// `wsingest device ARGS --nats-url URLS`; its stdout, or a panic with its stderr.
@@ -58,17 +95,24 @@ async fn add(nats: &NatsCluster, id: &str) -> String {
 
 /// The close frame's code and reason, waiting at most `within`.
 async fn closed(ws: &mut Ws, within: Duration) -> (u16, String) {
+    try_closed(ws, within)
+        .await
+        .unwrap_or_else(|| panic!("no close within {within:?}"))
+}
+
+/// The close frame's code and reason, or `None` if none came within `within`.
+async fn try_closed(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
     let deadline = tokio::time::Instant::now() + within;
-    loop {
+    Some(loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => panic!("no close within {within:?}"),
-            Ok(Some(Ok(Message::Close(Some(c))))) => return (c.code.into(), c.reason.to_string()),
-            Ok(Some(Ok(Message::Close(None)))) => return (1005, String::new()),
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Close(Some(c))))) => break (c.code.into(), c.reason.to_string()),
+            Ok(Some(Ok(Message::Close(None)))) => break (1005, String::new()),
             Ok(Some(Ok(_))) => continue,
             Ok(Some(Err(e))) => panic!("connection failed instead of a close: {e}"),
             Ok(None) => panic!("connection ended without a close frame"),
         }
-    }
+    })
 }
 
 /// No close (nor anything else but pings) within `d`.
@@ -94,8 +138,8 @@ async fn two_gateways_share_registry_sessions_and_commands() {
     // Devices added before the gateways start: loaded at startup.
     let token_a = add(&nats, "dev-a").await;
     let token_b = add(&nats, "site:7.dev-b").await;
-    let a = WsingestProcess::start(gateway_config(&nats, "gw-a"), tmp.path()).await;
-    let b = WsingestProcess::start(gateway_config(&nats, "gw-b"), tmp.path()).await;
+    let a = Gateway::start(&nats, tmp.path(), "gw-a").await;
+    let b = Gateway::start(&nats, tmp.path(), "gw-b").await;
     let path_a = "/v1/devices/dev-a";
 
     // The KV registry admits the token, refuses a wrong one and one added
@@ -139,7 +183,7 @@ async fn two_gateways_share_registry_sessions_and_commands() {
         let cmd = next_json(&mut a_on_b).await;
         send_json(
             &mut a_on_b,
-            json!({"cmd_result": cmd["cmd"], "ok": true, "detail": format!("did {}", cmd["name"])}),
+            json!({"cmd_result": cmd["cmd"], "ok": true, "detail": format!("did {}", cmd["name"].as_str().unwrap())}),
         )
         .await;
         (a_on_b, cmd)
@@ -226,28 +270,23 @@ async fn the_newest_session_wins_a_race_and_a_crashed_gateway_blocks_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let nats = start_nats(tmp.path()).await;
     let token = add(&nats, "racer").await;
-    let mut a = WsingestProcess::start(gateway_config(&nats, "gw-a"), tmp.path()).await;
-    let b = WsingestProcess::start(gateway_config(&nats, "gw-b"), tmp.path()).await;
+    let mut a = Gateway::start(&nats, tmp.path(), "gw-a").await;
+    let b = Gateway::start(&nats, tmp.path(), "gw-b").await;
     let path = "/v1/devices/racer";
 
     // Two reconnects at once, one per gateway: exactly one survives.
+    let (url_a, url_b) = (a.ws_url(path), b.ws_url(path));
     let (mut x, mut y) = tokio::join!(
-        connect_bearer(&a.ws_url(path), &token),
-        connect_bearer(&b.ws_url(path), &token)
+        connect_bearer(&url_a, &token),
+        connect_bearer(&url_b, &token)
     );
     let (xr, yr) = tokio::join!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            closed(&mut x, Duration::from_secs(2))
-        ),
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            closed(&mut y, Duration::from_secs(2))
-        )
+        try_closed(&mut x, Duration::from_secs(2)),
+        try_closed(&mut y, Duration::from_secs(2))
     );
     let (survivor, replaced) = match (xr, yr) {
-        (Ok(r), Err(_)) => (y, r),
-        (Err(_), Ok(r)) => (x, r),
+        (Some(r), None) => (y, r),
+        (None, Some(r)) => (x, r),
         other => panic!("exactly one of two racing sessions must be closed: {other:?}"),
     };
     assert_eq!(
@@ -260,7 +299,7 @@ async fn the_newest_session_wins_a_race_and_a_crashed_gateway_blocks_nothing() {
     // the bucket, and the device gets in on the other gateway all the same.
     let _on_a = connect_bearer(&a.ws_url(path), &token).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    a.kill9();
+    a.svc.kill();
     let mut on_b = connect_bearer(&b.ws_url(path), &token).await;
     stays_open(&mut on_b, Duration::from_millis(700)).await;
 }

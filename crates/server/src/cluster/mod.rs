@@ -60,21 +60,55 @@ pub enum ClusterError {
     Queue(#[from] crate::queue::QueueError),
 }
 
-/// Open bucket `config.bucket`, creating it when it does not exist yet.
+/// What a bucket is: its name, history and age limit.
+pub(crate) struct BucketSpec<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub history: i64,
+    /// Zero: entries never expire.
+    pub max_age: std::time::Duration,
+    pub replicas: usize,
+}
+
+/// Open a KV bucket, creating it when it does not exist yet.
+///
+/// The bucket's stream is created here, with the settings KV buckets have
+/// (`KV_<name>`, subjects `$KV.<name>.>`, rollups, direct get), rather than
+/// with `create_key_value`: that first reads the account's JetStream info,
+/// which async-nats 0.51 cannot parse from nats-server 2.9 (measured: "data
+/// did not match any variant of untagged enum Response").
 pub(crate) async fn open_bucket(
     js: &jetstream::Context,
-    config: kv::Config,
+    spec: BucketSpec<'_>,
 ) -> Result<kv::Store, ClusterError> {
-    if let Ok(store) = js.get_key_value(config.bucket.as_str()).await {
+    let err = |e: &dyn std::fmt::Display| ClusterError::Bucket {
+        bucket: spec.name.into(),
+        detail: e.to_string(),
+    };
+    if let Ok(store) = js.get_key_value(spec.name).await {
         return Ok(store);
     }
-    let bucket = config.bucket.clone();
-    js.create_key_value(config)
-        .await
-        .map_err(|e| ClusterError::Bucket {
-            bucket,
-            detail: e.to_string(),
+    let created = js
+        .create_stream(jetstream::stream::Config {
+            name: format!("KV_{}", spec.name),
+            description: Some(spec.description.into()),
+            subjects: vec![format!("$KV.{}.>", spec.name)],
+            max_messages_per_subject: spec.history.max(1),
+            max_age: spec.max_age,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: spec.replicas.max(1),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
         })
+        .await;
+    if let Err(e) = created {
+        // Another gateway may have created it meanwhile.
+        return js.get_key_value(spec.name).await.map_err(|_| err(&e));
+    }
+    js.get_key_value(spec.name).await.map_err(|e| err(&e))
 }
 
 /// What [`start`] started, for the server's logs and tests.

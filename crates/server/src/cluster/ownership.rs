@@ -177,14 +177,13 @@ impl Ownership {
     ) -> Result<Arc<Ownership>, ClusterError> {
         let store = super::open_bucket(
             js,
-            kv::Config {
-                bucket: bucket.into(),
-                description: "wsingest session ownership: device -> gateway, session".into(),
+            super::BucketSpec {
+                name: bucket,
+                description: "wsingest session ownership: device -> gateway, session",
                 history: 1,
                 // A crashed gateway's claims go away by themselves.
                 max_age: Duration::from_secs(24 * 3600),
-                num_replicas: replicas,
-                ..Default::default()
+                replicas,
             },
         )
         .await?;

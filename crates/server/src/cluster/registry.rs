@@ -47,13 +47,13 @@ impl KvRegistry {
     ) -> Result<KvRegistry, ClusterError> {
         let store = super::open_bucket(
             js,
-            kv::Config {
-                bucket: bucket.into(),
-                description: "wsingest device registry (managed by `wsingest device`)".into(),
+            super::BucketSpec {
+                name: bucket,
+                description: "wsingest device registry (managed by `wsingest device`)",
                 // A few past versions of each device, for audit.
                 history: 5,
-                num_replicas: replicas,
-                ..Default::default()
+                max_age: Duration::ZERO,
+                replicas,
             },
         )
         .await?;

@@ -313,14 +313,29 @@ impl Router {
         }
     }
 
-    /// A command the session did not write: to a newer session, the store,
-    /// or failed.
+    /// A command the session did not write: to a newer session, here or
+    /// (through the NATS relay) on another gateway, the store, or failed.
     fn reroute(&self, device: &str, cmd: Command) {
         let mut inner = self.inner();
         let cmd = match inner.sessions.get(device) {
             Some(s) => match s.tx.try_send(Box::new(cmd)) {
                 Ok(()) => return,
                 Err(e) => *e.into_inner(),
+            },
+            None => cmd,
+        };
+        // A session closed because the device connected to another gateway
+        // still held the command: follow the device there.
+        let cmd = match self.cluster.get() {
+            Some(relay) => match relay.try_send(Outbound::Command {
+                device: device.to_string(),
+                command: cmd,
+            }) {
+                Ok(()) => return,
+                Err(e) => match e.into_inner() {
+                    Outbound::Command { command, .. } => command,
+                    _ => unreachable!("sent a command"),
+                },
             },
             None => cmd,
         };

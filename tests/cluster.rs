@@ -303,3 +303,63 @@ async fn the_newest_session_wins_a_race_and_a_crashed_gateway_blocks_nothing() {
     let mut on_b = connect_bearer(&b.ws_url(path), &token).await;
     stays_open(&mut on_b, Duration::from_millis(700)).await;
 }
+
+#[tokio::test]
+async fn without_a_nats_quorum_sessions_go_on_and_changes_arrive_once_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nats = start_nats(tmp.path()).await;
+    let token_x = add(&nats, "dev-x").await;
+    let token_y = add(&nats, "dev-y").await;
+    let a = Gateway::start(&nats, tmp.path(), "gw-a").await;
+    let b = Gateway::start(&nats, tmp.path(), "gw-b").await;
+    let mut x_on_a = connect_bearer(&a.ws_url("/v1/devices/dev-x"), &token_x).await;
+
+    // Two of three NATS servers die: JetStream (registry, claims) has no
+    // quorum. Gateways keep admitting known devices and serving sessions.
+    nats.kill(1);
+    nats.kill(2);
+    let mut y_on_b = connect_bearer(&b.ws_url("/v1/devices/dev-y"), &token_y).await;
+    send_json(&mut y_on_b, json!({"seq": 1, "fields": {"v": 1}})).await;
+    assert_eq!(next_json(&mut y_on_b).await, json!({"ack": 1}));
+    let mut x_on_b = connect_bearer(&b.ws_url("/v1/devices/dev-x"), &token_x).await;
+    send_json(&mut x_on_b, json!({"seq": 1, "fields": {"v": 1}})).await;
+    assert_eq!(next_json(&mut x_on_b).await, json!({"ack": 1}));
+    // The claim could not be written: logged once, and the session on A
+    // is not closed (documented: one session per gateway until NATS is back).
+    let log = tmp.path().join("gw-b.log");
+    let warning = "cannot write session claims to NATS";
+    eventually(30, "the claim failure logged", || async {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains(warning))
+    })
+    .await;
+    stays_open(&mut x_on_a, Duration::from_millis(200)).await;
+
+    // Quorum back: a revocation reaches the session again.
+    nats.restart(1).await.unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    eventually(30, "revoke accepted by NATS", || async {
+        let out = tokio::process::Command::new(wsingest_bin())
+            .args(["device", "revoke", "dev-y", "--nats-url", &nats.urls()])
+            .env("RUST_BACKTRACE", "0")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .await
+            .ok()?;
+        out.status.success().then_some(())
+    })
+    .await;
+    assert_eq!(
+        closed(&mut y_on_b, Duration::from_secs(15)).await,
+        (1008, "device token revoked".into())
+    );
+    eprintln!("revocation after the quorum came back: {:?}", t.elapsed());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.matches(warning).count(),
+        1,
+        "logged once per outage:\n{log}"
+    );
+    stays_open(&mut x_on_b, Duration::from_millis(100)).await;
+}

@@ -96,7 +96,7 @@ pub struct RegistryArgs {
 /// Where a command finds the registry.
 enum Target {
     File(PathBuf),
-    Kv(KvRegistry),
+    Kv(Box<KvRegistry>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +153,7 @@ impl RegistryArgs {
                 .unwrap_or_default();
             let bucket = self.bucket.clone().unwrap_or(cluster.registry_bucket);
             let kv = crate::cluster::cli::open(&urls, &bucket, cluster.replicas).await?;
-            return Ok((Target::Kv(kv), config));
+            return Ok((Target::Kv(Box::new(kv)), config));
         }
         let path = self
             .registry

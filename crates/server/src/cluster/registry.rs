@@ -110,9 +110,7 @@ impl KvRegistry {
 
     /// Disable `id`: its token stops working on every gateway.
     pub async fn revoke(&self, id: &str) -> Result<(), ClusterError> {
-        self.change(id, |one| one.revoke(id).map(|()| ()))
-            .await
-            .map(|_| ())
+        self.change(id, |one| one.revoke(id)).await.map(|_| ())
     }
 
     /// Give `id` a new token (returned, shown once) and enable it again.

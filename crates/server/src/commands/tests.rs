@@ -110,3 +110,37 @@ async fn undelivered_without_store_fails() {
     r.reroute("d1", cmd);
     assert_eq!(r.status("d1", "c1").unwrap().status, Status::Failed);
 }
+
+#[tokio::test]
+async fn with_a_cluster_relay_commands_follow_the_device_to_another_gateway() {
+    let (r, mqtt) = router(false, true);
+    let mut mqtt = mqtt.unwrap();
+    let (tx, mut relay) = mpsc::channel(16);
+    r.set_cluster(tx);
+    // Not here: the relay, not the broker, takes an HTTP command.
+    assert_eq!(
+        submit(&r, "d1", "c1", Origin::Http).unwrap().status,
+        Status::Pending
+    );
+    assert!(
+        matches!(relay.try_recv().unwrap(), Outbound::Command { device, .. } if device == "d1")
+    );
+    assert!(mqtt.try_recv().is_err());
+    // A command relayed here for a device elsewhere is no error.
+    assert!(submit(&r, "d2", "c2", Origin::Cluster).is_ok());
+    assert!(relay.try_recv().is_err(), "never relayed back");
+    // A session closed (replaced on another gateway) with a command in
+    // hand: the command goes through the relay instead of failing.
+    let s = r.register("d3");
+    submit(&r, "d3", "c3", Origin::Http).unwrap();
+    drop(s);
+    assert!(
+        matches!(relay.try_recv().unwrap(), Outbound::Command { device, .. } if device == "d3")
+    );
+    assert_eq!(r.status("d3", "c3").unwrap().status, Status::Pending);
+    // Results go to both: the other gateways and the broker.
+    let s = r.register("d4");
+    s.result("c9", true, None);
+    assert!(matches!(relay.try_recv().unwrap(), Outbound::Result { .. }));
+    assert!(matches!(mqtt.try_recv().unwrap(), Outbound::Result { .. }));
+}

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use wsingest_harness::daemons::Serve;
 use wsingest_harness::process::wsingest_bin;
-use wsingest_harness::security::{connect_bearer, refused_status, try_connect};
+use wsingest_harness::security::{connect_bearer, metric, refused_status, try_connect};
 use wsingest_harness::*;
 use wsingest_server::cluster::RegistrySource;
 use wsingest_server::config::{Config, SinkKind};
@@ -176,6 +176,15 @@ async fn two_gateways_share_registry_sessions_and_commands() {
     );
     eprintln!("replaced across gateways in {:?}", t.elapsed());
     stays_open(&mut a_on_b, Duration::from_millis(500)).await;
+    let m = services::http()
+        .get(a.http_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&m, "wsingest_sessions_replaced_total"), 1, "{m}");
 
     // A command through gateway A reaches the device on gateway B, and its
     // result comes back to the caller on A.

@@ -154,6 +154,7 @@ pub async fn start(
         &config.sessions_bucket,
         config.replicas,
         &gateway,
+        limits.metrics.sessions_replaced.clone(),
         shutdown.clone(),
     )
     .await?;

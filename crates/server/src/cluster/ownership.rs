@@ -14,10 +14,15 @@
 //! So of two quick reconnects on two gateways, the one whose claim landed
 //! last survives, on both gateways' reading; a claim seen before a local
 //! session's own claim has landed is older than it and closes nothing.
-//! Nothing waits on the bucket before a session is admitted, so a stale
-//! claim left by a crashed gateway never blocks a device: the new session
-//! is admitted, and its claim supersedes the stale one (claims also expire
-//! after a day, and a session that ends deletes its claim if still current).
+//! The handshake answers 101 only once its own claim landed (at most
+//! [`crate::limits::ANNOUNCE_WAIT`]): a device that reconnects after
+//! its handshake completed always makes the newer claim, so its newest
+//! session is the one that stays (without that wait, a reconnect within a
+//! millisecond could claim first; measured in tests/cluster.rs).
+//! Nothing waits on other sessions' claims, so a stale claim left by a
+//! crashed gateway never blocks a device: the new session is admitted, and
+//! its claim supersedes the stale one (claims also expire after a day, and
+//! a session that ends deletes its claim if still current).
 //!
 //! When NATS is unreachable, sessions are admitted and kept as on a single
 //! gateway (logged once). A session whose claim could not be written counts
@@ -32,12 +37,13 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::ClusterError;
 use super::keys::{device_key, key_device};
 use crate::limits::{Kick, POLICY, SessionHook};
+use prometheus_client::metrics::counter::Counter;
 
 /// The close reason of a replaced session, the same on one gateway or many.
 pub const REPLACED: &str = "replaced by a newer session of this device";
@@ -145,8 +151,16 @@ impl Claims {
 }
 
 enum Work {
-    Claim { device: String, session: u64 },
-    Release { device: String, revision: u64 },
+    Claim {
+        device: String,
+        session: u64,
+        /// Told once the claim landed (or failed).
+        done: oneshot::Sender<()>,
+    },
+    Release {
+        device: String,
+        revision: u64,
+    },
 }
 
 /// Claims queued before more are dropped (and count as unwritten).
@@ -163,6 +177,8 @@ pub struct Ownership {
     bucket: String,
     /// Set while NATS refuses claims: logged once per outage.
     degraded: Arc<AtomicBool>,
+    /// `wsingest_sessions_replaced_total`, as for a replacement on one gateway.
+    replaced: Counter,
 }
 
 impl Ownership {
@@ -173,6 +189,7 @@ impl Ownership {
         bucket: &str,
         replicas: usize,
         gateway: &str,
+        replaced: Counter,
         shutdown: CancellationToken,
     ) -> Result<Arc<Ownership>, ClusterError> {
         let store = super::open_bucket(
@@ -187,10 +204,19 @@ impl Ownership {
             },
         )
         .await?;
-        let watch = store.watch_all().await.map_err(|e| ClusterError::Bucket {
+        let bucket_err = |e: &dyn std::fmt::Display| ClusterError::Bucket {
             bucket: bucket.into(),
             detail: e.to_string(),
-        })?;
+        };
+        let watch = store.watch_all().await.map_err(|e| bucket_err(&e))?;
+        // Where to follow again from if the watch fails before it saw a claim.
+        let last = store
+            .status()
+            .await
+            .map_err(|e| bucket_err(&e))?
+            .info
+            .state
+            .last_sequence;
         let (tx, rx) = mpsc::channel(QUEUE);
         let me = Arc::new(Ownership {
             gateway: gateway.into(),
@@ -199,9 +225,10 @@ impl Ownership {
             store,
             bucket: bucket.into(),
             degraded: Arc::new(AtomicBool::new(false)),
+            replaced,
         });
         tokio::spawn(me.clone().write_claims(rx, shutdown.clone()));
-        tokio::spawn(me.clone().follow(watch, shutdown));
+        tokio::spawn(me.clone().follow(watch, last, shutdown));
         Ok(me)
     }
 
@@ -213,9 +240,16 @@ impl Ownership {
         self.claims.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Who holds `device` now, by the bucket.
+    /// Who holds `device` now, by the bucket; `None` also when NATS does not
+    /// answer within half a second (the caller then asks every gateway).
     pub async fn owner_of(&self, device: &str) -> Option<Owner> {
-        let entry = self.store.entry(device_key(device)).await.ok()??;
+        let entry = tokio::time::timeout(
+            Duration::from_millis(500),
+            self.store.entry(device_key(device)),
+        )
+        .await
+        .ok()?
+        .ok()??;
         if entry.operation != kv::Operation::Put {
             return None;
         }
@@ -248,7 +282,14 @@ impl Ownership {
             tokio::spawn(async move {
                 let _permit = permit;
                 match work {
-                    Work::Claim { device, session } => me.claim(&device, session).await,
+                    Work::Claim {
+                        device,
+                        session,
+                        done,
+                    } => {
+                        me.claim(&device, session).await;
+                        let _ = done.send(());
+                    }
                     Work::Release { device, revision } => {
                         // Only if still ours: a newer claim must stay.
                         let _ = me
@@ -282,8 +323,7 @@ impl Ownership {
 
     /// Apply claims seen in the bucket; follow it again after a failure,
     /// from the revision after the last one seen.
-    async fn follow(self: Arc<Self>, mut watch: kv::Watch, stop: CancellationToken) {
-        let mut last = 0u64;
+    async fn follow(self: Arc<Self>, mut watch: kv::Watch, mut last: u64, stop: CancellationToken) {
         let mut backoff = wsingest_proto::backoff::Backoff::new(
             Duration::from_millis(200),
             Duration::from_secs(5),
@@ -312,10 +352,7 @@ impl Ownership {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff.next(None)) => {}
                 }
-                let again = match last {
-                    0 => self.store.watch_all().await,
-                    n => self.store.watch_all_from_revision(n + 1).await,
-                };
+                let again = self.store.watch_all_from_revision(last + 1).await;
                 match again {
                     Ok(w) => {
                         watch = w;
@@ -341,21 +378,27 @@ impl Ownership {
         for kick in kicks {
             tracing::info!(device = %device, gateway = %owner.gateway, "closing session: the device connected to another gateway");
             kick.kick(POLICY, REPLACED);
+            self.replaced.inc();
         }
     }
 }
 
 impl SessionHook for Ownership {
-    fn opened(&self, device: &str, session: u64, kick: &Kick) {
+    fn opened(&self, device: &str, session: u64, kick: &Kick) -> Option<oneshot::Receiver<()>> {
         self.claims().opened(device, session, kick.clone());
+        let (done, landed) = oneshot::channel();
         let work = Work::Claim {
             device: device.into(),
             session,
+            done,
         };
         if self.work.try_send(work).is_err() {
             self.outage(&"the claim queue is full");
             self.claims().claimed(device, session, 0);
+            return None;
         }
+        // While NATS refuses claims, handshakes do not wait for them.
+        (!self.degraded.load(Ordering::Relaxed)).then_some(landed)
     }
 
     fn closed(&self, device: &str, session: u64) {

@@ -116,9 +116,20 @@ impl Kick {
 /// close theirs (see `crate::cluster::ownership`). Called outside the
 /// limits' lock; must not block.
 pub trait SessionHook: Send + Sync {
-    fn opened(&self, device: &str, session: u64, kick: &Kick);
+    /// May return what resolves once the other gateways can see the session
+    /// ([`SessionGuard::announced`]).
+    fn opened(
+        &self,
+        device: &str,
+        session: u64,
+        kick: &Kick,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>>;
     fn closed(&self, device: &str, session: u64);
 }
+
+/// Longest a handshake waits for its session to be announced to the other
+/// gateways ([`SessionGuard::announced`]).
+pub const ANNOUNCE_WAIT: Duration = Duration::from_millis(500);
 
 /// A handshake refused by a limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -272,10 +283,16 @@ impl Limits {
         drop(devices);
         // Devices allowed several sessions keep them per gateway.
         let exclusive = max == 1 && c.session_policy == SessionPolicy::Replace;
-        if exclusive && let Some(hook) = self.hook.get() {
-            hook.opened(&who.device, id, &kick);
-        }
-        Ok(SessionGuard { limiter, id, kick })
+        let announced = match self.hook.get() {
+            Some(hook) if exclusive => hook.opened(&who.device, id, &kick),
+            _ => None,
+        };
+        Ok(SessionGuard {
+            limiter,
+            id,
+            kick,
+            announced,
+        })
     }
 
     /// A handle to check messages of `who` that come without a session (a
@@ -392,6 +409,7 @@ pub struct SessionGuard {
     limiter: DeviceLimiter,
     id: u64,
     kick: Kick,
+    announced: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl SessionGuard {
@@ -410,6 +428,16 @@ impl SessionGuard {
             policy: Default::default(),
         };
         limits.admit(&who).expect("no session limit")
+    }
+
+    /// Wait, at most `limit`, until the other gateways can see this session
+    /// (its ownership claim landed). A handshake answered after that makes
+    /// the device's next session, on whatever gateway, the newer one for
+    /// every gateway. No wait without a cluster.
+    pub async fn announced(&mut self, limit: Duration) {
+        if let Some(rx) = self.announced.take() {
+            let _ = tokio::time::timeout(limit, rx).await;
+        }
     }
 
     /// The signal to close this session (revoked token, replaced session).

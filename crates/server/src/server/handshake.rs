@@ -71,10 +71,13 @@ async fn upgrade_device(
             "too many sessions on this server; retry later",
         );
     };
-    let guard = match state.limits.admit(&who) {
+    let mut guard = match state.limits.admit(&who) {
         Ok(g) => g,
         Err(e) => return http::text(StatusCode::CONFLICT, &e.to_string()),
     };
+    // With gateways sharing ownership: the 101 goes out once they can see
+    // this session, so a reconnect elsewhere is always the newer one.
+    guard.announced(crate::limits::ANNOUNCE_WAIT).await;
     let chosen = protocol::negotiate(
         headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)

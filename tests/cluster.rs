@@ -125,6 +125,17 @@ async fn stays_open(ws: &mut Ws, d: Duration) {
     }
 }
 
+/// The gateways' logs, for a failure's message.
+fn logs(dir: &Path) -> String {
+    ["gw-a", "gw-b"]
+        .iter()
+        .map(|g| {
+            let log = std::fs::read_to_string(dir.join(format!("{g}.log"))).unwrap_or_default();
+            format!("--- {g}.log\n{log}")
+        })
+        .collect()
+}
+
 async fn start_nats(dir: &Path) -> NatsCluster {
     NatsCluster::start(dir, 3)
         .await
@@ -296,7 +307,10 @@ async fn the_newest_session_wins_a_race_and_a_crashed_gateway_blocks_nothing() {
     let (survivor, replaced) = match (xr, yr) {
         (Some(r), None) => (y, r),
         (None, Some(r)) => (x, r),
-        other => panic!("exactly one of two racing sessions must be closed: {other:?}"),
+        other => panic!(
+            "exactly one of two racing sessions must be closed: {other:?}\n{}",
+            logs(tmp.path())
+        ),
     };
     assert_eq!(
         replaced,

@@ -67,11 +67,20 @@ struct Local {
     kick: Kick,
 }
 
+/// A device's local sessions, and the newest claim seen for it.
+#[derive(Default)]
+struct Device {
+    locals: Vec<Local>,
+    /// The newest claim seen in the bucket while the device had a session
+    /// here: a local claim that turns out older loses at once.
+    newest: Option<(u64, Owner)>,
+}
+
 /// The sans-IO core: this gateway's exclusive sessions and the claim rule.
 #[derive(Default)]
 pub struct Claims {
     gateway: String,
-    devices: HashMap<String, Vec<Local>>,
+    devices: HashMap<String, Device>,
 }
 
 impl Claims {
@@ -83,45 +92,62 @@ impl Claims {
     }
 
     pub fn opened(&mut self, device: &str, session: u64, kick: Kick) {
-        self.devices.entry(device.into()).or_default().push(Local {
-            session,
-            revision: None,
-            kick,
-        });
+        self.devices
+            .entry(device.into())
+            .or_default()
+            .locals
+            .push(Local {
+                session,
+                revision: None,
+                kick,
+            });
     }
 
     /// The session ended; returns its claim's revision if it is known.
     pub fn closed(&mut self, device: &str, session: u64) -> Option<u64> {
-        let list = self.devices.get_mut(device)?;
-        let i = list.iter().position(|l| l.session == session)?;
-        let local = list.swap_remove(i);
-        if list.is_empty() {
+        let d = self.devices.get_mut(device)?;
+        let i = d.locals.iter().position(|l| l.session == session)?;
+        let local = d.locals.swap_remove(i);
+        if d.locals.is_empty() {
             self.devices.remove(device);
         }
         local.revision.filter(|r| *r > 0)
     }
 
     /// The claim of a local session was written at `revision` (`0`: it
-    /// could not be written). The first word wins: the watch and the put's
-    /// answer agree anyway.
-    pub fn claimed(&mut self, device: &str, session: u64, revision: u64) {
-        if let Some(l) = self
-            .devices
-            .get_mut(device)
-            .and_then(|list| list.iter_mut().find(|l| l.session == session))
-        {
-            l.revision.get_or_insert(revision);
+    /// could not be written), by the put's answer: the kick, if a newer
+    /// claim of another session was seen already (the watch may deliver
+    /// that one before this answer, or before this claim).
+    pub fn claimed(&mut self, device: &str, session: u64, revision: u64) -> Option<Kick> {
+        let me = self.gateway.clone();
+        let d = self.devices.get_mut(device)?;
+        let i = d.locals.iter().position(|l| l.session == session)?;
+        let own = *d.locals[i].revision.get_or_insert(revision);
+        let newer_elsewhere = d
+            .newest
+            .as_ref()
+            .is_some_and(|(rev, o)| *rev > own && !(o.gateway == me && o.session == session));
+        if !newer_elsewhere {
+            return None;
         }
+        let local = d.locals.swap_remove(i);
+        if d.locals.is_empty() {
+            self.devices.remove(device);
+        }
+        Some(local.kick)
     }
 
     /// A claim seen in the bucket: the kicks it causes here (already removed).
     pub fn seen(&mut self, device: &str, owner: &Owner, revision: u64) -> Vec<Kick> {
-        let Some(list) = self.devices.get_mut(device) else {
+        let Some(d) = self.devices.get_mut(device) else {
             return Vec::new();
         };
+        if d.newest.as_ref().is_none_or(|(rev, _)| *rev < revision) {
+            d.newest = Some((revision, owner.clone()));
+        }
         let mine = owner.gateway == self.gateway;
         let mut kicks = Vec::new();
-        list.retain_mut(|l| {
+        d.locals.retain_mut(|l| {
             if mine && l.session == owner.session {
                 l.revision.get_or_insert(revision);
                 return true;
@@ -134,7 +160,7 @@ impl Claims {
                 _ => true,
             }
         });
-        if list.is_empty() {
+        if d.locals.is_empty() {
             self.devices.remove(device);
         }
         kicks
@@ -142,7 +168,7 @@ impl Claims {
 
     /// Local sessions tracked (for tests and logs).
     pub fn len(&self) -> usize {
-        self.devices.values().map(Vec::len).sum()
+        self.devices.values().map(|d| d.locals.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -309,16 +335,26 @@ impl Ownership {
             at_ms: wsingest_proto::clock::wall_ms(),
         };
         let value = serde_json::to_vec(&owner).expect("owner serializes");
-        match self.store.put(device_key(device), value.into()).await {
+        let revision = match self.store.put(device_key(device), value.into()).await {
             Ok(revision) => {
                 self.recovered();
-                self.claims().claimed(device, session, revision);
+                revision
             }
             Err(e) => {
                 self.outage(&e);
-                self.claims().claimed(device, session, 0);
+                0
             }
+        };
+        let kick = self.claims().claimed(device, session, revision);
+        if let Some(kick) = kick {
+            self.replace(device, &kick);
         }
+    }
+
+    fn replace(&self, device: &str, kick: &Kick) {
+        tracing::info!(device = %device, "closing session: the device connected to another gateway");
+        kick.kick(POLICY, REPLACED);
+        self.replaced.inc();
     }
 
     /// Apply claims seen in the bucket; follow it again after a failure,
@@ -376,9 +412,7 @@ impl Ownership {
         };
         let kicks = self.claims().seen(&device, &owner, entry.revision);
         for kick in kicks {
-            tracing::info!(device = %device, gateway = %owner.gateway, "closing session: the device connected to another gateway");
-            kick.kick(POLICY, REPLACED);
-            self.replaced.inc();
+            self.replace(&device, &kick);
         }
     }
 }
@@ -394,7 +428,8 @@ impl SessionHook for Ownership {
         };
         if self.work.try_send(work).is_err() {
             self.outage(&"the claim queue is full");
-            self.claims().claimed(device, session, 0);
+            // Nothing seen yet can be newer than a session this young.
+            let _ = self.claims().claimed(device, session, 0);
             return None;
         }
         // While NATS refuses claims, handshakes do not wait for them.
@@ -451,7 +486,7 @@ mod tests {
         assert!(a.seen("d", &owner("B", 1), 5).is_empty());
         assert!(a.seen("d", &owner("A", 1), 6).is_empty());
         // B knows its own revision (the put answered) before seeing A's.
-        b.claimed("d", 1, 5);
+        assert!(b.claimed("d", 1, 5).is_none());
         assert!(b.seen("d", &owner("B", 1), 5).is_empty());
         assert_eq!(b.seen("d", &owner("A", 1), 6).len(), 1, "B's session loses");
         assert_eq!(a.len(), 1);
@@ -462,22 +497,39 @@ mod tests {
     fn an_unwritten_claim_loses_to_the_next_one_and_a_stale_one_blocks_nothing() {
         let mut a = Claims::new("A");
         a.opened("d", 1, Kick::default());
-        a.claimed("d", 1, 0); // NATS was down
+        assert!(a.claimed("d", 1, 0).is_none()); // NATS was down
         assert_eq!(a.seen("d", &owner("B", 3), 2).len(), 1);
         // A crashed gateway's claim (revision 4) is older than a new
         // session's (9): seeing it late closes nothing.
         a.opened("d", 2, Kick::default());
-        a.claimed("d", 2, 9);
+        assert!(a.claimed("d", 2, 9).is_none());
         assert!(a.seen("d", &owner("C", 1), 4).is_empty());
         assert_eq!(a.closed("d", 2), Some(9));
         assert_eq!(a.closed("d", 2), None);
     }
 
     #[test]
+    fn a_newer_claim_seen_before_the_own_put_answered_closes_at_the_answer() {
+        // Observed in tests/cluster.rs: B's watch brought A's claim (7)
+        // before B's own put answered with 6, and never B's own claim.
+        let mut b = Claims::new("B");
+        b.opened("d", 1, Kick::default());
+        assert!(b.seen("d", &owner("A", 1), 7).is_empty());
+        assert!(b.claimed("d", 1, 6).is_some(), "older than A's: loses");
+        assert!(b.is_empty());
+        // Whereas a claim that lands after the one seen wins.
+        let mut a = Claims::new("A");
+        a.opened("d", 2, Kick::default());
+        assert!(a.seen("d", &owner("B", 1), 6).is_empty());
+        assert!(a.claimed("d", 2, 7).is_none());
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
     fn same_gateway_newer_session_replaces_the_older() {
         let mut a = Claims::new("A");
         a.opened("d", 1, Kick::default());
-        a.claimed("d", 1, 3);
+        assert!(a.claimed("d", 1, 3).is_none());
         a.opened("d", 2, Kick::default());
         assert_eq!(a.seen("d", &owner("A", 2), 4).len(), 1);
         assert_eq!(a.len(), 1);

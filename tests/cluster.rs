@@ -374,7 +374,7 @@ async fn without_a_nats_quorum_sessions_go_on_and_changes_arrive_once_it_is_back
     })
     .await;
     assert_eq!(
-        closed(&mut y_on_b, Duration::from_secs(15)).await,
+        closed(&mut y_on_b, Duration::from_secs(5)).await,
         (1008, "device token revoked".into())
     );
     eprintln!("revocation after the quorum came back: {:?}", t.elapsed());

@@ -218,7 +218,7 @@ pub async fn run(cmd: DeviceCommand) -> Result<String, DeviceCliError> {
         }
         DeviceCommand::List { file, json } => {
             let reg = match file.resolve().await?.0 {
-                Target::Kv(kv) => kv.load().await?.0,
+                Target::Kv(kv) => kv.load().await?.registry,
                 Target::File(path) => Registry::load(&path)?,
             };
             let mut out = String::new();

@@ -137,14 +137,13 @@ pub async fn start(
     let gateway = config.gateway_id();
     if kv_registry {
         let kv = registry::KvRegistry::open(&js, &config.registry_bucket, config.replicas).await?;
-        let (loaded, watch) = kv.load().await?;
-        tracing::info!(bucket = %config.registry_bucket, devices = loaded.len(), "device registry loaded from NATS KV");
-        auth.replace(loaded.clone());
+        let loaded = kv.load().await?;
+        tracing::info!(bucket = %config.registry_bucket, devices = loaded.registry.len(), "device registry loaded from NATS KV");
+        auth.replace(loaded.registry.clone());
         registry::spawn(
             kv,
             auth.clone(),
             loaded,
-            watch,
             shutdown.clone(),
             on_registry_change,
         );

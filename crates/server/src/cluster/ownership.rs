@@ -364,11 +364,28 @@ impl Ownership {
             Duration::from_millis(200),
             Duration::from_secs(5),
         );
+        // As the registry's follower: a watch that stays behind the bucket
+        // for two checks is replaced (see `super::registry::spawn`).
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut behind = 0;
             loop {
                 let next = tokio::select! {
                     _ = stop.cancelled() => return,
                     n = watch.next() => n,
+                    _ = check.tick() => {
+                        match self.head().await {
+                            Some(head) if head > last => behind += 1,
+                            Some(_) => behind = 0,
+                            None => {}
+                        }
+                        if behind >= 2 {
+                            tracing::warn!(bucket = %self.bucket, "the session ownership watch fell behind the bucket; following it again");
+                            break;
+                        }
+                        continue;
+                    }
                 };
                 match next {
                     Some(Ok(entry)) => {
@@ -398,6 +415,15 @@ impl Ownership {
                 }
             }
         }
+    }
+
+    /// The bucket's newest revision, if NATS answers within a second.
+    async fn head(&self) -> Option<u64> {
+        let status = tokio::time::timeout(Duration::from_secs(1), self.store.status())
+            .await
+            .ok()?
+            .ok()?;
+        Some(status.info.state.last_sequence)
     }
 
     fn seen(&self, entry: &kv::Entry) {

@@ -154,7 +154,7 @@ impl KvRegistry {
     }
 
     /// The whole registry as it is now, and a watch that continues from it.
-    pub async fn load(&self) -> Result<(Registry, kv::Watch), ClusterError> {
+    pub async fn load(&self) -> Result<Loaded, ClusterError> {
         let bucket_err = |e: &dyn std::fmt::Display| ClusterError::Bucket {
             bucket: self.bucket.clone(),
             detail: e.to_string(),
@@ -164,16 +164,17 @@ impl KvRegistry {
             .watch_with_history(">")
             .await
             .map_err(|e| bucket_err(&e))?;
-        let values = self
-            .store
-            .status()
-            .await
-            .map_err(|e| bucket_err(&e))?
-            .values();
-        let mut registry = Registry::default();
-        if values == 0 {
-            return Ok((registry, watch));
+        let status = self.store.status().await.map_err(|e| bucket_err(&e))?;
+        let mut loaded = Loaded {
+            registry: Registry::default(),
+            revision: 0,
+            watch,
+        };
+        if status.values() == 0 {
+            loaded.revision = status.info.state.last_sequence;
+            return Ok(loaded);
         }
+        watch = loaded.watch;
         loop {
             let entry = match tokio::time::timeout(LOAD_STEP, watch.next()).await {
                 Ok(Some(Ok(e))) => e,
@@ -181,13 +182,35 @@ impl KvRegistry {
                 Ok(None) => return Err(bucket_err(&"the watch ended")),
                 Err(_) => return Err(bucket_err(&"no answer within 10 s")),
             };
-            apply(&mut registry, &self.bucket, &entry);
+            apply(&mut loaded.registry, &self.bucket, &entry);
+            loaded.revision = loaded.revision.max(entry.revision);
             if entry.delta == 0 {
-                return Ok((registry, watch));
+                loaded.watch = watch;
+                return Ok(loaded);
             }
         }
     }
+
+    /// The bucket's newest revision, if NATS answers within a second.
+    async fn head(&self) -> Option<u64> {
+        let status = tokio::time::timeout(Duration::from_secs(1), self.store.status())
+            .await
+            .ok()?
+            .ok()?;
+        Some(status.info.state.last_sequence)
+    }
 }
+
+/// The registry as read from the bucket, and how to follow it.
+pub struct Loaded {
+    pub registry: Registry,
+    /// The newest revision applied.
+    pub revision: u64,
+    pub watch: kv::Watch,
+}
+
+/// How often the follower checks that its watch keeps up with the bucket.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 fn to_json(record: &DeviceRecord) -> bytes::Bytes {
     serde_json::to_vec(record)
@@ -226,33 +249,58 @@ pub fn apply(registry: &mut Registry, bucket: &str, entry: &kv::Entry) {
     }
 }
 
-/// Follow the bucket from `watch` (as [`KvRegistry::load`] returned it, with
-/// `registry`) until `shutdown`: swap each new version into `auth`, then
-/// call `on_change`.
+/// Follow the bucket from `loaded` until `shutdown`: swap each new version
+/// into `auth`, then call `on_change`.
+///
+/// The watch is not trusted alone: once a second the bucket's newest
+/// revision is compared with the newest applied, and a watch that stays
+/// behind for two checks (one that failed without saying so, as after a
+/// lost JetStream quorum) is replaced by a fresh read of the whole bucket.
+/// So a change reaches every gateway within about two seconds of NATS
+/// answering again, even when the watch does not recover by itself.
 pub fn spawn<F>(
     kv: KvRegistry,
     auth: Arc<Auth>,
-    mut registry: Registry,
-    mut watch: kv::Watch,
+    loaded: Loaded,
     shutdown: CancellationToken,
     on_change: F,
 ) where
     F: Fn(&Registry) + Send + 'static,
 {
     tokio::spawn(async move {
+        let Loaded {
+            mut registry,
+            mut revision,
+            mut watch,
+        } = loaded;
         let mut backoff = wsingest_proto::backoff::Backoff::new(
             Duration::from_millis(200),
             Duration::from_secs(5),
         );
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Follow until the watch fails.
+            // Follow until the watch fails or falls behind.
             let mut held = None;
+            let mut behind = 0;
             loop {
                 let next = match held.take() {
                     Some(n) => n,
                     None => tokio::select! {
                         _ = shutdown.cancelled() => return,
                         n = watch.next() => n,
+                        _ = check.tick() => {
+                            match kv.head().await {
+                                Some(head) if head > revision => behind += 1,
+                                Some(_) => behind = 0,
+                                None => {}
+                            }
+                            if behind >= 2 {
+                                tracing::warn!(bucket = %kv.bucket, "the device registry watch fell behind the bucket; reading it again");
+                                break;
+                            }
+                            continue;
+                        }
                     },
                 };
                 let entry = match next {
@@ -267,11 +315,15 @@ pub fn spawn<F>(
                     }
                 };
                 apply(&mut registry, &kv.bucket, &entry);
+                revision = revision.max(entry.revision);
                 // A burst of changes (a bulk revoke) costs one swap.
                 let mut more = 0;
                 while let Some(n) = watch.next().now_or_never() {
                     match n {
-                        Some(Ok(e)) => apply(&mut registry, &kv.bucket, &e),
+                        Some(Ok(e)) => {
+                            apply(&mut registry, &kv.bucket, &e);
+                            revision = revision.max(e.revision);
+                        }
                         // Swap in what came before it, then handle it.
                         failed => {
                             held = Some(failed);
@@ -293,10 +345,9 @@ pub fn spawn<F>(
                     _ = tokio::time::sleep(backoff.next(None)) => {}
                 }
                 match kv.load().await {
-                    Ok((r, w)) => {
-                        tracing::info!(bucket = %kv.bucket, devices = r.len(), "device registry read again from NATS");
-                        registry = r;
-                        watch = w;
+                    Ok(l) => {
+                        tracing::info!(bucket = %kv.bucket, devices = l.registry.len(), "device registry read again from NATS");
+                        (registry, revision, watch) = (l.registry, l.revision, l.watch);
                         auth.replace(registry.clone());
                         on_change(&auth.registry());
                         break;

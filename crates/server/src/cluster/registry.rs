@@ -165,30 +165,29 @@ impl KvRegistry {
             .await
             .map_err(|e| bucket_err(&e))?;
         let status = self.store.status().await.map_err(|e| bucket_err(&e))?;
-        let mut loaded = Loaded {
-            registry: Registry::default(),
-            revision: 0,
-            watch,
-        };
-        if status.values() == 0 {
-            loaded.revision = status.info.state.last_sequence;
-            return Ok(loaded);
-        }
-        watch = loaded.watch;
-        loop {
-            let entry = match tokio::time::timeout(LOAD_STEP, watch.next()).await {
-                Ok(Some(Ok(e))) => e,
-                Ok(Some(Err(e))) => return Err(bucket_err(&e)),
-                Ok(None) => return Err(bucket_err(&"the watch ended")),
-                Err(_) => return Err(bucket_err(&"no answer within 10 s")),
-            };
-            apply(&mut loaded.registry, &self.bucket, &entry);
-            loaded.revision = loaded.revision.max(entry.revision);
-            if entry.delta == 0 {
-                loaded.watch = watch;
-                return Ok(loaded);
+        let mut registry = Registry::default();
+        let mut revision = status.info.state.last_sequence;
+        if status.values() > 0 {
+            revision = 0;
+            loop {
+                let entry = match tokio::time::timeout(LOAD_STEP, watch.next()).await {
+                    Ok(Some(Ok(e))) => e,
+                    Ok(Some(Err(e))) => return Err(bucket_err(&e)),
+                    Ok(None) => return Err(bucket_err(&"the watch ended")),
+                    Err(_) => return Err(bucket_err(&"no answer within 10 s")),
+                };
+                apply(&mut registry, &self.bucket, &entry);
+                revision = revision.max(entry.revision);
+                if entry.delta == 0 {
+                    break;
+                }
             }
         }
+        Ok(Loaded {
+            registry,
+            revision,
+            watch,
+        })
     }
 
     /// The bucket's newest revision, if NATS answers within a second.

@@ -50,6 +50,8 @@ pub enum ServeError {
     Spool(#[from] crate::sink::spool::SpoolError),
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
 }
 
 /// Shared by every request handler.
@@ -85,6 +87,9 @@ pub async fn run(
     if config.server.sink == SinkKind::Blackhole {
         tracing::warn!("sink = blackhole: points are acked and discarded, nothing is stored");
         return serve(listener, config, Arc::new(Blackhole::default()), shutdown).await;
+    }
+    if config.queue.enabled() {
+        return crate::queue::gateway::serve(listener, config, shutdown).await;
     }
     let api = config.influx_api()?;
     let i = &config.influx;
@@ -247,8 +252,12 @@ pub async fn serve_with_metrics(
     let (auth, limits) = security(&config, &metrics, &shutdown)?;
     let tls = crate::tls::acceptor(&config.tls)?;
     let drain = CancellationToken::new();
+    let pipeline_config = match config.queue.enabled() {
+        true => crate::queue::gateway::pipeline_config(&config),
+        false => PipelineConfig::from(&config),
+    };
     let (pipeline, batcher) = pipeline::start(
-        PipelineConfig::from(&config),
+        pipeline_config,
         sink.clone(),
         shutdown.clone(),
         drain.clone(),

@@ -142,6 +142,27 @@ impl QueueSink {
         }
     }
 
+    /// While publishes fail, ask the stream's leader for the stream's info
+    /// every second: once it answers, the gateway is ready again (without
+    /// it, a gateway taken out of the balancer would wait for a publish
+    /// that never comes). A publish that still fails marks it again.
+    pub async fn probe(&self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => return,
+            }
+            if self.failing.lock().expect("not poisoned").is_none() {
+                continue;
+            }
+            if let Ok(mut stream) = self.js.get_stream(&self.stream).await
+                && stream.info().await.is_ok()
+            {
+                self.set_failing(None);
+            }
+        }
+    }
+
     fn set_failing(&self, reason: Option<&str>) {
         let mut f = self.failing.lock().expect("not poisoned");
         match (reason, f.is_some()) {
@@ -218,6 +239,8 @@ pub async fn serve(
         "queue mode: publishing points to JetStream"
     );
     let sink = std::sync::Arc::new(QueueSink::new(client, q));
+    let (probe, stop) = (sink.clone(), shutdown.clone());
+    tokio::spawn(async move { probe.probe(stop).await });
     crate::server::serve(listener, config, sink, shutdown).await
 }
 

@@ -312,3 +312,41 @@ async fn stream_last_seq(cluster: &NatsCluster, name: &str) -> u64 {
         .and_then(|s| s["state"]["last_seq"].as_u64())
         .unwrap_or_else(|| panic!("stream {name} in {jsz}"))
 }
+
+/// `wsingest bench queue --smoke` completes and reports both modes (its
+/// numbers mean nothing; docs/scaling.md has a full run's).
+#[test]
+fn bench_queue_smoke_reports_both_modes() {
+    let out = output_within(
+        "wsingest bench queue --smoke",
+        std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
+            .args(["bench", "queue", "--smoke", "--json"])
+            .env("RUST_BACKTRACE", "0"),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let figures = reports[0]["figures"].as_array().unwrap();
+    let value = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f["name"] == json!(name))
+            .and_then(|f| f["value"].as_f64())
+            .unwrap_or_else(|| panic!("no figure {name:?} in {reports}"))
+    };
+    for mode in ["direct", "queue"] {
+        assert!(value(&format!("{mode}: end-to-end points/s (all in InfluxDB)")) > 0.0);
+        assert_eq!(value(&format!("{mode}: nacked messages")), 0.0);
+    }
+    for process in [
+        "wsingest gateway",
+        "wsingest writer",
+        "nats-server 1",
+        "influxd",
+        "load client",
+    ] {
+        assert!(value(&format!("queue: CPU per million points, {process}")) >= 0.0);
+    }
+}

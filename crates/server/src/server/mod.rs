@@ -184,6 +184,10 @@ pub async fn preflight(config: &Config) -> Result<Vec<String>, ServeError> {
         warnings.push("sink = blackhole: points are acked and discarded, nothing is stored".into());
         return Ok(warnings);
     }
+    if config.queue.enabled() {
+        // serve in queue mode does not start without NATS.
+        crate::queue::connect(&config.queue).await?;
+    }
     let i = &config.influx;
     let api = config.influx_api()?;
     let client = InfluxClient::new(

@@ -163,7 +163,9 @@ fn add_mode(
 
 /// The `queue` scenario (see the module doc).
 pub async fn queue(args: &BenchArgs) -> Result<Report, BenchError> {
-    let (devices, per_device) = if args.smoke { (4, 20) } else { (10, 500) };
+    // 2 M points: a few seconds per mode, long enough for the writer's
+    // steady state to show in the end-to-end rate.
+    let (devices, per_device) = if args.smoke { (4, 20) } else { (20, 1000) };
     let points = devices as u64 * per_device * 100;
     let dir = TempDir::new("queue")?;
     let (influxd, url) = procs::influxd(&dir.0).await?;

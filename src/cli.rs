@@ -38,6 +38,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the ingest server.
     Serve(Box<ServeArgs>),
+    /// Queue mode's writer: take points from the NATS JetStream stream
+    /// (--nats-url) and write them to InfluxDB (--influx-url, --influx-db);
+    /// any number of writers share the work.
+    Writer(Box<ServeArgs>),
     /// Performance scenarios, each next to a reference run (see docs/performance.md).
     Bench(wsingest_tools::bench::BenchArgs),
     /// Measure WebSocket (JSON, CBOR), MQTT, HTTP/1.1, HTTP/2 and gRPC on one
@@ -303,6 +307,10 @@ pub struct ServeArgs {
     /// writing InfluxDB, e.g. nats://a:4222,nats://b:4222 (queue.nats_url).
     #[arg(long, env = "WSINGEST_NATS_URL")]
     pub nats_url: Option<String>,
+    /// serve in queue mode: also run a writer (JetStream to InfluxDB) in
+    /// this process, for small deployments.
+    #[arg(long)]
+    pub writer: bool,
 }
 
 /// `--listen`: `IP:PORT`, `HOST:PORT` (resolved now; IPv4 preferred, as a

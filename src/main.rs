@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Serve(args) if args.writer => serve_with_writer(&args).await?,
             Command::Serve(args) => {
                 let config = args.load()?;
                 let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -25,6 +26,12 @@ fn main() -> anyhow::Result<()> {
                 let shutdown = CancellationToken::new();
                 wsingest_server::shutdown::on_signal(shutdown.clone());
                 wsingest_server::server::run(listener, config, shutdown).await?;
+            }
+            Command::Writer(args) => {
+                let config = queue_config(&args)?;
+                let shutdown = CancellationToken::new();
+                wsingest_server::shutdown::on_signal(shutdown.clone());
+                wsingest_server::queue::writer::run(config, shutdown).await?;
             }
             Command::Compare(args) => {
                 wsingest_tools::compare::run(args).await?;
@@ -85,6 +92,39 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The config of a queue-mode command, which needs NATS servers.
+fn queue_config(
+    args: &wsingest::cli::ServeArgs,
+) -> anyhow::Result<wsingest_server::config::Config> {
+    let config = args.load()?;
+    if !config.queue.enabled() {
+        anyhow::bail!(
+            "queue mode needs NATS servers: give --nats-url nats://HOST:4222 (or queue.nats_url in the config)"
+        );
+    }
+    Ok(config)
+}
+
+/// `serve --writer`: a gateway and a writer in one process, stopped together.
+async fn serve_with_writer(args: &wsingest::cli::ServeArgs) -> anyhow::Result<()> {
+    let config = queue_config(args)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let shutdown = CancellationToken::new();
+    wsingest_server::shutdown::on_signal(shutdown.clone());
+    let writer = tokio::spawn(wsingest_server::queue::writer::run(
+        config.clone(),
+        shutdown.clone(),
+    ));
+    let served = wsingest_server::server::run(listener, config, shutdown.clone()).await;
+    shutdown.cancel();
+    let written = writer.await?;
+    served?;
+    written?;
+    Ok(())
 }
 
 async fn deadletter(cmd: DeadletterCommand) -> anyhow::Result<()> {

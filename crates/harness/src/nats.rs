@@ -149,12 +149,7 @@ impl NatsCluster {
             let Some(body) = http_get(node.http_port, "/jsz?streams=true").await else {
                 continue;
             };
-            // `"name":"<stream>", ... "cluster":{ ... "leader":"nX"` — the
-            // first leader after the stream's name.
-            let Some(at) = body.find(&format!("\"name\":\"{stream}\"")) else {
-                continue;
-            };
-            let Some(leader) = json_string_after(&body[at..], "\"leader\"") else {
+            let Some(leader) = stream_leader_in(&body, stream) else {
                 continue;
             };
             return self.nodes.iter().position(|n| n.name == leader);
@@ -223,6 +218,26 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
         .flatten()
 }
 
+/// The leader of `stream` in a `/jsz?streams=true` answer (pretty-printed):
+/// `"stream_detail": [ { "name": "<stream>", ... "cluster": { ... "leader":
+/// "nX"` — the first leader after the stream's name inside `stream_detail`
+/// (a cluster's name, followed by its `leader`, may be the same word: the
+/// meta cluster's and each stream's cluster's are skipped).
+fn stream_leader_in(body: &str, stream: &str) -> Option<String> {
+    let mut rest = &body[body.find("\"stream_detail\"")?..];
+    loop {
+        rest = &rest[rest.find("\"name\"")?..];
+        let value_end = rest.find(',').unwrap_or(rest.len());
+        let next_key = rest[value_end..].trim_start_matches([',', ' ', '\n', '\r', '\t']);
+        if json_string_after(rest, "\"name\"").as_deref() == Some(stream)
+            && !next_key.starts_with("\"leader\"")
+        {
+            return json_string_after(rest, "\"leader\"");
+        }
+        rest = &rest[1..];
+    }
+}
+
 /// The string value of the first `key` (with its quotes) in a JSON text:
 /// enough for nats-server's monitoring answers without a JSON dependency
 /// in the harness core.
@@ -236,6 +251,20 @@ fn json_string_after(body: &str, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_leader_is_read_from_the_stream_detail() {
+        let body = r#"{
+  "meta_cluster": { "name": "wsingest", "leader": "n2" },
+  "account_details": [ { "name": "$G", "stream_detail": [
+    { "name": "other", "cluster": { "name": "wsingest", "leader": "n1" } },
+    { "name": "wsingest", "cluster": { "name": "wsingest", "leader": "n3",
+      "replicas": [ { "name": "n2" } ] } } ] } ]
+}"#;
+        assert_eq!(stream_leader_in(body, "wsingest").as_deref(), Some("n3"));
+        assert_eq!(stream_leader_in(body, "other").as_deref(), Some("n1"));
+        assert_eq!(stream_leader_in(body, "missing"), None);
+    }
 
     #[test]
     fn config_routes_to_the_other_nodes_only() {

@@ -59,6 +59,11 @@ impl Influxd {
         self.service = Some(service);
     }
 
+    /// influxd's process id (to freeze it with SIGSTOP, say); `None` once stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.service.as_ref().map(Service::pid)
+    }
+
     /// Stop influxd (SIGKILL), keeping its data for [`Influxd::restart`].
     pub fn stop(&mut self) {
         if let Some(mut s) = self.service.take() {

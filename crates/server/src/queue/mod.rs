@@ -19,10 +19,22 @@
 //!
 //! - [`config`]: the `[queue]` section.
 //! - [`subject`]: subjects per device and message ids (sans-IO).
-//! - [`connect`]: the NATS connection both sides open.
+//! - [`connect`]: the NATS connection both sides open; [`stream`]: the
+//!   stream and the writers' consumer, created or updated at startup.
+//! - [`gateway`]: the sink publishing a gateway's batches ([`gateway::serve`]
+//!   is `wsingest serve` in queue mode).
+//! - [`writer`]: `wsingest writer`, from the stream to InfluxDB.
+//!
+//! The MQTT bridge and the per-device stats run on the gateway: the bridge
+//! publishes a message's points when its device is acked (after JetStream's
+//! ack), and the `wsingest_device`/`wsingest_stats` points go through the
+//! stream like any other (subject `<prefix>.points._server`).
 
 pub mod config;
+pub mod gateway;
+pub mod stream;
 pub mod subject;
+pub mod writer;
 
 pub use config::QueueConfig;
 

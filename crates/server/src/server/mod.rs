@@ -52,6 +52,8 @@ pub enum ServeError {
     Mqtt(#[from] crate::mqtt::MqttError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
 }
 
 /// Shared by every request handler.
@@ -87,6 +89,9 @@ pub async fn run(
     if config.server.sink == SinkKind::Blackhole {
         tracing::warn!("sink = blackhole: points are acked and discarded, nothing is stored");
         return serve(listener, config, Arc::new(Blackhole::default()), shutdown).await;
+    }
+    if config.queue.enabled() {
+        return crate::queue::gateway::serve(listener, config, shutdown).await;
     }
     let api = config.influx_api()?;
     let i = &config.influx;
@@ -181,6 +186,10 @@ pub async fn preflight(config: &Config) -> Result<Vec<String>, ServeError> {
         warnings.push("sink = blackhole: points are acked and discarded, nothing is stored".into());
         return Ok(warnings);
     }
+    if config.queue.enabled() {
+        // serve in queue mode does not start without NATS.
+        crate::queue::connect(&config.queue).await?;
+    }
     let i = &config.influx;
     let api = config.influx_api()?;
     let client = InfluxClient::new(
@@ -249,8 +258,12 @@ pub async fn serve_with_metrics(
     let (auth, limits) = security(&config, &metrics, &shutdown)?;
     let tls = crate::tls::acceptor(&config.tls)?;
     let drain = CancellationToken::new();
+    let pipeline_config = match config.queue.enabled() {
+        true => crate::queue::gateway::pipeline_config(&config),
+        false => PipelineConfig::from(&config),
+    };
     let (pipeline, batcher) = pipeline::start(
-        PipelineConfig::from(&config),
+        pipeline_config,
         sink.clone(),
         shutdown.clone(),
         drain.clone(),
@@ -264,9 +277,9 @@ pub async fn serve_with_metrics(
     };
     let commands = Arc::new(commands::Router::new(config.commands.clone(), outbound_tx));
     if config.queue.enabled() {
-        let client = crate::queue::connect(&config.queue)
-            .await
-            .map_err(crate::cluster::ClusterError::from)?;
+        // Registry, session ownership, command routing: shared whenever
+        // there is NATS, whether or not points go through it.
+        let client = crate::queue::connect(&config.queue).await?;
         let kv_registry = config.auth.registry == crate::cluster::RegistrySource::NatsKv;
         let on_change = revalidate(&limits, &auth);
         crate::cluster::start(

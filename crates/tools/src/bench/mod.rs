@@ -78,6 +78,10 @@ pub enum Scenario {
     Spool,
     /// Ingest with and without the MQTT bridge to mosquitto (QoS 0 and 1).
     Bridge,
+    /// Queue mode (gateway → NATS JetStream R3 → writer → influxd) beside
+    /// direct mode, with every process's CPU per point. Not part of `all`
+    /// (it needs nats-server).
+    Queue,
     /// Every scenario in turn.
     All,
 }
@@ -250,6 +254,7 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Report>, BenchError> {
             Scenario::Latency => scenarios::latency(&args, influx_rate).await?,
             Scenario::Spool => spool::spool(&args).await?,
             Scenario::Bridge => bridge::bridge(&args).await?,
+            Scenario::Queue => scenarios::queue(&args).await?,
             Scenario::All => unreachable!(),
         };
         if !args.json {

@@ -13,11 +13,13 @@ use super::BenchError;
 
 mod influx;
 mod latency;
+mod queue;
 mod sessions;
 mod throughput;
 
 pub(super) use influx::{create_db, influx, influx_bulk_rate, influx_workload};
 pub(super) use latency::latency;
+pub(super) use queue::queue;
 pub(super) use sessions::sessions;
 pub(super) use throughput::{batch_cbor, blackhole};
 

@@ -1,0 +1,352 @@
+//! Queue mode against real processes: a 3-node NATS JetStream cluster, two
+//! `wsingest serve --nats-url` gateways behind nginx, two `wsingest writer`
+//! processes and influxd. The rule: a point acked to its device is in
+//! InfluxDB in the end, exactly once, whatever fails in between (the stream
+//! leader, a gateway, a writer, InfluxDB itself).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use wsingest_harness::process::{WsingestProcess, wsingest_bin};
+use wsingest_harness::*;
+use wsingest_server::config::Config;
+use wsingest_tools::simulate::profile::Profile;
+use wsingest_tools::simulate::stats::Live;
+use wsingest_tools::simulate::{Fleet, FleetConfig};
+
+/// Messages acked to the fleet so far.
+fn acked(fleet: &Fleet) -> u64 {
+    Live::get(&fleet.live().messages_acked)
+}
+
+/// Wait until 200 more messages are acked: the fleet makes progress.
+async fn more_acks(fleet: &Fleet, what: &str) {
+    let from = acked(fleet);
+    eventually(40, what, || async {
+        (acked(fleet) > from + 200).then_some(())
+    })
+    .await
+}
+
+/// A gateway's (and writer's) config for `cluster`, quick to notice faults.
+fn queue_config(influx: &Influxd, db: &str, cluster: &NatsCluster, replicas: usize) -> Config {
+    let mut c = test_config(&influx.url, db);
+    c.queue.nats_url = cluster.nodes.iter().map(NatsNode::url).collect();
+    c.queue.replicas = replicas;
+    c.queue.publish_timeout_ms = 10_000;
+    c.queue.ack_wait_secs = 15;
+    c.queue.nak_delay_ms = 200;
+    c.influx.batch_size = 500;
+    c.influx.timeout_ms = 3_000;
+    c.influx.retry_max_ms = 500;
+    c.influx.retry_max_elapsed_ms = 2_000;
+    c.spool.enabled = false;
+    c
+}
+
+/// Start the NATS cluster, or fail with how to install nats-server.
+async fn nats(dir: &Path, n: usize) -> NatsCluster {
+    NatsCluster::start(dir, n).await.unwrap_or_else(|e| {
+        panic!("{e}\n(queue mode's tests need nats-server: apt-get install nats-server, or scripts/install.sh)")
+    })
+}
+
+/// `wsingest writer --config <file>`; returns once it consumes.
+async fn start_writer(config: &Config, dir: &Path, name: &str) -> Service {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
+    let mut cmd = std::process::Command::new(wsingest_bin());
+    cmd.arg("writer")
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .current_dir(dir);
+    let mut svc = Service::spawn(name, &mut cmd, &dir.join(format!("{name}.log"))).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !svc.log().contains("writer: JetStream to InfluxDB") {
+        assert!(
+            svc.try_exit().is_none() && tokio::time::Instant::now() < deadline,
+            "{name} did not start:\n{}",
+            svc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    svc
+}
+
+/// The shipped nginx config, pointed at this test's gateways and directories
+/// (as tests/scaleout.rs does).
+fn nginx_config(listen: u16, a: u16, b: u16) -> String {
+    let shipped =
+        std::fs::read_to_string("config/nginx.conf").expect("config/nginx.conf is shipped");
+    let mut conf = shipped.clone();
+    for (from, to) in [
+        ("server 127.0.0.1:8765 ", format!("server 127.0.0.1:{a} ")),
+        ("server 127.0.0.1:8766 ", format!("server 127.0.0.1:{b} ")),
+        ("listen 8080;", format!("listen 127.0.0.1:{listen};")),
+        (
+            "http {",
+            "http {\n    client_body_temp_path {prefix}/tmp/body;\n    proxy_temp_path {prefix}/tmp/proxy;\n    \
+             fastcgi_temp_path {prefix}/tmp/fcgi;\n    uwsgi_temp_path {prefix}/tmp/uwsgi;\n    scgi_temp_path {prefix}/tmp/scgi;"
+                .to_string(),
+        ),
+        ("worker_processes auto;", "worker_processes 1;\nuser root;".to_string()),
+    ] {
+        assert_eq!(shipped.matches(from).count(), 1, "config/nginx.conf should contain {from:?} once");
+        conf = conf.replace(from, &to);
+    }
+    conf
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child we started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid}");
+}
+
+/// The issue's scenario. During a fleet run through nginx: the stream's
+/// leader node is killed (-9), then a gateway (its devices reconnect
+/// through nginx to the other and resend), then a writer, then influxd is
+/// frozen (SIGSTOP) for 20 s while devices keep getting acks from
+/// JetStream. Afterwards InfluxDB holds, per device, exactly the points the
+/// device got acks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acked_point_lands_once_through_leader_gateway_writer_and_influxd_faults() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = nats(dir.path(), 3).await;
+    let influx = Influxd::start().await;
+    influx.create_db("q").await;
+    let config = queue_config(&influx, "q", &cluster, 3);
+    let mut a = WsingestProcess::start(config.clone(), dir.path()).await;
+    let b = WsingestProcess::start(config.clone(), dir.path()).await;
+    let mut w1 = start_writer(&config, dir.path(), "writer-1").await;
+    let w2 = start_writer(&config, dir.path(), "writer-2").await;
+    let port = free_port();
+    let _nginx = Nginx::start(&nginx_config(port, a.addr.port(), b.addr.port()), port).await;
+
+    let meter =
+        Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/smart_meter.toml"))
+            .unwrap();
+    let fleet = Fleet::start(FleetConfig {
+        url: format!("ws://127.0.0.1:{port}"),
+        profiles: vec![(meter, 20)],
+        rate: Some(10.0),
+        duration: Some(Duration::from_secs(45)),
+        drain_timeout: Duration::from_secs(60),
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        seed: 19,
+        per_device: true,
+        ..FleetConfig::default()
+    })
+    .await
+    .unwrap();
+    more_acks(&fleet, "acks through both gateways").await;
+
+    let leader = eventually(10, "the stream's leader", || {
+        cluster.stream_leader("wsingest")
+    })
+    .await;
+    cluster.kill(leader);
+    more_acks(&fleet, "acks after the stream leader's kill -9").await;
+
+    a.kill9();
+    more_acks(&fleet, "acks after a gateway's kill -9").await;
+
+    w1.kill();
+    more_acks(&fleet, "acks after a writer's kill -9").await;
+
+    let influx_pid = influx.pid().expect("influxd runs");
+    signal(influx_pid, libc::SIGSTOP);
+    let frozen = tokio::time::Instant::now();
+    more_acks(
+        &fleet,
+        "acks while influxd is frozen (JetStream holds the points)",
+    )
+    .await;
+    tokio::time::sleep_until(frozen + Duration::from_secs(20)).await;
+    signal(influx_pid, libc::SIGCONT);
+
+    let report = tokio::time::timeout(Duration::from_secs(120), fleet.finish())
+        .await
+        .expect("the fleet finishes");
+    assert!(
+        report.inconsistencies().is_empty(),
+        "{:?}\n{}",
+        report.inconsistencies(),
+        report.table()
+    );
+    let t = &report.totals;
+    assert_eq!(t.messages_unacked, 0, "{}", report.table());
+    assert!(
+        t.messages_resent > 0,
+        "the gateway's kill left messages to resend\n{}",
+        report.table()
+    );
+    let acked_points: std::collections::BTreeMap<String, u64> = report
+        .per_device
+        .iter()
+        .map(|d| (d.id.clone(), d.counters.points_acked))
+        .collect();
+    assert_eq!(acked_points.len(), 20);
+    eventually(
+        90,
+        "InfluxDB holding exactly the acked points of each device",
+        || async {
+            (influx.count_by("q", "meter", "power_w", "device").await == acked_points).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        w2.log().contains("writer: JetStream to InfluxDB"),
+        "{}",
+        w2.log()
+    );
+    eprintln!(
+        "queue fault run: {} messages acked, {} resent, {:.0} s",
+        t.messages_acked,
+        t.messages_resent,
+        started.elapsed().as_secs_f64()
+    );
+    let mut b = b;
+    let _ = b.terminate();
+}
+
+/// NATS unreachable: a message gets `storage_unavailable` once the publish
+/// budget is spent, `/readyz` is 503 and says why; once NATS is back, the
+/// resend is acked and `/readyz` is 200 again. The same message sent again
+/// (a resend after a lost ack) is acked and stored once: the stream drops
+/// the copy by its `Nats-Msg-Id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_nats_nacks_storage_unavailable_and_resends_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = nats(dir.path(), 1).await;
+    let influx = Influxd::start().await;
+    influx.create_db("u").await;
+    let mut config = queue_config(&influx, "u", &cluster, 1);
+    config.queue.publish_timeout_ms = 1_000;
+    // Only the test's messages in the stream.
+    config.observe.stats_interval_ms = 0;
+    let gw = WsingestProcess::start(config.clone(), dir.path()).await;
+    let _writer = start_writer(&config, dir.path(), "writer").await;
+    let http = services::http();
+    let post = |body: serde_json::Value| {
+        let http = http.clone();
+        let url = gw.http_url("/v1/devices/dev.1/points");
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let readyz = || async {
+        let r = http.get(gw.http_url("/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let msg = |seq: u64| json!({"seq": seq, "ts": 1764600000000u64 + seq, "fields": {"n": seq}});
+    assert_eq!(post(msg(1)).await["ack"], json!(1));
+    assert_eq!(post(msg(1)).await["ack"], json!(1), "a resend is acked");
+    assert_eq!(readyz().await.0, 200);
+
+    cluster.kill(0);
+    let (status, body) = eventually(10, "/readyz 503", || async {
+        let r = readyz().await;
+        (r.0 == 503).then_some(r)
+    })
+    .await;
+    assert!(body.contains("NATS"), "{body}");
+    let answer = post(msg(2)).await;
+    assert_eq!(answer["nack"], json!(2), "{answer}");
+    assert_eq!(answer["error"], json!("storage_unavailable"), "{answer}");
+    assert_eq!(status, 503);
+
+    cluster.restart(0).await.unwrap();
+    eventually(20, "/readyz 200 again", || async {
+        (readyz().await.0 == 200).then_some(())
+    })
+    .await;
+    let again = eventually(20, "the resend acked", || async {
+        let a = post(msg(2)).await;
+        (a["ack"] == json!(2)).then_some(a)
+    })
+    .await;
+    assert_eq!(again["ack"], json!(2));
+    eventually(30, "both points in InfluxDB, once each", || async {
+        (influx.count("u", "telemetry", "n").await == 2).then_some(())
+    })
+    .await;
+    // The stream stored two messages: the resends (seq 1 after its ack,
+    // seq 2's publishes retried during the outage) were dropped as copies.
+    assert_eq!(stream_last_seq(&cluster, "wsingest").await, 2);
+    let mut gw = gw;
+    let _ = gw.terminate();
+}
+
+/// The last sequence number stream `name` assigned, from a node's `/jsz`.
+async fn stream_last_seq(cluster: &NatsCluster, name: &str) -> u64 {
+    let url = format!(
+        "http://127.0.0.1:{}/jsz?streams=true",
+        cluster.nodes[0].http_port
+    );
+    let jsz: serde_json::Value = services::http()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jsz["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+        .find(|s| s["name"] == json!(name))
+        .and_then(|s| s["state"]["last_seq"].as_u64())
+        .unwrap_or_else(|| panic!("stream {name} in {jsz}"))
+}
+
+/// `wsingest bench queue --smoke` completes and reports both modes (its
+/// numbers mean nothing; docs/scaling.md has a full run's).
+#[test]
+fn bench_queue_smoke_reports_both_modes() {
+    let out = output_within(
+        "wsingest bench queue --smoke",
+        std::process::Command::new(env!("CARGO_BIN_EXE_wsingest"))
+            .args(["bench", "queue", "--smoke", "--json"])
+            .env("RUST_BACKTRACE", "0"),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let figures = reports[0]["figures"].as_array().unwrap();
+    let value = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f["name"] == json!(name))
+            .and_then(|f| f["value"].as_f64())
+            .unwrap_or_else(|| panic!("no figure {name:?} in {reports}"))
+    };
+    for mode in ["direct", "queue"] {
+        assert!(value(&format!("{mode}: end-to-end points/s (all in InfluxDB)")) > 0.0);
+        assert_eq!(value(&format!("{mode}: nacked messages")), 0.0);
+    }
+    for process in [
+        "wsingest gateway",
+        "wsingest writer",
+        "nats-server 1",
+        "influxd",
+        "load client",
+    ] {
+        assert!(value(&format!("queue: CPU per million points, {process}")) >= 0.0);
+    }
+}

@@ -361,6 +361,7 @@ async fn without_a_nats_quorum_sessions_go_on_and_changes_arrive_once_it_is_back
 
     // Quorum back: a revocation reaches the session again.
     nats.restart(1).await.unwrap_or_else(|e| panic!("{e}"));
+    nats.restart(2).await.unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
     eventually(30, "revoke accepted by NATS", || async {
         let out = tokio::process::Command::new(wsingest_bin())
@@ -373,16 +374,37 @@ async fn without_a_nats_quorum_sessions_go_on_and_changes_arrive_once_it_is_back
         out.status.success().then_some(())
     })
     .await;
+    // Within seconds: how soon depends on the NATS client's reconnect and
+    // JetStream's recovery (0.1 to 9 s measured here), not on wsingest.
+    // (With only one of the two nodes back, a gateway connected to the node
+    // that stayed up read the stream's state as before the revocation for
+    // 20 s and more, nats-server 2.9.10; so both come back here.)
+    let why = try_closed(&mut y_on_b, Duration::from_secs(20)).await;
     assert_eq!(
-        closed(&mut y_on_b, Duration::from_secs(5)).await,
-        (1008, "device token revoked".into())
+        why,
+        Some((1008, "device token revoked".into())),
+        "{}",
+        logs(tmp.path())
     );
     eprintln!("revocation after the quorum came back: {:?}", t.elapsed());
+    // The claim of the session opened during the outage is written again
+    // once NATS answers: it is the newest, so the older session on A goes.
+    let why = try_closed(&mut x_on_a, Duration::from_secs(20)).await;
+    assert_eq!(
+        why,
+        Some((1008, "replaced by a newer session of this device".into())),
+        "{}",
+        logs(tmp.path())
+    );
+    eprintln!(
+        "older session replaced after the quorum came back: {:?}",
+        t.elapsed()
+    );
+    stays_open(&mut x_on_b, Duration::from_millis(100)).await;
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         log.matches(warning).count(),
         1,
         "logged once per outage:\n{log}"
     );
-    stays_open(&mut x_on_b, Duration::from_millis(100)).await;
 }

@@ -157,7 +157,7 @@ pub async fn start(
         shutdown.clone(),
     )
     .await?;
-    limits.set_hook(ownership.clone());
+    limits.set_hook(Arc::new(ownership.clone()));
     let relay = commands::start(
         client,
         ownership.clone(),

@@ -25,9 +25,11 @@
 //! a session that ends deletes its claim if still current).
 //!
 //! When NATS is unreachable, sessions are admitted and kept as on a single
-//! gateway (logged once). A session whose claim could not be written counts
-//! as claimed before any other, so the next claim seen for its device,
-//! once NATS answers again, closes it.
+//! gateway (logged once). A claim that could not be written is written
+//! again (backing off up to 5 s) while its session lasts: once NATS answers,
+//! it lands as the newest claim and closes the device's older sessions
+//! elsewhere, as it would have at once. Until it lands, no claim closes it
+//! (its revision is unknown), except one seen newer when it lands.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,8 +63,7 @@ pub struct Owner {
 /// One local session and the revision of its claim.
 struct Local {
     session: u64,
-    /// `None` until its claim is seen or acknowledged; `Some(0)` when the
-    /// claim could not be written (older than any claim).
+    /// `None` until its claim is seen or acknowledged.
     revision: Option<u64>,
     kick: Kick,
 }
@@ -111,11 +112,18 @@ impl Claims {
         if d.locals.is_empty() {
             self.devices.remove(device);
         }
-        local.revision.filter(|r| *r > 0)
+        local.revision
     }
 
-    /// The claim of a local session was written at `revision` (`0`: it
-    /// could not be written), by the put's answer: the kick, if a newer
+    /// Whether `session` of `device` is still open here.
+    pub fn is_open(&self, device: &str, session: u64) -> bool {
+        self.devices
+            .get(device)
+            .is_some_and(|d| d.locals.iter().any(|l| l.session == session))
+    }
+
+    /// The claim of a local session was written at `revision`, by the put's
+    /// answer: the kick, if a newer
     /// claim of another session was seen already (the watch may deliver
     /// that one before this answer, or before this claim).
     pub fn claimed(&mut self, device: &str, session: u64, revision: u64) -> Option<Kick> {
@@ -180,8 +188,10 @@ enum Work {
     Claim {
         device: String,
         session: u64,
-        /// Told once the claim landed (or failed).
-        done: oneshot::Sender<()>,
+        /// Writes of this claim that failed so far.
+        attempt: u32,
+        /// Told once the first write landed (or failed).
+        done: Option<oneshot::Sender<()>>,
     },
     Release {
         device: String,
@@ -311,10 +321,16 @@ impl Ownership {
                     Work::Claim {
                         device,
                         session,
+                        attempt,
                         done,
                     } => {
-                        me.claim(&device, session).await;
-                        let _ = done.send(());
+                        let landed = me.claim(&device, session).await;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                        if !landed {
+                            me.claim_again(device, session, attempt + 1);
+                        }
                     }
                     Work::Release { device, revision } => {
                         // Only if still ours: a newer claim must stay.
@@ -328,7 +344,27 @@ impl Ownership {
         }
     }
 
-    async fn claim(&self, device: &str, session: u64) {
+    /// Queue the claim once more after a backoff, unless its session ended.
+    fn claim_again(self: &Arc<Self>, device: String, session: u64, attempt: u32) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let wait =
+                Duration::from_millis(200 * 2u64.pow(attempt.min(5))).min(Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
+            if me.claims().is_open(&device, session) {
+                let work = Work::Claim {
+                    device,
+                    session,
+                    attempt,
+                    done: None,
+                };
+                let _ = me.work.send(work).await;
+            }
+        });
+    }
+
+    /// Write the claim; whether it landed.
+    async fn claim(&self, device: &str, session: u64) -> bool {
         let owner = Owner {
             gateway: self.gateway.clone(),
             session,
@@ -342,13 +378,14 @@ impl Ownership {
             }
             Err(e) => {
                 self.outage(&e);
-                0
+                return false;
             }
         };
         let kick = self.claims().claimed(device, session, revision);
         if let Some(kick) = kick {
             self.replace(device, &kick);
         }
+        true
     }
 
     fn replace(&self, device: &str, kick: &Kick) {
@@ -443,19 +480,19 @@ impl Ownership {
     }
 }
 
-impl SessionHook for Ownership {
+impl SessionHook for Arc<Ownership> {
     fn opened(&self, device: &str, session: u64, kick: &Kick) -> Option<oneshot::Receiver<()>> {
         self.claims().opened(device, session, kick.clone());
         let (done, landed) = oneshot::channel();
         let work = Work::Claim {
             device: device.into(),
             session,
-            done,
+            attempt: 0,
+            done: Some(done),
         };
         if self.work.try_send(work).is_err() {
             self.outage(&"the claim queue is full");
-            // Nothing seen yet can be newer than a session this young.
-            let _ = self.claims().claimed(device, session, 0);
+            self.claim_again(device.into(), session, 1);
             return None;
         }
         // While NATS refuses claims, handshakes do not wait for them.
@@ -520,11 +557,16 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritten_claim_loses_to_the_next_one_and_a_stale_one_blocks_nothing() {
+    fn a_claim_written_late_wins_and_a_stale_one_blocks_nothing() {
+        // NATS was down when session 1 opened: its claim is not written
+        // yet. An older claim replayed meanwhile does not close it; once
+        // written (revision 5), it is the newest.
         let mut a = Claims::new("A");
         a.opened("d", 1, Kick::default());
-        assert!(a.claimed("d", 1, 0).is_none()); // NATS was down
-        assert_eq!(a.seen("d", &owner("B", 3), 2).len(), 1);
+        assert!(a.seen("d", &owner("B", 3), 2).is_empty());
+        assert!(a.claimed("d", 1, 5).is_none());
+        assert_eq!(a.seen("d", &owner("B", 4), 6).len(), 1, "a newer one wins");
+        assert!(!a.is_open("d", 1));
         // A crashed gateway's claim (revision 4) is older than a new
         // session's (9): seeing it late closes nothing.
         a.opened("d", 2, Kick::default());

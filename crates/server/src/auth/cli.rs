@@ -147,12 +147,13 @@ impl RegistryArgs {
                 (_, Some(c)) if !c.queue.nats_url.is_empty() => c.queue.nats_url.clone(),
                 _ => return Err(DeviceCliError::NoNatsUrl),
             };
-            let cluster = config
+            let (cluster, queue) = config
                 .as_ref()
-                .map(|c| c.cluster.clone())
+                .map(|c| (c.cluster.clone(), c.queue.clone()))
                 .unwrap_or_default();
             let bucket = self.bucket.clone().unwrap_or(cluster.registry_bucket);
-            let kv = crate::cluster::cli::open(&urls, &bucket, cluster.replicas).await?;
+            let replicas = cluster.replicas.unwrap_or(queue.replicas);
+            let kv = crate::cluster::cli::open(&urls, &bucket, replicas).await?;
             return Ok((Target::Kv(Box::new(kv)), config));
         }
         let path = self

@@ -34,8 +34,9 @@ pub struct ClusterConfig {
     /// The KV bucket of session ownership: device -> gateway and session.
     pub sessions_bucket: String,
     /// Replicas of both buckets when a gateway or `wsingest device` creates
-    /// them (at most the number of NATS servers).
-    pub replicas: usize,
+    /// them (at most the number of NATS servers); unset: `queue.replicas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<usize>,
     /// First token of the command routing subjects.
     pub subject_prefix: String,
 }
@@ -46,7 +47,7 @@ impl Default for ClusterConfig {
             gateway_id: None,
             registry_bucket: "wsingest_devices".into(),
             sessions_bucket: "wsingest_sessions".into(),
-            replicas: 3,
+            replicas: None,
             subject_prefix: "wsingest".into(),
         }
     }
@@ -117,7 +118,7 @@ impl ClusterConfig {
                 "must differ from cluster.registry_bucket",
             );
         }
-        if !(1..=5).contains(&self.replicas) {
+        if self.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
             return invalid(
                 "cluster.replicas",
                 "JetStream keeps 1 to 5 replicas; use the number of NATS servers, at most 5",

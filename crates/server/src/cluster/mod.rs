@@ -105,6 +105,22 @@ pub(crate) async fn open_bucket(
         })
         .await;
     if let Err(e) = created {
+        // A single NATS server (a development setup) cannot keep replicas.
+        if spec.replicas > 1 && e.to_string().contains("non-clustered mode") {
+            tracing::warn!(
+                bucket = spec.name,
+                replicas = spec.replicas,
+                "NATS runs without a cluster: creating the bucket with 1 replica"
+            );
+            return Box::pin(open_bucket(
+                js,
+                BucketSpec {
+                    replicas: 1,
+                    ..spec
+                },
+            ))
+            .await;
+        }
         // Another gateway may have created it meanwhile.
         return js.get_key_value(spec.name).await.map_err(|_| err(&e));
     }
@@ -117,7 +133,8 @@ pub struct Cluster {
     pub ownership: Arc<ownership::Ownership>,
 }
 
-/// Start every shared part on `client`: the KV registry when `kv_registry`
+/// Start every shared part on `client` (buckets with `queue_replicas` unless
+/// `cluster.replicas` says otherwise): the KV registry when `kv_registry`
 /// (loaded before this returns, so the gateway never serves without it;
 /// `on_registry_change` runs after each change, as after a file reload),
 /// session ownership (hooked into `limits`), command routing (into
@@ -126,6 +143,7 @@ pub struct Cluster {
 pub async fn start(
     client: async_nats::Client,
     config: &ClusterConfig,
+    queue_replicas: usize,
     kv_registry: bool,
     auth: &Arc<Auth>,
     limits: &Arc<Limits>,
@@ -135,8 +153,9 @@ pub async fn start(
 ) -> Result<Cluster, ClusterError> {
     let js = jetstream::new(client.clone());
     let gateway = config.gateway_id();
+    let replicas = config.replicas.unwrap_or(queue_replicas);
     if kv_registry {
-        let kv = registry::KvRegistry::open(&js, &config.registry_bucket, config.replicas).await?;
+        let kv = registry::KvRegistry::open(&js, &config.registry_bucket, replicas).await?;
         let loaded = kv.load().await?;
         tracing::info!(bucket = %config.registry_bucket, devices = loaded.registry.len(), "device registry loaded from NATS KV");
         auth.replace(loaded.registry.clone());
@@ -151,7 +170,7 @@ pub async fn start(
     let ownership = ownership::Ownership::start(
         &js,
         &config.sessions_bucket,
-        config.replicas,
+        replicas,
         &gateway,
         limits.metrics.sessions_replaced.clone(),
         shutdown.clone(),

@@ -285,6 +285,7 @@ pub async fn serve_with_metrics(
         crate::cluster::start(
             client,
             &config.cluster,
+            config.queue.replicas,
             kv_registry,
             &auth,
             &limits,

@@ -185,3 +185,48 @@ async fn revalidate_kicks_sessions_with_dead_tokens() {
     assert_eq!(g.kick().wait().await.0, 1008);
     assert_eq!(l.metrics.sessions_revoked.get(), 1);
 }
+
+/// Records what the hook is told.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl SessionHook for Recorder {
+    fn opened(
+        &self,
+        device: &str,
+        session: u64,
+        _kick: &Kick,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("open {device} {session}"));
+        None
+    }
+    fn closed(&self, device: &str, session: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("close {device} {session}"));
+    }
+}
+
+#[tokio::test]
+async fn the_session_hook_hears_of_exclusive_sessions_only() {
+    let l = Limits::new(LimitsConfig::default());
+    let rec = Arc::new(Recorder::default());
+    l.set_hook(rec.clone());
+    let mut g = l.admit(&who("d", DevicePolicy::default())).unwrap();
+    g.announced(Duration::from_millis(10)).await; // nothing to wait for
+    let several = DevicePolicy {
+        max_sessions: Some(2),
+        ..Default::default()
+    };
+    let m = l.admit(&who("m", several)).unwrap();
+    drop(g);
+    drop(m);
+    let seen = rec.0.lock().unwrap().clone();
+    assert_eq!(seen[0], "open d 1");
+    assert!(!seen.iter().any(|s| s.starts_with("open m")), "{seen:?}");
+    assert!(seen.contains(&"close d 1".to_string()), "{seen:?}");
+}

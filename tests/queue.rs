@@ -350,3 +350,82 @@ fn bench_queue_smoke_reports_both_modes() {
         assert!(value(&format!("queue: CPU per million points, {process}")) >= 0.0);
     }
 }
+
+/// The MQTT bridge and the per-device stats run on the gateway: a point is
+/// bridged once JetStream acked it, and the `wsingest_device` points reach
+/// InfluxDB through the stream and a writer (`serve --writer`: both in one
+/// process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_and_device_stats_work_in_queue_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nats(dir.path(), 1).await;
+    let influx = Influxd::start().await;
+    influx.create_db("b").await;
+    let broker = Mosquitto::start().await;
+    let mut probe = MqttProbe::connect(broker.port, &["telemetry/#"]).await;
+    let mut config = queue_config(&influx, "b", &cluster, 1);
+    config.mqtt.url = Some(broker.url());
+    config.observe.stats_interval_ms = 200;
+    config.observe.instance = "gw-1".into();
+    let path = dir.path().join("both.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let port = free_port();
+    let mut cmd = std::process::Command::new(wsingest_bin());
+    cmd.args([
+        "serve",
+        "--writer",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--config",
+    ])
+    .arg(&path)
+    .env("RUST_LOG", "info")
+    .current_dir(dir.path());
+    let mut both =
+        Service::spawn("serve --writer", &mut cmd, &dir.path().join("both.log")).unwrap();
+    wait_ready(
+        &mut both,
+        &Probe::http(port, "/readyz"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eventually(20, "the bridge connected", || async {
+        let v: serde_json::Value = services::http()
+            .get(format!("http://127.0.0.1:{port}/v1/mqtt"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["connected"] == json!(true)).then_some(())
+    })
+    .await;
+    let mut ws = connect(&format!("ws://127.0.0.1:{port}/v1/devices/dev-q"), None).await;
+    send_json(
+        &mut ws,
+        json!({"seq": 1, "ts": 1764600000000u64, "measurement": "weather", "fields": {"t": 1.5}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await, json!({"ack": 1}));
+    let m = probe.next(10).await;
+    assert_eq!(m.topic, "telemetry/dev-q/weather");
+    assert_eq!(m.json()["fields"], json!({"t": 1.5}));
+    eventually(20, "the point and dev-q's stats in InfluxDB", || async {
+        let points = influx.count("b", "weather", "t").await;
+        let stats = influx
+            .rows(
+                "b",
+                "SELECT sum(points) FROM wsingest_device WHERE device = 'dev-q' AND instance = 'gw-1'",
+            )
+            .await;
+        (points == 1 && stats.first().and_then(|r| r[1].as_f64()) == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(
+        both.log().contains("writer: JetStream to InfluxDB"),
+        "{}",
+        both.log()
+    );
+}

@@ -291,6 +291,16 @@ async fn unreachable_nats_nacks_storage_unavailable_and_resends_are_stored_once(
 
 /// The last sequence number stream `name` assigned, from a node's `/jsz`.
 async fn stream_last_seq(cluster: &NatsCluster, name: &str) -> u64 {
+    stream_state(cluster, name, "last_seq").await
+}
+
+/// Messages stream `name` holds (a work queue: not yet acked by a writer).
+async fn stream_messages(cluster: &NatsCluster, name: &str) -> u64 {
+    stream_state(cluster, name, "messages").await
+}
+
+/// A number of stream `name`'s `state` in a node's `/jsz`.
+async fn stream_state(cluster: &NatsCluster, name: &str, key: &str) -> u64 {
     let url = format!(
         "http://127.0.0.1:{}/jsz?streams=true",
         cluster.nodes[0].http_port
@@ -309,7 +319,7 @@ async fn stream_last_seq(cluster: &NatsCluster, name: &str) -> u64 {
         .flatten()
         .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
         .find(|s| s["name"] == json!(name))
-        .and_then(|s| s["state"]["last_seq"].as_u64())
+        .and_then(|s| s["state"][key].as_u64())
         .unwrap_or_else(|| panic!("stream {name} in {jsz}"))
 }
 
@@ -428,4 +438,47 @@ async fn the_bridge_and_device_stats_work_in_queue_mode() {
         "{}",
         both.log()
     );
+}
+
+/// What InfluxDB refuses (400: a field type conflict) goes to the writer's
+/// dead-letter file and is acked to JetStream, so it does not hold up the
+/// stream; the rest of the batch is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_points_are_dead_lettered_and_acked_by_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nats(dir.path(), 1).await;
+    let influx = Influxd::start().await;
+    influx.create_db("r").await;
+    let mut config = queue_config(&influx, "r", &cluster, 1);
+    config.observe.stats_interval_ms = 0;
+    let gw = WsingestProcess::start(config.clone(), dir.path()).await;
+    let dead = dir.path().join("dead.jsonl");
+    config.influx.dead_letter_path = Some(dead.clone());
+    let _writer = start_writer(&config, dir.path(), "writer").await;
+    let mut ws = connect(&gw.ws_url("/v1/devices/dev-r"), None).await;
+    // `t` a float, then a string in the same series: InfluxDB refuses the second.
+    for (seq, t) in [(1u64, json!(1.5)), (2, json!("warm")), (3, json!(2.5))] {
+        send_json(
+            &mut ws,
+            json!({"seq": seq, "ts": 1764600000000u64 + seq, "measurement": "m", "fields": {"t": t}}),
+        )
+        .await;
+        // Acked: JetStream has it (what InfluxDB makes of it comes later).
+        assert_eq!(next_json(&mut ws).await, json!({"ack": seq}));
+    }
+    eventually(
+        30,
+        "the refused point dead-lettered, the others written",
+        || async {
+            let letters = std::fs::read_to_string(&dead).unwrap_or_default();
+            (letters.contains("warm") && influx.count("r", "m", "t").await == 2).then_some(())
+        },
+    )
+    .await;
+    eventually(20, "the stream empty: every message acked", || async {
+        (stream_messages(&cluster, "wsingest").await == 0).then_some(())
+    })
+    .await;
+    let mut gw = gw;
+    let _ = gw.terminate();
 }

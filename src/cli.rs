@@ -449,6 +449,31 @@ mod tests {
     }
 
     #[test]
+    fn nats_url_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from([
+            "wsingest",
+            "writer",
+            "--nats-url",
+            "nats://a:4222, nats://b:4222",
+            "--influx-db",
+            "x",
+        ])
+        .unwrap();
+        let Command::Writer(args) = cli.command else {
+            panic!()
+        };
+        let c = args.load().unwrap();
+        assert_eq!(c.queue.nats_url, ["nats://a:4222", "nats://b:4222"]);
+        assert!(c.queue.enabled());
+        let cli = Cli::try_parse_from(["wsingest", "serve", "--nats-url", "http://a"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let e = args.load().unwrap_err().to_string();
+        assert!(e.contains("queue.nats_url"), "{e}");
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

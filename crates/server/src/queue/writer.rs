@@ -68,6 +68,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
         "writer: JetStream to InfluxDB"
     );
 
+    let hold = Duration::from_millis(
+        config.influx.timeout_ms
+            + config.influx.retry_max_elapsed_ms
+            + config.influx.flush_interval_ms,
+    );
+    if q.ack_wait() <= hold {
+        // Messages would be given to another writer while this one still
+        // retries them: written twice (harmless) and more load on InfluxDB
+        // when it is least able to take it.
+        tracing::warn!(
+            ack_wait_secs = q.ack_wait_secs,
+            hold_ms = hold.as_millis() as u64,
+            "queue.ack_wait_secs is not above influx.timeout_ms + influx.retry_max_elapsed_ms + influx.flush_interval_ms: raise it"
+        );
+    }
     let drain = CancellationToken::new();
     let (pipe, batcher) = pipeline::start(
         PipelineConfig::from(&config),

@@ -40,7 +40,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Queue mode's writer: take points from the NATS JetStream stream
     /// (--nats-url) and write them to InfluxDB (--influx-url, --influx-db);
-    /// any number of writers share the work.
+    /// any number of writers share the work. --listen (queue.writer_listen)
+    /// is its HTTP port: /healthz, /readyz, /metrics (default: none).
     Writer(Box<ServeArgs>),
     /// Performance scenarios, each next to a reference run (see docs/performance.md).
     Bench(wsingest_tools::bench::BenchArgs),

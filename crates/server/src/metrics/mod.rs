@@ -347,6 +347,13 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
+    /// Register more metrics in this registry (the same `/metrics` text):
+    /// e.g. a writer's own counters (`queue::writer_http`).
+    pub fn register_with(mut self, f: impl FnOnce(&mut Registry)) -> Self {
+        f(&mut self.registry);
+        self
+    }
+
     /// The spool's handle.
     pub fn spool(&self) -> SpoolMetrics {
         self.spool.clone()

@@ -29,9 +29,9 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::writer_http::{self, WriterMetrics, WriterState};
 use super::{QueueError, stream};
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::pipeline::{self, Entry, Outcome, PipelineConfig, Reply};
 use crate::sink::deadletter::DeadLetter;
 use crate::sink::influx::InfluxClient;
@@ -48,6 +48,11 @@ pub enum WriterError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Client(#[from] crate::sink::influx::ClientError),
+    #[error("cannot listen on {addr} (queue.writer_listen, --listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Run a writer until `shutdown` fires; then stop pulling, let the batches
@@ -55,12 +60,64 @@ pub enum WriterError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WriterError> {
     config.validate()?;
     let q = &config.queue;
+    // Bind first: a taken port fails the start before anything is pulled.
+    let listener = match q.writer_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| WriterError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let client = super::connect(q).await?;
-    let js = stream::context(client, q);
+    let js = stream::context(client.clone(), q);
     stream::ensure_stream(&js, q).await?;
     let consumer = stream::ensure_consumer(&js, q).await?;
-    let sink = Arc::new(influx_sink(&config)?);
+    let metrics = WriterState::metrics();
+    let sink = Arc::new(influx_sink(&config)?.with_metrics(metrics.0.clone()));
     sink.startup_check(config.influx.create_database).await;
+    let state = Arc::new(WriterState::new(
+        metrics,
+        sink.clone(),
+        client,
+        &q.consumer,
+        shutdown.clone(),
+    ));
+    let counters = state.writer.clone();
+    tokio::spawn(writer_http::refresh_consumer_info(
+        state.clone(),
+        consumer.clone(),
+        q.writer_info_interval(),
+        shutdown.clone(),
+    ));
+    // InfluxDB's state for /readyz while no messages flow, as `serve` checks it.
+    let probe_sink = sink.clone();
+    let probe_stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = probe_stop.cancelled() => break,
+            }
+            let _ = probe_sink.check().await;
+        }
+    });
+    match listener {
+        Some(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "writer: /healthz, /readyz and /metrics");
+            }
+            let (state, stop) = (state.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(e) = writer_http::serve(listener, state, stop).await {
+                    tracing::error!(error = %e, "writer HTTP port failed");
+                }
+            });
+        }
+        None => tracing::info!(
+            "writer: no HTTP port (set queue.writer_listen or --listen for /readyz and /metrics)"
+        ),
+    }
     tracing::info!(
         stream = q.stream,
         consumer = q.consumer,
@@ -95,7 +152,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
     // consumer's max_ack_pending).
     let (tx, rx) = mpsc::channel::<Outcome>(config.influx.queue_capacity.max(1));
     let inflight: InFlight = Default::default();
-    let settler = tokio::spawn(settle(rx, inflight.clone(), q.nak_delay()));
+    let settler = tokio::spawn(settle(
+        rx,
+        inflight.clone(),
+        q.nak_delay(),
+        counters.clone(),
+    ));
 
     let batch = config.influx.batch_size.clamp(1, 10_000);
     let mut next_id: u64 = 0;
@@ -111,6 +173,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot pull from JetStream; retrying");
+                state.fetch_failed(format!("pull: {e}"));
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = shutdown.cancelled() => break,
@@ -123,7 +186,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
                 _ = shutdown.cancelled() => break 'pull,
             };
             let message = match next {
-                Some(Ok(m)) => m,
+                Some(Ok(m)) => {
+                    counters.fetched.inc();
+                    state.fetch_ok();
+                    m
+                }
                 Some(Err(e)) => {
                     // Missed heartbeats, a consumer leader change: the stream
                     // carries on, or ends and is opened again.
@@ -183,12 +250,16 @@ fn influx_sink(config: &Config) -> Result<InfluxSink, WriterError> {
             max_backoff: Duration::from_millis(i.retry_max_ms),
             max_elapsed: Duration::from_millis(i.retry_max_elapsed_ms),
         },
-    )
-    .with_metrics(Arc::new(Metrics::new())))
+    ))
 }
 
 /// Settle each message as its outcome arrives (see the module doc).
-async fn settle(mut rx: mpsc::Receiver<Outcome>, inflight: InFlight, nak_delay: Duration) {
+async fn settle(
+    mut rx: mpsc::Receiver<Outcome>,
+    inflight: InFlight,
+    nak_delay: Duration,
+    counters: WriterMetrics,
+) {
     while let Some(outcome) = rx.recv().await {
         let (seq, error) = match &outcome {
             Outcome::Acked { seq } => (seq, None),
@@ -198,13 +269,16 @@ async fn settle(mut rx: mpsc::Receiver<Outcome>, inflight: InFlight, nak_delay: 
         else {
             continue;
         };
-        let kind = match error {
-            None | Some("rejected_by_database") => AckKind::Ack,
+        let (kind, counter) = match error {
+            None => (AckKind::Ack, &counters.acked),
+            Some("rejected_by_database") => (AckKind::Ack, &counters.dead_lettered),
             Some(_) => {
                 let delivered = message.info().map_or(1, |i| i.delivered.max(1));
-                AckKind::Nak(Some(nak_backoff(nak_delay, delivered)))
+                let delay = nak_backoff(nak_delay, delivered);
+                (AckKind::Nak(Some(delay)), &counters.naks)
             }
         };
+        counter.inc();
         if let Err(e) = message.ack_with(kind).await {
             // Not settled: JetStream delivers it again after ack_wait, and
             // InfluxDB overwrites the same points.

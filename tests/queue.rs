@@ -54,12 +54,18 @@ async fn nats(dir: &Path, n: usize) -> NatsCluster {
 
 /// `wsingest writer --config <file>`; returns once it consumes.
 async fn start_writer(config: &Config, dir: &Path, name: &str) -> Service {
+    start_writer_with(config, dir, name, &[]).await
+}
+
+/// [`start_writer`] with more arguments.
+async fn start_writer_with(config: &Config, dir: &Path, name: &str, args: &[&str]) -> Service {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
     let mut cmd = std::process::Command::new(wsingest_bin());
     cmd.arg("writer")
         .arg("--config")
         .arg(&path)
+        .args(args)
         .env("RUST_LOG", "info")
         .env("RUST_BACKTRACE", "0")
         .current_dir(dir);
@@ -477,6 +483,78 @@ async fn refused_points_are_dead_lettered_and_acked_by_the_writer() {
     .await;
     eventually(20, "the stream empty: every message acked", || async {
         (stream_messages(&cluster, "wsingest").await == 0).then_some(())
+    })
+    .await;
+    let mut gw = gw;
+    let _ = gw.terminate();
+}
+
+/// `wsingest writer --listen`: `/readyz` 200 while InfluxDB takes writes and
+/// 503 with the reason while it is frozen (SIGSTOP), 200 again after;
+/// `/metrics` counts the messages fetched and acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_serves_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nats(dir.path(), 1).await;
+    let influx = Influxd::start().await;
+    influx.create_db("h").await;
+    let mut config = queue_config(&influx, "h", &cluster, 1);
+    config.observe.stats_interval_ms = 0;
+    config.queue.writer_info_interval_ms = 200;
+    config.influx.timeout_ms = 1_000;
+    let gw = WsingestProcess::start(config.clone(), dir.path()).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _writer = start_writer_with(&config, dir.path(), "writer", &["--listen", &listen]).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("http://{listen}{path}"));
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        }
+    };
+    assert_eq!(get("/healthz").await.unwrap().0, 200);
+    eventually(10, "/readyz 200", || async {
+        get("/readyz").await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+
+    let mut ws = connect(&gw.ws_url("/v1/devices/dev-h"), None).await;
+    for seq in 1..=5u64 {
+        send_json(
+            &mut ws,
+            json!({"seq": seq, "ts": 1764600000000u64 + seq, "measurement": "m", "fields": {"t": 1.5}}),
+        )
+        .await;
+        assert_eq!(next_json(&mut ws).await, json!({"ack": seq}));
+    }
+    let metric = |text: &str, name: &str| wsingest_server::metrics::find_sample(text, name);
+    eventually(15, "5 messages fetched and acked on /metrics", || async {
+        let (_, text) = get("/metrics").await?;
+        let acked = metric(&text, "wsingest_writer_acked_total")?;
+        let fetched = metric(&text, "wsingest_writer_fetched_total")?;
+        let written = metric(&text, "wsingest_points_written_total")?;
+        let pending = metric(&text, "wsingest_writer_consumer_pending")?;
+        (acked >= 5.0 && fetched >= 5.0 && written >= 5.0 && pending == 0.0).then_some(())
+    })
+    .await;
+
+    let pid = influx.pid().expect("influxd runs");
+    signal(pid, libc::SIGSTOP);
+    let (_, reason) = eventually(15, "/readyz 503 with influxd frozen", || async {
+        get("/readyz").await.filter(|(s, _)| *s == 503)
+    })
+    .await;
+    signal(pid, libc::SIGCONT);
+    assert!(
+        reason.contains("InfluxDB unavailable") && reason.contains("wait in the JetStream stream"),
+        "{reason}"
+    );
+    eventually(15, "/readyz 200 once influxd runs again", || async {
+        get("/readyz").await.filter(|(s, _)| *s == 200)
     })
     .await;
     let mut gw = gw;

@@ -250,6 +250,9 @@ fn influx_sink(config: &Config) -> Result<InfluxSink, WriterError> {
             max_backoff: Duration::from_millis(i.retry_max_ms),
             max_elapsed: Duration::from_millis(i.retry_max_elapsed_ms),
         },
+    )
+    .with_no_spool_note(
+        "messages are nak'd and wait in the JetStream stream (a writer has no spool) until it is back",
     ))
 }
 

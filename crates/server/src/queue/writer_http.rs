@@ -163,14 +163,7 @@ impl WriterState {
                 self.consumer
             ));
         }
-        let r = self.sink.readiness();
-        match r.ready {
-            true => r,
-            false => not(format!(
-                "{}; this writer naks its messages, which wait in the stream",
-                r.reason
-            )),
-        }
+        self.sink.readiness()
     }
 }
 

@@ -98,7 +98,7 @@ impl InfluxSink {
             },
             Cause::Unreachable(why) | Cause::Failing(why) => {
                 let spool = match &self.spool {
-                    None => Err("the spool is off (spool.enabled = false)".to_string()),
+                    None => Err(self.no_spool.to_string()),
                     Some(s) => {
                         let st = s.stats();
                         if self.held_points() > 0 {

@@ -490,12 +490,12 @@ async fn refused_points_are_dead_lettered_and_acked_by_the_writer() {
 }
 
 /// `wsingest writer --listen`: `/readyz` 200 while InfluxDB takes writes and
-/// 503 with the reason while it is frozen (SIGSTOP), 200 again after;
-/// `/metrics` counts the messages fetched and acked.
+/// 503 with the reason while it is frozen (SIGSTOP), 200 again after, 503
+/// once NATS is gone; `/metrics` counts the messages fetched and acked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_serves_readiness_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = nats(dir.path(), 1).await;
+    let mut cluster = nats(dir.path(), 1).await;
     let influx = Influxd::start().await;
     influx.create_db("h").await;
     let mut config = queue_config(&influx, "h", &cluster, 1);
@@ -557,6 +557,17 @@ async fn the_writer_serves_readiness_and_metrics() {
         get("/readyz").await.filter(|(s, _)| *s == 200)
     })
     .await;
+
+    // NATS gone: the writer cannot fetch.
     let mut gw = gw;
     let _ = gw.terminate();
+    cluster.kill(0);
+    let (_, reason) = eventually(10, "/readyz 503 with NATS down", || async {
+        get("/readyz").await.filter(|(s, _)| *s == 503)
+    })
+    .await;
+    assert!(
+        reason.contains("NATS") || reason.contains("JetStream"),
+        "{reason}"
+    );
 }

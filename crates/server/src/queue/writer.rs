@@ -29,9 +29,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::writer_http::{self, WriterMetrics, WriterState};
+use super::writer_http::{self, WriterState};
 use super::{QueueError, stream};
 use crate::config::Config;
+use crate::metrics::WriterMetrics;
 use crate::pipeline::{self, Entry, Outcome, PipelineConfig, Reply};
 use crate::sink::deadletter::DeadLetter;
 use crate::sink::influx::InfluxClient;
@@ -73,8 +74,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
     let js = stream::context(client.clone(), q);
     stream::ensure_stream(&js, q).await?;
     let consumer = stream::ensure_consumer(&js, q).await?;
-    let metrics = WriterState::metrics();
-    let sink = Arc::new(influx_sink(&config)?.with_metrics(metrics.0.clone()));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let sink = Arc::new(influx_sink(&config)?.with_metrics(metrics.clone()));
     sink.startup_check(config.influx.create_database).await;
     let state = Arc::new(WriterState::new(
         metrics,

@@ -6,11 +6,10 @@
 //!   the periodic consumer-info request failed), or while the InfluxDB
 //!   sink is not ready ([`InfluxSink::readiness`], the same answer as
 //!   `serve`'s): the messages then wait in the stream.
-//! - `/metrics` is the registry of [`Metrics`] (the sink's write metrics,
-//!   under the same names as `serve`'s) plus [`WriterMetrics`]: messages
-//!   fetched, acked, nak'd for an outage, dead-lettered, and the consumer's
-//!   pending and ack-pending counts, read every
-//!   `queue.writer_info_interval_ms`.
+//! - `/metrics` is the registry of [`Metrics`], as on `serve`: the sink's
+//!   write metrics and [`WriterMetrics`] (messages fetched, acked, nak'd for
+//!   an outage, dead-lettered, and the consumer's pending and ack-pending
+//!   counts, read every `queue.writer_info_interval_ms`).
 
 use std::fmt::Display;
 use std::sync::{Arc, Mutex};
@@ -21,67 +20,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WriterMetrics};
 use crate::sink::health::Readiness;
 use crate::sink::writer::InfluxSink;
-
-/// The writer's own counters, in the registry of [`Metrics`].
-#[derive(Clone, Default)]
-pub struct WriterMetrics {
-    pub fetched: Counter,
-    pub acked: Counter,
-    pub naks: Counter,
-    pub dead_lettered: Counter,
-    pub consumer_pending: Gauge,
-    pub consumer_ack_pending: Gauge,
-    pub consumer_redelivered: Gauge,
-}
-
-impl WriterMetrics {
-    fn register(&self, r: &mut Registry) {
-        r.register(
-            "writer_fetched",
-            "JetStream messages this writer fetched from the consumer",
-            self.fetched.clone(),
-        );
-        r.register(
-            "writer_acked",
-            "JetStream messages acked after InfluxDB's 2xx",
-            self.acked.clone(),
-        );
-        r.register(
-            "writer_naks",
-            "JetStream messages nak'd (delivered again later) because InfluxDB was unavailable",
-            self.naks.clone(),
-        );
-        r.register(
-            "writer_dead_lettered",
-            "JetStream messages InfluxDB refused, written to the dead-letter file and acked",
-            self.dead_lettered.clone(),
-        );
-        r.register(
-            "writer_consumer_pending",
-            "Messages in the stream not yet delivered to any writer (the consumer's backlog)",
-            self.consumer_pending.clone(),
-        );
-        r.register(
-            "writer_consumer_ack_pending",
-            "Messages delivered to writers and not yet acked",
-            self.consumer_ack_pending.clone(),
-        );
-        r.register(
-            "writer_consumer_redelivered",
-            "Messages delivered more than once and not yet acked",
-            self.consumer_redelivered.clone(),
-        );
-    }
-}
 
 /// What the routes read: the metrics, the sink, and whether NATS answers.
 pub struct WriterState {
@@ -97,23 +41,16 @@ pub struct WriterState {
 }
 
 impl WriterState {
-    /// Metrics with the writer's counters registered, for the sink to share.
-    pub fn metrics() -> (Arc<Metrics>, WriterMetrics) {
-        let writer = WriterMetrics::default();
-        let metrics = Metrics::new().register_with(|r| writer.register(r));
-        (Arc::new(metrics), writer)
-    }
-
     pub fn new(
-        (metrics, writer): (Arc<Metrics>, WriterMetrics),
+        metrics: Arc<Metrics>,
         sink: Arc<InfluxSink>,
         client: async_nats::Client,
         consumer: &str,
         shutdown: CancellationToken,
     ) -> Self {
         WriterState {
+            writer: metrics.writer(),
             metrics,
-            writer,
             sink,
             client,
             consumer: consumer.to_string(),

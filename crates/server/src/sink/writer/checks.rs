@@ -88,17 +88,20 @@ impl InfluxSink {
             Cause::Misconfigured { fix, .. } => Readiness {
                 ready: false,
                 reason: format!(
-                    "not ready: InfluxDB refuses every write since {since}: {fix} (batches are {} meanwhile)",
-                    if self.spool.is_some() {
-                        "spooled"
-                    } else {
-                        "nacked storage_unavailable"
+                    "not ready: InfluxDB refuses every write since {since}: {fix} ({})",
+                    match (&self.spool, self.no_spool) {
+                        (Some(_), _) => "batches are spooled meanwhile",
+                        (None, Some(note)) => note,
+                        (None, None) => "batches are nacked storage_unavailable meanwhile",
                     }
                 ),
             },
             Cause::Unreachable(why) | Cause::Failing(why) => {
                 let spool = match &self.spool {
-                    None => Err(self.no_spool.to_string()),
+                    None => Err(self
+                        .no_spool
+                        .unwrap_or("the spool is off (spool.enabled = false)")
+                        .to_string()),
                     Some(s) => {
                         let st = s.stats();
                         if self.held_points() > 0 {

@@ -83,7 +83,7 @@ pub struct InfluxSink {
     metrics: Arc<Metrics>,
     /// Why nothing stores a batch while InfluxDB is down, without a spool
     /// (for `/readyz`).
-    no_spool: &'static str,
+    no_spool: Option<&'static str>,
 }
 
 /// How writing a body ended, after retries.
@@ -126,7 +126,7 @@ impl InfluxSink {
             spooled_points: AtomicU64::new(0),
             ready_room: 0,
             metrics: Arc::new(Metrics::new()),
-            no_spool: "the spool is off (spool.enabled = false)",
+            no_spool: None,
         }
     }
 
@@ -135,7 +135,7 @@ impl InfluxSink {
     /// wait in the stream") instead of "the spool is off".
     pub fn with_no_spool_note(mut self, note: &'static str) -> Self {
         self.health = Health::new(false, self.retry.max_elapsed).with_no_spool_note(note);
-        self.no_spool = note;
+        self.no_spool = Some(note);
         self
     }
 

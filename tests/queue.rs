@@ -571,3 +571,25 @@ async fn the_writer_serves_readiness_and_metrics() {
         "{reason}"
     );
 }
+
+/// `wsingest config check` in queue mode: an unreachable InfluxDB is a
+/// warning for the writers, not the direct mode's "serve would spool".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_in_queue_mode_says_influxdb_concerns_the_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nats(dir.path(), 1).await;
+    let out = std::process::Command::new(wsingest_bin())
+        .args(["config", "check", "--nats-url"])
+        .arg(cluster.nodes[0].url())
+        .args(["--influx-url", &format!("http://127.0.0.1:{}", free_port())])
+        .args(["--influx-db", "x"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("only writers") && !err.contains("spool"),
+        "{err}"
+    );
+}

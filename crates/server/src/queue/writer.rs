@@ -92,17 +92,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
         shutdown.clone(),
     ));
     // InfluxDB's state for /readyz while no messages flow, as `serve` checks it.
-    let probe_sink = sink.clone();
-    let probe_stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = probe_stop.cancelled() => break,
-            }
-            let _ = probe_sink.check().await;
-        }
-    });
+    sink.spawn_checks(Duration::from_secs(5), shutdown.clone());
     match listener {
         Some(listener) => {
             if let Ok(addr) = listener.local_addr() {

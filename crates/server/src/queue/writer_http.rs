@@ -72,9 +72,7 @@ impl WriterState {
 
     /// A fetch succeeded: the consumer answers.
     pub fn fetch_ok(&self) {
-        if self.lock().is_some() {
-            *self.lock() = None;
-        }
+        *self.lock() = None;
     }
 
     /// What `/readyz` answers (see the module doc).

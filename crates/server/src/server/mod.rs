@@ -132,17 +132,7 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
-    let probe_sink = sink.clone();
-    let probe_stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = probe_stop.cancelled() => break,
-            }
-            let _ = probe_sink.check().await;
-        }
-    });
+    sink.spawn_checks(Duration::from_secs(5), shutdown.clone());
     let ack_mode = config.server.ack_mode;
     let served = serve_with_metrics(listener, config, sink.clone(), metrics, shutdown).await;
     if let Some(replay) = replay {

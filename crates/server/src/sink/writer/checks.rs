@@ -26,6 +26,25 @@ impl InfluxSink {
         r
     }
 
+    /// Run [`Self::check`] every `every` until `stop`, so an outage shows
+    /// on `/readyz` (and its end in the log) while no batch is written.
+    pub fn spawn_checks(
+        self: &std::sync::Arc<Self>,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let sink = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.cancelled() => break,
+                }
+                let _ = sink.check().await;
+            }
+        });
+    }
+
     /// The startup check: create the database when asked (1.x API), then
     /// [`Self::check`]. Never fails the start: devices can be spooled.
     pub async fn startup_check(&self, create_database: bool) {

@@ -40,7 +40,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Queue mode's writer: take points from the NATS JetStream stream
     /// (--nats-url) and write them to InfluxDB (--influx-url, --influx-db);
-    /// any number of writers share the work.
+    /// any number of writers share the work. --listen (queue.writer_listen)
+    /// is its HTTP port: /healthz, /readyz, /metrics (default: none).
     Writer(Box<ServeArgs>),
     /// Performance scenarios, each next to a reference run (see docs/performance.md).
     Bench(wsingest_tools::bench::BenchArgs),
@@ -446,6 +447,31 @@ mod tests {
             panic!()
         };
         assert_eq!(args.listen.unwrap().port(), 8765);
+    }
+
+    #[test]
+    fn nats_url_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from([
+            "wsingest",
+            "writer",
+            "--nats-url",
+            "nats://a:4222, nats://b:4222",
+            "--influx-db",
+            "x",
+        ])
+        .unwrap();
+        let Command::Writer(args) = cli.command else {
+            panic!()
+        };
+        let c = args.load().unwrap();
+        assert_eq!(c.queue.nats_url, ["nats://a:4222", "nats://b:4222"]);
+        assert!(c.queue.enabled());
+        let cli = Cli::try_parse_from(["wsingest", "serve", "--nats-url", "http://a"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let e = args.load().unwrap_err().to_string();
+        assert!(e.contains("queue.nats_url"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
                 wsingest_server::server::run(listener, config, shutdown).await?;
             }
             Command::Writer(args) => {
-                let config = queue_config(&args)?;
+                let config = writer_config(&args)?;
                 let shutdown = CancellationToken::new();
                 wsingest_server::shutdown::on_signal(shutdown.clone());
                 wsingest_server::queue::writer::run(config, shutdown).await?;
@@ -103,6 +103,18 @@ fn queue_config(
         anyhow::bail!(
             "queue mode needs NATS servers: give --nats-url nats://HOST:4222 (or queue.nats_url in the config)"
         );
+    }
+    Ok(config)
+}
+
+/// `wsingest writer`'s config: `--listen` is the writer's HTTP port
+/// (`queue.writer_listen`), not a WebSocket listener.
+fn writer_config(
+    args: &wsingest::cli::ServeArgs,
+) -> anyhow::Result<wsingest_server::config::Config> {
+    let mut config = queue_config(args)?;
+    if let Some(addr) = args.listen {
+        config.queue.writer_listen = Some(addr);
     }
     Ok(config)
 }

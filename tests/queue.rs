@@ -54,12 +54,18 @@ async fn nats(dir: &Path, n: usize) -> NatsCluster {
 
 /// `wsingest writer --config <file>`; returns once it consumes.
 async fn start_writer(config: &Config, dir: &Path, name: &str) -> Service {
+    start_writer_with(config, dir, name, &[]).await
+}
+
+/// [`start_writer`] with more arguments.
+async fn start_writer_with(config: &Config, dir: &Path, name: &str, args: &[&str]) -> Service {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
     let mut cmd = std::process::Command::new(wsingest_bin());
     cmd.arg("writer")
         .arg("--config")
         .arg(&path)
+        .args(args)
         .env("RUST_LOG", "info")
         .env("RUST_BACKTRACE", "0")
         .current_dir(dir);
@@ -291,6 +297,16 @@ async fn unreachable_nats_nacks_storage_unavailable_and_resends_are_stored_once(
 
 /// The last sequence number stream `name` assigned, from a node's `/jsz`.
 async fn stream_last_seq(cluster: &NatsCluster, name: &str) -> u64 {
+    stream_state(cluster, name, "last_seq").await
+}
+
+/// Messages stream `name` holds (a work queue: not yet acked by a writer).
+async fn stream_messages(cluster: &NatsCluster, name: &str) -> u64 {
+    stream_state(cluster, name, "messages").await
+}
+
+/// A number of stream `name`'s `state` in a node's `/jsz`.
+async fn stream_state(cluster: &NatsCluster, name: &str, key: &str) -> u64 {
     let url = format!(
         "http://127.0.0.1:{}/jsz?streams=true",
         cluster.nodes[0].http_port
@@ -309,7 +325,7 @@ async fn stream_last_seq(cluster: &NatsCluster, name: &str) -> u64 {
         .flatten()
         .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
         .find(|s| s["name"] == json!(name))
-        .and_then(|s| s["state"]["last_seq"].as_u64())
+        .and_then(|s| s["state"][key].as_u64())
         .unwrap_or_else(|| panic!("stream {name} in {jsz}"))
 }
 
@@ -349,4 +365,231 @@ fn bench_queue_smoke_reports_both_modes() {
     ] {
         assert!(value(&format!("queue: CPU per million points, {process}")) >= 0.0);
     }
+}
+
+/// The MQTT bridge and the per-device stats run on the gateway: a point is
+/// bridged once JetStream acked it, and the `wsingest_device` points reach
+/// InfluxDB through the stream and a writer (`serve --writer`: both in one
+/// process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_and_device_stats_work_in_queue_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nats(dir.path(), 1).await;
+    let influx = Influxd::start().await;
+    influx.create_db("b").await;
+    let broker = Mosquitto::start().await;
+    let mut probe = MqttProbe::connect(broker.port, &["telemetry/#"]).await;
+    let mut config = queue_config(&influx, "b", &cluster, 1);
+    config.mqtt.url = Some(broker.url());
+    config.observe.stats_interval_ms = 200;
+    config.observe.instance = "gw-1".into();
+    let path = dir.path().join("both.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let port = free_port();
+    let mut cmd = std::process::Command::new(wsingest_bin());
+    cmd.args([
+        "serve",
+        "--writer",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--config",
+    ])
+    .arg(&path)
+    .env("RUST_LOG", "info")
+    .current_dir(dir.path());
+    let mut both =
+        Service::spawn("serve --writer", &mut cmd, &dir.path().join("both.log")).unwrap();
+    wait_ready(
+        &mut both,
+        &Probe::http(port, "/readyz"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eventually(20, "the bridge connected", || async {
+        let v: serde_json::Value = services::http()
+            .get(format!("http://127.0.0.1:{port}/v1/mqtt"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["connected"] == json!(true)).then_some(())
+    })
+    .await;
+    let mut ws = connect(&format!("ws://127.0.0.1:{port}/v1/devices/dev-q"), None).await;
+    send_json(
+        &mut ws,
+        json!({"seq": 1, "ts": 1764600000000u64, "measurement": "weather", "fields": {"t": 1.5}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await, json!({"ack": 1}));
+    let m = probe.next(10).await;
+    assert_eq!(m.topic, "telemetry/dev-q/weather");
+    assert_eq!(m.json()["fields"], json!({"t": 1.5}));
+    eventually(20, "the point and dev-q's stats in InfluxDB", || async {
+        let points = influx.count("b", "weather", "t").await;
+        let stats = influx
+            .rows(
+                "b",
+                "SELECT sum(points) FROM wsingest_device WHERE device = 'dev-q' AND instance = 'gw-1'",
+            )
+            .await;
+        (points == 1 && stats.first().and_then(|r| r[1].as_f64()) == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(
+        both.log().contains("writer: JetStream to InfluxDB"),
+        "{}",
+        both.log()
+    );
+}
+
+/// What InfluxDB refuses (400: a field type conflict) goes to the writer's
+/// dead-letter file and is acked to JetStream, so it does not hold up the
+/// stream; the rest of the batch is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_points_are_dead_lettered_and_acked_by_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nats(dir.path(), 1).await;
+    let influx = Influxd::start().await;
+    influx.create_db("r").await;
+    let mut config = queue_config(&influx, "r", &cluster, 1);
+    config.observe.stats_interval_ms = 0;
+    let gw = WsingestProcess::start(config.clone(), dir.path()).await;
+    let dead = dir.path().join("dead.jsonl");
+    config.influx.dead_letter_path = Some(dead.clone());
+    let _writer = start_writer(&config, dir.path(), "writer").await;
+    let mut ws = connect(&gw.ws_url("/v1/devices/dev-r"), None).await;
+    // `t` a float, then a string in the same series: InfluxDB refuses the second.
+    for (seq, t) in [(1u64, json!(1.5)), (2, json!("warm")), (3, json!(2.5))] {
+        send_json(
+            &mut ws,
+            json!({"seq": seq, "ts": 1764600000000u64 + seq, "measurement": "m", "fields": {"t": t}}),
+        )
+        .await;
+        // Acked: JetStream has it (what InfluxDB makes of it comes later).
+        assert_eq!(next_json(&mut ws).await, json!({"ack": seq}));
+    }
+    eventually(
+        30,
+        "the refused point dead-lettered, the others written",
+        || async {
+            let letters = std::fs::read_to_string(&dead).unwrap_or_default();
+            (letters.contains("warm") && influx.count("r", "m", "t").await == 2).then_some(())
+        },
+    )
+    .await;
+    eventually(20, "the stream empty: every message acked", || async {
+        (stream_messages(&cluster, "wsingest").await == 0).then_some(())
+    })
+    .await;
+    let mut gw = gw;
+    let _ = gw.terminate();
+}
+
+/// `wsingest writer --listen`: `/readyz` 200 while InfluxDB takes writes and
+/// 503 with the reason while it is frozen (SIGSTOP), 200 again after, 503
+/// once NATS is gone; `/metrics` counts the messages fetched and acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_serves_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = nats(dir.path(), 1).await;
+    let influx = Influxd::start().await;
+    influx.create_db("h").await;
+    let mut config = queue_config(&influx, "h", &cluster, 1);
+    config.observe.stats_interval_ms = 0;
+    config.queue.writer_info_interval_ms = 200;
+    config.influx.timeout_ms = 1_000;
+    let gw = WsingestProcess::start(config.clone(), dir.path()).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _writer = start_writer_with(&config, dir.path(), "writer", &["--listen", &listen]).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("http://{listen}{path}"));
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        }
+    };
+    assert_eq!(get("/healthz").await.unwrap().0, 200);
+    eventually(10, "/readyz 200", || async {
+        get("/readyz").await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+
+    let mut ws = connect(&gw.ws_url("/v1/devices/dev-h"), None).await;
+    for seq in 1..=5u64 {
+        send_json(
+            &mut ws,
+            json!({"seq": seq, "ts": 1764600000000u64 + seq, "measurement": "m", "fields": {"t": 1.5}}),
+        )
+        .await;
+        assert_eq!(next_json(&mut ws).await, json!({"ack": seq}));
+    }
+    let metric = |text: &str, name: &str| wsingest_server::metrics::find_sample(text, name);
+    eventually(15, "5 messages fetched and acked on /metrics", || async {
+        let (_, text) = get("/metrics").await?;
+        let acked = metric(&text, "wsingest_writer_acked_total")?;
+        let fetched = metric(&text, "wsingest_writer_fetched_total")?;
+        let written = metric(&text, "wsingest_points_written_total")?;
+        let pending = metric(&text, "wsingest_writer_consumer_pending")?;
+        (acked >= 5.0 && fetched >= 5.0 && written >= 5.0 && pending == 0.0).then_some(())
+    })
+    .await;
+
+    let pid = influx.pid().expect("influxd runs");
+    signal(pid, libc::SIGSTOP);
+    let (_, reason) = eventually(15, "/readyz 503 with influxd frozen", || async {
+        get("/readyz").await.filter(|(s, _)| *s == 503)
+    })
+    .await;
+    signal(pid, libc::SIGCONT);
+    assert!(
+        reason.contains("InfluxDB unavailable") && reason.contains("wait in the JetStream stream"),
+        "{reason}"
+    );
+    eventually(15, "/readyz 200 once influxd runs again", || async {
+        get("/readyz").await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+
+    // NATS gone: the writer cannot fetch.
+    let mut gw = gw;
+    let _ = gw.terminate();
+    cluster.kill(0);
+    let (_, reason) = eventually(10, "/readyz 503 with NATS down", || async {
+        get("/readyz").await.filter(|(s, _)| *s == 503)
+    })
+    .await;
+    assert!(
+        reason.contains("NATS") || reason.contains("JetStream"),
+        "{reason}"
+    );
+}
+
+/// `wsingest config check` in queue mode: an unreachable InfluxDB is a
+/// warning for the writers, not the direct mode's "serve would spool".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_in_queue_mode_says_influxdb_concerns_the_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nats(dir.path(), 1).await;
+    let out = std::process::Command::new(wsingest_bin())
+        .args(["config", "check", "--nats-url"])
+        .arg(cluster.nodes[0].url())
+        .args(["--influx-url", &format!("http://127.0.0.1:{}", free_port())])
+        .args(["--influx-db", "x"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("only writers") && !err.contains("spool"),
+        "{err}"
+    );
 }

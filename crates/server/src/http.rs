@@ -40,6 +40,36 @@ pub fn json_error(status: StatusCode, code: &str, detail: impl Into<String>) -> 
         .into_response()
 }
 
+/// `/readyz`: 200 or 503, the reason as the body (`serve` and the writer).
+pub fn readiness(r: &crate::sink::health::Readiness) -> Response<Body> {
+    let status = match r.ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, format!("{}\n", r.reason)).into_response()
+}
+
+/// `/metrics`: the Prometheus text format, or OpenMetrics when the scraper
+/// asks for it (`serve` and the writer).
+pub fn metrics(metrics: &crate::metrics::Metrics, headers: &HeaderMap) -> Response<Body> {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (
+            metrics.encode_openmetrics(),
+            crate::metrics::OPENMETRICS_CONTENT_TYPE,
+        )
+    } else {
+        (
+            metrics.encode_prometheus(),
+            crate::metrics::PROMETHEUS_CONTENT_TYPE,
+        )
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 /// Whether the request asks for a WebSocket upgrade.
 pub fn is_upgrade(h: &HeaderMap) -> bool {
     let has = |name: header::HeaderName, token: &str| {

@@ -9,7 +9,8 @@
 //!
 //! Other parts of the service get small handles they can keep:
 //! [`SpoolMetrics`] for the disk spool and [`BridgeMetrics`] for the MQTT
-//! bridge, both `Clone` and cheap.
+//! bridge, both `Clone` and cheap; [`WriterMetrics`] for a queue-mode
+//! writer.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+mod writer;
+pub use writer::WriterMetrics;
 
 /// A label set of one bounded label; values are `&'static str` so that no
 /// caller can turn a device-controlled string into a new series.
@@ -55,6 +59,7 @@ pub struct Metrics {
     pub stats_dropped: Counter,
     spool: SpoolMetrics,
     bridge: BridgeMetrics,
+    writer: WriterMetrics,
     /// Plain copies of a few counters for the stats writer and live view,
     /// which need totals without parsing the text format.
     totals: Totals,
@@ -195,6 +200,7 @@ impl Metrics {
             stats_dropped: Counter::default(),
             spool: SpoolMetrics::default(),
             bridge: BridgeMetrics::default(),
+            writer: WriterMetrics::default(),
             totals: Totals::default(),
             registry: Registry::default(),
             security: crate::limits::metrics::Metrics::new(),
@@ -344,7 +350,13 @@ impl Metrics {
             "Bridge messages dropped, by reason",
             b.dropped.clone(),
         );
+        m.writer.register(&mut r);
         Metrics { registry: r, ..m }
+    }
+
+    /// The queue-mode writer's handle.
+    pub fn writer(&self) -> WriterMetrics {
+        self.writer.clone()
     }
 
     /// The spool's handle.

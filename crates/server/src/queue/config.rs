@@ -62,6 +62,14 @@ pub struct QueueConfig {
     /// Delay before a message InfluxDB could not take is delivered again
     /// (doubling per attempt up to 16×).
     pub nak_delay_ms: u64,
+    /// Where a writer (`wsingest writer`, or the writer of `serve --writer`)
+    /// serves `/healthz`, `/readyz` and `/metrics`, e.g. `"127.0.0.1:9466"`
+    /// (`writer --listen`). Unset: no HTTP port (several writers on one
+    /// host would fight over a default one).
+    pub writer_listen: Option<std::net::SocketAddr>,
+    /// How often a writer asks JetStream for its consumer's info (pending
+    /// and ack-pending counts on `/metrics`, NATS reachability on `/readyz`).
+    pub writer_info_interval_ms: u64,
 }
 
 impl Default for QueueConfig {
@@ -82,6 +90,8 @@ impl Default for QueueConfig {
             ack_wait_secs: 60,
             max_ack_pending: 20_000,
             nak_delay_ms: 1000,
+            writer_listen: None,
+            writer_info_interval_ms: 5000,
         }
     }
 }
@@ -143,6 +153,10 @@ impl QueueConfig {
         Duration::from_millis(self.nak_delay_ms)
     }
 
+    pub fn writer_info_interval(&self) -> Duration {
+        Duration::from_millis(self.writer_info_interval_ms)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, detail: String| Err(ConfigError::Invalid { key, detail });
         for url in &self.nats_url {
@@ -197,6 +211,12 @@ impl QueueConfig {
         }
         if self.nak_delay_ms == 0 {
             return invalid("queue.nak_delay_ms", "must be at least 1".into());
+        }
+        if self.writer_info_interval_ms < 100 {
+            return invalid(
+                "queue.writer_info_interval_ms",
+                "must be at least 100".into(),
+            );
         }
         Ok(())
     }

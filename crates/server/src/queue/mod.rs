@@ -23,7 +23,8 @@
 //!   stream and the writers' consumer, created or updated at startup.
 //! - [`gateway`]: the sink publishing a gateway's batches ([`gateway::serve`]
 //!   is `wsingest serve` in queue mode).
-//! - [`writer`]: `wsingest writer`, from the stream to InfluxDB.
+//! - [`writer`]: `wsingest writer`, from the stream to InfluxDB;
+//!   [`writer_http`]: its HTTP port (`/readyz`, `/metrics`).
 //!
 //! The MQTT bridge and the per-device stats run on the gateway: the bridge
 //! publishes a message's points when its device is acked (after JetStream's
@@ -35,6 +36,7 @@ pub mod gateway;
 pub mod stream;
 pub mod subject;
 pub mod writer;
+pub mod writer_http;
 
 pub use config::QueueConfig;
 

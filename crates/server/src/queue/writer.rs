@@ -29,9 +29,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::writer_http::{self, WriterState};
 use super::{QueueError, stream};
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::WriterMetrics;
 use crate::pipeline::{self, Entry, Outcome, PipelineConfig, Reply};
 use crate::sink::deadletter::DeadLetter;
 use crate::sink::influx::InfluxClient;
@@ -48,6 +49,11 @@ pub enum WriterError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Client(#[from] crate::sink::influx::ClientError),
+    #[error("cannot listen on {addr} (queue.writer_listen, --listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Run a writer until `shutdown` fires; then stop pulling, let the batches
@@ -55,12 +61,54 @@ pub enum WriterError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WriterError> {
     config.validate()?;
     let q = &config.queue;
+    // Bind first: a taken port fails the start before anything is pulled.
+    let listener = match q.writer_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| WriterError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let client = super::connect(q).await?;
-    let js = stream::context(client, q);
+    let js = stream::context(client.clone(), q);
     stream::ensure_stream(&js, q).await?;
     let consumer = stream::ensure_consumer(&js, q).await?;
-    let sink = Arc::new(influx_sink(&config)?);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let sink = Arc::new(influx_sink(&config)?.with_metrics(metrics.clone()));
     sink.startup_check(config.influx.create_database).await;
+    let state = Arc::new(WriterState::new(
+        metrics,
+        sink.clone(),
+        client,
+        &q.consumer,
+        shutdown.clone(),
+    ));
+    let counters = state.writer.clone();
+    tokio::spawn(writer_http::refresh_consumer_info(
+        state.clone(),
+        consumer.clone(),
+        q.writer_info_interval(),
+        shutdown.clone(),
+    ));
+    // InfluxDB's state for /readyz while no messages flow, as `serve` checks it.
+    sink.spawn_checks(Duration::from_secs(5), shutdown.clone());
+    match listener {
+        Some(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "writer: /healthz, /readyz and /metrics");
+            }
+            let (state, stop) = (state.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(e) = writer_http::serve(listener, state, stop).await {
+                    tracing::error!(error = %e, "writer HTTP port failed");
+                }
+            });
+        }
+        None => tracing::info!(
+            "writer: no HTTP port (set queue.writer_listen or --listen for /readyz and /metrics)"
+        ),
+    }
     tracing::info!(
         stream = q.stream,
         consumer = q.consumer,
@@ -68,6 +116,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
         "writer: JetStream to InfluxDB"
     );
 
+    let hold = Duration::from_millis(
+        config.influx.timeout_ms
+            + config.influx.retry_max_elapsed_ms
+            + config.influx.flush_interval_ms,
+    );
+    if q.ack_wait() <= hold {
+        // Messages would be given to another writer while this one still
+        // retries them: written twice (harmless) and more load on InfluxDB
+        // when it is least able to take it.
+        tracing::warn!(
+            ack_wait_secs = q.ack_wait_secs,
+            hold_ms = hold.as_millis() as u64,
+            "queue.ack_wait_secs is not above influx.timeout_ms + influx.retry_max_elapsed_ms + influx.flush_interval_ms: raise it"
+        );
+    }
     let drain = CancellationToken::new();
     let (pipe, batcher) = pipeline::start(
         PipelineConfig::from(&config),
@@ -80,7 +143,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
     // consumer's max_ack_pending).
     let (tx, rx) = mpsc::channel::<Outcome>(config.influx.queue_capacity.max(1));
     let inflight: InFlight = Default::default();
-    let settler = tokio::spawn(settle(rx, inflight.clone(), q.nak_delay()));
+    let settler = tokio::spawn(settle(
+        rx,
+        inflight.clone(),
+        q.nak_delay(),
+        counters.clone(),
+    ));
 
     let batch = config.influx.batch_size.clamp(1, 10_000);
     let mut next_id: u64 = 0;
@@ -96,6 +164,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot pull from JetStream; retrying");
+                state.fetch_failed(format!("pull: {e}"));
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = shutdown.cancelled() => break,
@@ -108,7 +177,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Writ
                 _ = shutdown.cancelled() => break 'pull,
             };
             let message = match next {
-                Some(Ok(m)) => m,
+                Some(Ok(m)) => {
+                    counters.fetched.inc();
+                    state.fetch_ok();
+                    m
+                }
                 Some(Err(e)) => {
                     // Missed heartbeats, a consumer leader change: the stream
                     // carries on, or ends and is opened again.
@@ -169,11 +242,18 @@ fn influx_sink(config: &Config) -> Result<InfluxSink, WriterError> {
             max_elapsed: Duration::from_millis(i.retry_max_elapsed_ms),
         },
     )
-    .with_metrics(Arc::new(Metrics::new())))
+    .with_no_spool_note(
+        "messages are nak'd and wait in the JetStream stream (a writer has no spool) until it is back",
+    ))
 }
 
 /// Settle each message as its outcome arrives (see the module doc).
-async fn settle(mut rx: mpsc::Receiver<Outcome>, inflight: InFlight, nak_delay: Duration) {
+async fn settle(
+    mut rx: mpsc::Receiver<Outcome>,
+    inflight: InFlight,
+    nak_delay: Duration,
+    counters: WriterMetrics,
+) {
     while let Some(outcome) = rx.recv().await {
         let (seq, error) = match &outcome {
             Outcome::Acked { seq } => (seq, None),
@@ -183,13 +263,16 @@ async fn settle(mut rx: mpsc::Receiver<Outcome>, inflight: InFlight, nak_delay: 
         else {
             continue;
         };
-        let kind = match error {
-            None | Some("rejected_by_database") => AckKind::Ack,
+        let (kind, counter) = match error {
+            None => (AckKind::Ack, &counters.acked),
+            Some("rejected_by_database") => (AckKind::Ack, &counters.dead_lettered),
             Some(_) => {
                 let delivered = message.info().map_or(1, |i| i.delivered.max(1));
-                AckKind::Nak(Some(nak_backoff(nak_delay, delivered)))
+                let delay = nak_backoff(nak_delay, delivered);
+                (AckKind::Nak(Some(delay)), &counters.naks)
             }
         };
+        counter.inc();
         if let Err(e) = message.ack_with(kind).await {
             // Not settled: JetStream delivers it again after ack_wait, and
             // InfluxDB overwrites the same points.

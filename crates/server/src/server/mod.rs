@@ -134,17 +134,7 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
-    let probe_sink = sink.clone();
-    let probe_stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = probe_stop.cancelled() => break,
-            }
-            let _ = probe_sink.check().await;
-        }
-    });
+    sink.spawn_checks(Duration::from_secs(5), shutdown.clone());
     let ack_mode = config.server.ack_mode;
     let served = serve_with_metrics(listener, config, sink.clone(), metrics, shutdown).await;
     if let Some(replay) = replay {
@@ -209,9 +199,18 @@ pub async fn preflight(config: &Config) -> Result<Vec<String>, ServeError> {
                 warnings.push(client.explain(status, &message));
             }
         }
+        Err(e) if config.queue.enabled() => warnings.push(format!(
+            "{e}: in queue mode only writers (wsingest writer, serve --writer) write to InfluxDB; they would start anyway and leave messages in the stream (/readyz 503) until it answers; gateways are not affected. Check influx.url"
+        )),
         Err(e) => warnings.push(format!(
             "{e}: serve would start anyway and spool batches until InfluxDB answers; check influx.url"
         )),
+    }
+    if config.queue.enabled() {
+        // Operator errors (401/404) stop the writers' writes, not the gateways'.
+        for w in warnings.iter_mut().filter(|w| !w.contains("in queue mode")) {
+            *w = format!("{w} (in queue mode this concerns the writers only)");
+        }
     }
     Ok(warnings)
 }

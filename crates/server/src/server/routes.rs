@@ -62,20 +62,14 @@ async fn mqtt_stats(State(state): State<Arc<AppState>>) -> Response<Body> {
     }
 }
 
-async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn ready(State(state): State<Arc<AppState>>) -> Response<Body> {
     if state.shutdown.is_cancelled() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: shutting down\n".into(),
-        )
-    } else {
-        let r = state.sink.readiness();
-        let status = match r.ready {
-            true => StatusCode::OK,
-            false => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        (status, format!("{}\n", r.reason))
+        return http::readiness(&crate::sink::health::Readiness {
+            ready: false,
+            reason: "not ready: shutting down".into(),
+        });
     }
+    http::readiness(&state.sink.readiness())
 }
 
 async fn live_page(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response<Body> {
@@ -93,22 +87,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         .metrics
         .queue_depth
         .set(state.pipeline.queued() as i64);
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let (body, content_type) = if openmetrics {
-        (
-            state.metrics.encode_openmetrics(),
-            crate::metrics::OPENMETRICS_CONTENT_TYPE,
-        )
-    } else {
-        (
-            state.metrics.encode_prometheus(),
-            crate::metrics::PROMETHEUS_CONTENT_TYPE,
-        )
-    };
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    http::metrics(&state.metrics, &headers)
 }
 
 async fn root(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response<Body> {

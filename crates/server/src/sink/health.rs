@@ -83,7 +83,12 @@ pub struct Health {
     outage: Mutex<Option<Outage>>,
     spool: bool,
     retry_budget: Duration,
+    /// What happens to batches without a spool, for the log lines.
+    no_spool: &'static str,
 }
+
+/// Without a spool, in direct mode.
+pub const NO_SPOOL: &str = "the spool is off (spool.enabled = false): messages are nacked storage_unavailable until it is back";
 
 impl Health {
     /// `spool`: whether failed batches go to a spool (for the log lines).
@@ -92,7 +97,14 @@ impl Health {
             outage: Mutex::new(None),
             spool,
             retry_budget,
+            no_spool: NO_SPOOL,
         }
+    }
+
+    /// Say `note` instead of [`NO_SPOOL`] (a queue-mode writer has none).
+    pub fn with_no_spool_note(mut self, note: &'static str) -> Self {
+        self.no_spool = note;
+        self
     }
 
     pub fn outage(&self) -> Option<Outage> {
@@ -137,8 +149,11 @@ impl Health {
                 "each batch is retried for up to {} s, then spooled (acked from disk, replayed in order once InfluxDB is back)",
                 self.retry_budget.as_secs_f64()
             ),
-            (true, true) => "batches are spooled (acked from disk) until it is fixed; /readyz answers 503".into(),
-            (false, _) => "the spool is off (spool.enabled = false): messages are nacked storage_unavailable until it is back".into(),
+            (true, true) => {
+                "batches are spooled (acked from disk) until it is fixed; /readyz answers 503"
+                    .into()
+            }
+            (false, _) => self.no_spool.into(),
         };
         let now = if changed { ", now: " } else { ": " };
         match &o.cause {

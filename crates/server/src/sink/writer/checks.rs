@@ -26,6 +26,25 @@ impl InfluxSink {
         r
     }
 
+    /// Run [`Self::check`] every `every` until `stop`, so an outage shows
+    /// on `/readyz` (and its end in the log) while no batch is written.
+    pub fn spawn_checks(
+        self: &std::sync::Arc<Self>,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let sink = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.cancelled() => break,
+                }
+                let _ = sink.check().await;
+            }
+        });
+    }
+
     /// The startup check: create the database when asked (1.x API), then
     /// [`Self::check`]. Never fails the start: devices can be spooled.
     pub async fn startup_check(&self, create_database: bool) {
@@ -88,17 +107,20 @@ impl InfluxSink {
             Cause::Misconfigured { fix, .. } => Readiness {
                 ready: false,
                 reason: format!(
-                    "not ready: InfluxDB refuses every write since {since}: {fix} (batches are {} meanwhile)",
-                    if self.spool.is_some() {
-                        "spooled"
-                    } else {
-                        "nacked storage_unavailable"
+                    "not ready: InfluxDB refuses every write since {since}: {fix} ({})",
+                    match (&self.spool, self.no_spool) {
+                        (Some(_), _) => "batches are spooled meanwhile",
+                        (None, Some(note)) => note,
+                        (None, None) => "batches are nacked storage_unavailable meanwhile",
                     }
                 ),
             },
             Cause::Unreachable(why) | Cause::Failing(why) => {
                 let spool = match &self.spool {
-                    None => Err("the spool is off (spool.enabled = false)".to_string()),
+                    None => Err(self
+                        .no_spool
+                        .unwrap_or("the spool is off (spool.enabled = false)")
+                        .to_string()),
                     Some(s) => {
                         let st = s.stats();
                         if self.held_points() > 0 {

@@ -81,6 +81,9 @@ pub struct InfluxSink {
     /// Room the spool must have to count as ready (one batch).
     ready_room: u64,
     metrics: Arc<Metrics>,
+    /// Why nothing stores a batch while InfluxDB is down, without a spool
+    /// (for `/readyz`).
+    no_spool: Option<&'static str>,
 }
 
 /// How writing a body ended, after retries.
@@ -123,7 +126,17 @@ impl InfluxSink {
             spooled_points: AtomicU64::new(0),
             ready_room: 0,
             metrics: Arc::new(Metrics::new()),
+            no_spool: None,
         }
+    }
+
+    /// What the log lines and `/readyz` say about a sink without a spool
+    /// while InfluxDB is down (`note`, e.g. a queue-mode writer's "messages
+    /// wait in the stream") instead of "the spool is off".
+    pub fn with_no_spool_note(mut self, note: &'static str) -> Self {
+        self.health = Health::new(false, self.retry.max_elapsed).with_no_spool_note(note);
+        self.no_spool = Some(note);
+        self
     }
 
     /// Report writes, retries, batch sizes and the spool into `metrics`.

@@ -4,7 +4,8 @@
 //! storage) → `wsingest writer` → influxd. For each: the ack rate the devices
 //! see, the end-to-end rate (until every point is queryable in InfluxDB),
 //! and the CPU per million points of every process (wsingest, each
-//! nats-server, influxd, the load client).
+//! nats-server, influxd, the load client). Then the same with single-point
+//! messages, where NATS's cost is per message.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -92,6 +93,22 @@ async fn drive(
     .await
 }
 
+/// Single-point JSON messages with `ts` (distinct per device and seq).
+fn single_points(devices: usize, per_device: u64) -> Vec<Vec<Message>> {
+    (0..devices)
+        .map(|_| {
+            (0..per_device)
+                .map(|seq| {
+                    let ts = 1_800_000_000_000u64 + seq;
+                    Message::text(format!(
+                        r#"{{"seq":{seq},"ts":{ts},"measurement":"bench","fields":{{"v":{seq}.5}}}}"#
+                    ))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// `wsingest writer` with `config`; returns once it consumes.
 async fn writer(dir: &Path, config: &Path) -> Result<Proc, BenchError> {
     let exe = std::env::current_exe()?;
@@ -167,6 +184,10 @@ pub async fn queue(args: &BenchArgs) -> Result<Report, BenchError> {
     // steady state to show in the end-to-end rate.
     let (devices, per_device) = if args.smoke { (4, 20) } else { (20, 1000) };
     let points = devices as u64 * per_device * 100;
+    // Then single-point messages, the usual device message: what NATS costs
+    // per message rather than per point.
+    let single_per_device = if args.smoke { 20 } else { 5000 };
+    let singles_total = devices as u64 * single_per_device;
     let dir = TempDir::new("queue")?;
     let (influxd, url) = procs::influxd(&dir.0).await?;
     create_db(&url, "direct").await?;
@@ -187,7 +208,6 @@ pub async fn queue(args: &BenchArgs) -> Result<Report, BenchError> {
     let direct_done = until_stored(&url, "direct", points).await? - started;
     let direct_cpu =
         Cpu::read(&[("wsingest serve", &server), ("influxd", &influxd)]).since(&before);
-    drop(server);
     add_mode(
         &mut rep,
         "direct",
@@ -195,6 +215,21 @@ pub async fn queue(args: &BenchArgs) -> Result<Report, BenchError> {
         &mut direct,
         direct_done,
         &direct_cpu,
+    );
+    let singles = Arc::new(single_points(devices, single_per_device));
+    let before = Cpu::read(&[("wsingest serve", &server), ("influxd", &influxd)]);
+    let started = Instant::now();
+    let mut r = drive(port, devices, single_per_device, &singles).await?;
+    let done = until_stored(&url, "direct", points + singles_total).await? - started;
+    let cpu = Cpu::read(&[("wsingest serve", &server), ("influxd", &influxd)]).since(&before);
+    drop(server);
+    add_mode(
+        &mut rep,
+        "direct, 1-point messages",
+        singles_total,
+        &mut r,
+        done,
+        &cpu,
     );
 
     // Queue mode.
@@ -236,6 +271,19 @@ pub async fn queue(args: &BenchArgs) -> Result<Report, BenchError> {
         &mut queued,
         queue_done,
         &queue_cpu,
+    );
+    let before = Cpu::read(&list);
+    let started = Instant::now();
+    let mut r = drive(port, devices, single_per_device, &singles).await?;
+    let done = until_stored(&url, "queue", points + singles_total).await? - started;
+    let cpu = Cpu::read(&list).since(&before);
+    add_mode(
+        &mut rep,
+        "queue, 1-point messages",
+        singles_total,
+        &mut r,
+        done,
+        &cpu,
     );
 
     let direct_rate = points as f64 / direct_done.as_secs_f64();

@@ -51,6 +51,11 @@ impl Pipeline {
         self.tx.send(entry).await.map_err(|e| e.0)
     }
 
+    /// Enqueue a message if the queue has room now.
+    pub fn try_send(&self, entry: Entry) -> Result<(), mpsc::error::TrySendError<Entry>> {
+        self.tx.try_send(entry)
+    }
+
     /// Messages waiting in the queue now.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()

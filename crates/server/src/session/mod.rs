@@ -265,7 +265,8 @@ impl Session {
                     self.ctx.observer.acked();
                     Downlink::Ack { ack: seq }
                 }
-                Outcome::Nacked { seq, error, detail } => {
+                Outcome::Nacked(n) => {
+                    let crate::entry::Nack { seq, error, detail } = *n;
                     if received_mode {
                         tracing::warn!(
                             ?seq,

@@ -137,7 +137,14 @@ impl Dedupe {
         let shard = &mut *guard;
         let window = match shard.devices.get_mut(&**device) {
             Some(w) => w,
-            None => shard.devices.entry(device.clone()).or_default(),
+            // Room for one: most devices have a message or two in the window
+            // (a push on an empty deque would make room for four).
+            None => shard
+                .devices
+                .entry(device.clone())
+                .or_insert_with(|| Window {
+                    slots: VecDeque::with_capacity(1),
+                }),
         };
         if let Some(i) = window.find(seq) {
             let slot = &mut window.slots[i];

@@ -196,9 +196,8 @@ where
             .map(|t| t + backpressure_timeout);
         let deadline = s.closing.as_ref().map(|c| c.1);
         let open = s.closing.is_none();
-        // The select! picks the event; its handler runs after the select's
-        // futures are gone, so the two never take room in the task at once
-        // (a handler inside the select! arms doubled an idle session's task).
+        // The select! only picks the event; its handler runs after the
+        // select's futures are gone, outside its arms.
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled(), if open => Event::Close(SessionError::ShuttingDown),

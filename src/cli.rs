@@ -283,7 +283,7 @@ pub struct ServeArgs {
     /// Points per InfluxDB write.
     #[arg(long, env = "WSINGEST_BATCH_SIZE")]
     pub batch_size: Option<usize>,
-    /// Longest a point waits for its batch, in milliseconds.
+    /// Longest a batch keeps growing while every write slot is busy, in ms.
     #[arg(long, env = "WSINGEST_FLUSH_INTERVAL")]
     pub flush_interval: Option<u64>,
     /// Dead-letter file for points InfluxDB refused.

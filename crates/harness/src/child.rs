@@ -189,6 +189,12 @@ pub fn self_cpu_secs() -> f64 {
     cpu_secs_of("/proc/self/stat")
 }
 
+/// CPU seconds (user + system) of process `pid` so far (a zombie still has
+/// them until it is reaped); 0 when it is gone.
+pub fn cpu_secs_of_pid(pid: u32) -> f64 {
+    cpu_secs_of(&format!("/proc/{pid}/stat"))
+}
+
 /// Fields of /proc/<pid>/stat after the parenthesised command name: index 0
 /// is the state, 1 the parent, 2 the process group, 11 and 12 utime and stime.
 pub(crate) fn stat_fields(stat: &str) -> Vec<&str> {

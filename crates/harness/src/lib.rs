@@ -39,7 +39,7 @@ pub mod nats;
 pub mod ready;
 pub mod run;
 
-pub use child::{Service, find_binary, self_cpu_secs};
+pub use child::{Service, cpu_secs_of_pid, find_binary, self_cpu_secs};
 pub use error::StartError;
 pub use nats::{NatsCluster, NatsNode};
 pub use ready::{Probe, free_port as pick_free_port, retry_if_port_taken, wait_ready};

@@ -234,7 +234,9 @@ pub struct InfluxConfig {
     pub batch_size: usize,
     /// Bytes per write request.
     pub batch_bytes: usize,
-    /// Longest a point waits for its batch to fill.
+    /// Batches are written as soon as a write slot is free (group commit);
+    /// while every slot is busy, a batch closes when full or this old and
+    /// waits for the next free slot while the next one gathers.
     pub flush_interval_ms: u64,
     /// Write requests in flight at once.
     pub concurrency: usize,

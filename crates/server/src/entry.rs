@@ -6,16 +6,33 @@
 
 use tokio::sync::mpsc;
 
-/// What became of a message.
+/// What became of a message. 16 bytes: every session's outcome channel
+/// allocates room for 32 of them up front, so the rare nack is boxed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Durable in the database.
-    Acked { seq: Option<u64> },
-    Nacked {
+    Acked {
         seq: Option<u64>,
-        error: &'static str,
-        detail: String,
     },
+    Nacked(Box<Nack>),
+}
+
+/// Why a message was not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nack {
+    pub seq: Option<u64>,
+    pub error: &'static str,
+    pub detail: String,
+}
+
+impl Outcome {
+    pub fn nacked(seq: Option<u64>, error: &'static str, detail: impl Into<String>) -> Outcome {
+        Outcome::Nacked(Box::new(Nack {
+            seq,
+            error,
+            detail: detail.into(),
+        }))
+    }
 }
 
 /// What to do once a message is durable instead of acking it at once: the
@@ -99,12 +116,14 @@ impl Reply {
     }
 
     pub fn nack(self, error: &'static str, detail: impl Into<String>) {
-        self.permit.send(Outcome::Nacked {
-            seq: self.seq,
-            error,
-            detail: detail.into(),
-        });
+        self.permit.send(Outcome::nacked(self.seq, error, detail));
     }
+}
+
+#[cfg(test)]
+#[test]
+fn an_outcome_is_two_words() {
+    assert_eq!(std::mem::size_of::<Outcome>(), 16);
 }
 
 /// One decoded message on its way to the database: its points as line

@@ -156,7 +156,8 @@ pub async fn post_points(
                 Some(Outcome::Acked { .. }) => {
                     return encode(StatusCode::OK, format, &HttpAck { ack: seq, points });
                 }
-                Some(Outcome::Nacked { seq, error, detail }) => {
+                Some(Outcome::Nacked(n)) => {
+                    let crate::entry::Nack { seq, error, detail } = *n;
                     let status = match error {
                         "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
                         _ => StatusCode::UNPROCESSABLE_ENTITY,

@@ -242,14 +242,34 @@ impl IngestContext {
             points: count,
             reply: reply.with_origin(origin),
         };
-        tokio::select! {
-            r = tokio::time::timeout(self.backpressure_timeout, self.pipeline.send(entry)) => match r {
-                Ok(Ok(())) => Submitted::Queued { seq, points: count, spare },
-                Ok(Err(_)) => Submitted::ShuttingDown { seq },
-                Err(_) => Submitted::Overloaded { seq },
-            },
-            _ = self.shutdown.cancelled() => Submitted::ShuttingDown { seq },
+        if self.shutdown.is_cancelled() {
+            return Submitted::ShuttingDown { seq };
         }
+        // The queue has room nearly always: no timer, no shutdown waiter,
+        // and the waiting below (boxed) takes no room in every session's
+        // future.
+        let entry = match self.pipeline.try_send(entry) {
+            Ok(()) => {
+                return Submitted::Queued {
+                    seq,
+                    points: count,
+                    spare,
+                };
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Submitted::ShuttingDown { seq },
+            Err(mpsc::error::TrySendError::Full(entry)) => entry,
+        };
+        let wait = Box::pin(async move {
+            tokio::select! {
+                r = tokio::time::timeout(self.backpressure_timeout, self.pipeline.send(entry)) => match r {
+                    Ok(Ok(())) => Submitted::Queued { seq, points: count, spare },
+                    Ok(Err(_)) => Submitted::ShuttingDown { seq },
+                    Err(_) => Submitted::Overloaded { seq },
+                },
+                _ = self.shutdown.cancelled() => Submitted::ShuttingDown { seq },
+            }
+        });
+        wait.await
     }
 
     /// A message's outcome arrived (or, acked on receipt, was promised):
@@ -263,9 +283,9 @@ impl IngestContext {
                     d.acked(device, *seq);
                 }
             }
-            Outcome::Nacked { seq, .. } => {
-                if let (Some(d), Some(seq)) = (&self.dedupe, seq) {
-                    d.forget(device, *seq);
+            Outcome::Nacked(n) => {
+                if let (Some(d), Some(seq)) = (&self.dedupe, n.seq) {
+                    d.forget(device, seq);
                 }
             }
         }
@@ -275,7 +295,7 @@ impl IngestContext {
         if let Some(o) = self.fleet.as_ref().map(|f| f.observe(device)) {
             match outcome {
                 Outcome::Acked { .. } => o.acked(),
-                Outcome::Nacked { error, detail, .. } => o.nacked(error, detail),
+                Outcome::Nacked(n) => o.nacked(n.error, &n.detail),
             }
         }
     }

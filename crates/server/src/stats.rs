@@ -100,8 +100,12 @@ async fn run(
             _ = stop.cancelled() => true,
         };
         while let Ok(outcome) = rx.try_recv() {
-            if let Outcome::Nacked { error, detail, .. } = outcome {
-                tracing::warn!(error, detail, "stats sample not written");
+            if let Outcome::Nacked(n) = outcome {
+                tracing::warn!(
+                    error = n.error,
+                    detail = n.detail,
+                    "stats sample not written"
+                );
             }
         }
         let elapsed = last.elapsed();

@@ -162,7 +162,7 @@ impl GrpcIngest {
                     let reply = match outcome {
                         Outcome::Acked { seq: None } => continue,
                         Outcome::Acked { seq: Some(seq) } => ack(seq),
-                        Outcome::Nacked { seq, error, detail } => nack(seq, error, detail),
+                        Outcome::Nacked(n) => nack(n.seq, n.error, n.detail),
                     };
                     if out.send(Ok(reply)).await.is_err() {
                         return; // the client went away

@@ -25,11 +25,8 @@ impl RequiredReply {
     }
 
     pub(super) fn nack(self, detail: &str) {
-        self.permit.send(Outcome::Nacked {
-            seq: self.seq,
-            error: NACK_CODE,
-            detail: detail.to_string(),
-        });
+        self.permit
+            .send(Outcome::nacked(self.seq, NACK_CODE, detail.to_string()));
     }
 }
 

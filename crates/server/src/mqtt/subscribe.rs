@@ -441,13 +441,11 @@ impl Run {
                             self.ack(&client, &p).await;
                             return;
                         }
-                        Some(Outcome::Nacked {
-                            error: "storage_unavailable",
-                            detail,
-                            ..
-                        }) => detail,
-                        Some(Outcome::Nacked { seq, error, detail }) => {
-                            return self.nacked(&client, &p, &device, seq, error, &detail).await;
+                        Some(Outcome::Nacked(n)) if n.error == "storage_unavailable" => n.detail,
+                        Some(Outcome::Nacked(n)) => {
+                            return self
+                                .nacked(&client, &p, &device, n.seq, n.error, &n.detail)
+                                .await;
                         }
                         None => return, // shutting down: the broker keeps it
                     }

@@ -111,7 +111,9 @@ async fn upgrade_device(
     let ws_config = state.ws_config;
     let shutdown = state.shutdown.clone();
     let router = state.commands.clone();
-    let mut ctx = ctx;
+    // Boxed: the task keeps what it captures for the session's whole life,
+    // and the context moves into the session's own state.
+    let mut ctx = Box::new(ctx);
     state.sessions.spawn(
         async move {
             let upgraded = match on_upgrade.await {
@@ -129,7 +131,7 @@ async fn upgrade_device(
             .await;
             ctx.commands = Some(router.register(&ctx.device));
             tracing::info!(encoding = ?ctx.encoding, "session opened");
-            let summary = session::run(ws, ctx, shutdown).await;
+            let summary = session::run(ws, *ctx, shutdown).await;
             tracing::info!(
                 messages = summary.messages,
                 points = summary.points,

@@ -18,6 +18,7 @@
 //! Acks follow the configured [`AckMode`]: after the writer's outcome
 //! (`durable`), or as soon as the message is queued (`received`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +104,15 @@ impl SessionSummary {
     }
 }
 
+/// What the session's `select!` picked.
+enum Event {
+    Close(SessionError),
+    Outcome(Outcome),
+    Command(Option<Command>),
+    Tick,
+    Frame(Option<Result<WsMessage, WsError>>),
+}
+
 /// The device stopped reading, or the connection is gone: end at once.
 struct Gone(String);
 
@@ -124,22 +134,22 @@ struct Session {
     commands: Option<SessionCommands>,
 }
 
-pub async fn run<S>(
-    mut ws: S,
+/// The session's task. Its state is set up here, outside the future: an
+/// async fn keeps its arguments for its whole life, so the context would
+/// be held twice (as the argument and inside [`Session`]) by every idle
+/// session.
+pub fn run<S>(
+    ws: S,
     mut ctx: SessionContext,
     shutdown: CancellationToken,
-) -> SessionSummary
+) -> impl Future<Output = SessionSummary>
 where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
-    let limits = ctx.limits.clone();
     let kick = ctx.guard.kick().clone();
     let commands = ctx.commands.take();
-    let (out_tx, mut out_rx) = mpsc::channel::<Outcome>(limits.max_inflight);
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut s = Session {
+    let (out_tx, out_rx) = mpsc::channel::<Outcome>(ctx.limits.max_inflight);
+    let s = Session {
         device: ctx.device.as_str().into(),
         reply_format: ctx.encoding.format().unwrap_or(Format::Json),
         ctx,
@@ -152,12 +162,30 @@ where
         blocked_since: None,
         commands,
     };
+    drive(ws, s, out_rx, kick, shutdown)
+}
 
+async fn drive<S>(
+    mut ws: S,
+    mut s: Session,
+    mut out_rx: mpsc::Receiver<Outcome>,
+    kick: crate::limits::Kick,
+    shutdown: CancellationToken,
+) -> SessionSummary
+where
+    S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
+{
+    let (max_inflight, backpressure_timeout, ping_interval) = {
+        let l = &s.ctx.limits;
+        (l.max_inflight, l.backpressure_timeout, l.ping_interval)
+    };
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let ended = loop {
         if s.closing.is_some() && s.inflight == 0 {
             break None;
         }
-        if s.inflight < limits.max_inflight {
+        if s.inflight < max_inflight {
             s.blocked_since = None;
         } else if s.blocked_since.is_none() {
             s.blocked_since = Some(Instant::now());
@@ -165,25 +193,34 @@ where
         let blocked_deadline = s
             .blocked_since
             .filter(|_| s.closing.is_none())
-            .map(|t| t + limits.backpressure_timeout);
+            .map(|t| t + backpressure_timeout);
         let deadline = s.closing.as_ref().map(|c| c.1);
         let open = s.closing.is_none();
-        let step = tokio::select! {
+        // The select! only picks the event; its handler runs after the
+        // select's futures are gone, outside its arms.
+        let event = tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if open => s.close(SessionError::ShuttingDown),
-            (code, reason) = kick.wait(), if open => s.close(SessionError::Policy { code, reason }),
-            Some(outcome) = out_rx.recv() => s.on_outcomes(&mut ws, outcome, &mut out_rx).await,
-            cmd = next_command(&mut s.commands), if open => s.on_command(&mut ws, cmd).await,
+            _ = shutdown.cancelled(), if open => Event::Close(SessionError::ShuttingDown),
+            (code, reason) = kick.wait(), if open => Event::Close(SessionError::Policy { code, reason }),
+            Some(outcome) = out_rx.recv() => Event::Outcome(outcome),
+            cmd = next_command(&mut s.commands), if open => Event::Command(cmd),
             _ = sleep_until(deadline), if deadline.is_some() => {
                 tracing::warn!(inflight = s.inflight, "closing with messages still waiting for their ack");
                 break None;
             }
             _ = sleep_until(blocked_deadline), if blocked_deadline.is_some() => {
                 tracing::warn!(inflight = s.inflight, "no acks for too long (storage full?); closing so the device retries later");
-                s.close(SessionError::Overloaded)
+                Event::Close(SessionError::Overloaded)
             }
-            _ = ping.tick() => s.on_tick(&mut ws).await,
-            frame = ws.next(), if open && s.inflight < limits.max_inflight => s.on_frame(&mut ws, frame).await,
+            _ = ping.tick() => Event::Tick,
+            frame = ws.next(), if open && s.inflight < max_inflight => Event::Frame(frame),
+        };
+        let step = match event {
+            Event::Close(err) => s.close(err),
+            Event::Outcome(outcome) => s.on_outcomes(&mut ws, outcome, &mut out_rx).await,
+            Event::Command(cmd) => s.on_command(&mut ws, cmd).await,
+            Event::Tick => s.on_tick(&mut ws).await,
+            Event::Frame(frame) => s.on_frame(&mut ws, frame).await,
         };
         if let Err(Gone(reason)) = step {
             break Some(reason);
@@ -265,7 +302,8 @@ impl Session {
                     self.ctx.observer.acked();
                     Downlink::Ack { ack: seq }
                 }
-                Outcome::Nacked { seq, error, detail } => {
+                Outcome::Nacked(n) => {
+                    let crate::entry::Nack { seq, error, detail } = *n;
                     if received_mode {
                         tracing::warn!(
                             ?seq,

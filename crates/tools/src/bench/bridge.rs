@@ -26,6 +26,8 @@ fn point(seq: u64) -> Message {
 struct Run {
     ingest_per_sec: f64,
     server_cpu: f64,
+    client_cpu: f64,
+    broker_cpu: f64,
     published: u64,
     dropped: u64,
     bridge_per_sec: f64,
@@ -33,6 +35,7 @@ struct Run {
 
 async fn one_run(
     dir: &std::path::Path,
+    broker: &procs::Proc,
     mqtt: Option<(u16, u8)>,
     devices: usize,
     per_device: u64,
@@ -66,7 +69,7 @@ async fn one_run(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let cpu0 = server.cpu_secs();
+    let cpu0 = (server.cpu_secs(), procs::self_cpu_secs(), broker.cpu_secs());
     let started = Instant::now();
     let r = load::run(LoadSpec {
         url: format!("ws://127.0.0.1:{port}"),
@@ -104,10 +107,12 @@ async fn one_run(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let server_cpu = server.cpu_secs() - cpu0;
+    let server_cpu = server.cpu_secs() - cpu0.0;
     Ok(Run {
         ingest_per_sec: r.msgs_per_sec(),
         server_cpu,
+        client_cpu: procs::self_cpu_secs() - cpu0.1,
+        broker_cpu: broker.cpu_secs() - cpu0.2,
         published,
         dropped,
         bridge_per_sec: published as f64 / bridge_secs.max(1e-9),
@@ -121,10 +126,10 @@ pub async fn bridge(args: &BenchArgs) -> Result<Report, BenchError> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let result = async {
-        let (_broker, broker_port) = procs::mosquitto(&dir).await?;
-        let base = one_run(&dir, None, devices, per_device).await?;
-        let q0 = one_run(&dir, Some((broker_port, 0)), devices, per_device).await?;
-        let q1 = one_run(&dir, Some((broker_port, 1)), devices, per_device).await?;
+        let (broker, broker_port) = procs::mosquitto(&dir).await?;
+        let base = one_run(&dir, &broker, None, devices, per_device).await?;
+        let q0 = one_run(&dir, &broker, Some((broker_port, 0)), devices, per_device).await?;
+        let q1 = one_run(&dir, &broker, Some((broker_port, 1)), devices, per_device).await?;
         Ok::<_, BenchError>((base, q0, q1))
     }
     .await;
@@ -167,10 +172,25 @@ pub async fn bridge(args: &BenchArgs) -> Result<Report, BenchError> {
             r.server_cpu / total as f64 * 1e6,
             "s",
         );
+        rep.add(
+            &format!("load client CPU per million msgs, bridge {name}"),
+            r.client_cpu / total as f64 * 1e6,
+            "s",
+        );
+        rep.add(
+            &format!("mosquitto CPU per million points published, bridge {name}"),
+            r.broker_cpu / r.published.max(1) as f64 * 1e6,
+            "s",
+        );
     }
     rep.add(
         "server CPU per million msgs, no bridge",
         base.server_cpu / total as f64 * 1e6,
+        "s",
+    );
+    rep.add(
+        "load client CPU per million msgs, no bridge",
+        base.client_cpu / total as f64 * 1e6,
         "s",
     );
     rep.summarize(

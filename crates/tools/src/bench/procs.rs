@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use wsingest_harness::daemons::{self, Serve};
-pub use wsingest_harness::{Service as Proc, self_cpu_secs};
+pub use wsingest_harness::{Service as Proc, cpu_secs_of_pid, self_cpu_secs};
 
 use super::BenchError;
 

@@ -162,9 +162,7 @@ pub async fn run(
                     let d = match o {
                         Outcome::Acked { seq: None } => continue,
                         Outcome::Acked { seq: Some(seq) } => Downlink::Ack { ack: seq },
-                        Outcome::Nacked { seq, error, detail } => {
-                            Downlink::nack(seq, error, detail)
-                        }
+                        Outcome::Nacked(n) => Downlink::nack(n.seq, n.error, n.detail),
                     };
                     if acks
                         .send((device.clone(), reply(&d, payload)))

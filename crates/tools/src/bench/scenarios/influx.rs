@@ -136,10 +136,16 @@ pub async fn influx(args: &BenchArgs) -> Result<Report, BenchError> {
     create_db(&url, "wsingest").await?;
     let (messages, lines) = influx_workload(devices, per_device);
     let total_points = devices as u64 * per_device * 100;
+    let influxd_cpu0 = influxd.cpu_secs();
     let reference = influx_bulk_rate(&url, "reference", &lines, 4).await?;
+    let influxd_bulk_cpu = influxd.cpu_secs() - influxd_cpu0;
     let (server, port) = procs::wsingest(&dir.0, &influx_args(&url, "wsingest")).await?;
     let messages = Arc::new(messages);
-    let cpu0 = (server.cpu_secs(), influxd.cpu_secs());
+    let cpu0 = (
+        server.cpu_secs(),
+        influxd.cpu_secs(),
+        procs::self_cpu_secs(),
+    );
     let mut r = load::run(LoadSpec {
         url: format!("ws://127.0.0.1:{port}"),
         devices,
@@ -152,6 +158,7 @@ pub async fn influx(args: &BenchArgs) -> Result<Report, BenchError> {
     .await?;
     let server_cpu = server.cpu_secs() - cpu0.0;
     let influxd_cpu = influxd.cpu_secs() - cpu0.1;
+    let client_cpu = procs::self_cpu_secs() - cpu0.2;
     let ours = r.acked as f64 * 100.0 / r.elapsed.as_secs_f64();
     let mut rep = Report::new(
         "influx",
@@ -171,6 +178,16 @@ pub async fn influx(args: &BenchArgs) -> Result<Report, BenchError> {
     rep.add(
         "influxd CPU per million points",
         influxd_cpu / total_points as f64 * 1e6,
+        "s",
+    );
+    rep.add(
+        "influxd CPU per million points, bulk reference",
+        influxd_bulk_cpu / total_points as f64 * 1e6,
+        "s",
+    );
+    rep.add(
+        "load client CPU per million points",
+        client_cpu / total_points as f64 * 1e6,
         "s",
     );
     rep.add("nacked messages", r.nacked as f64, "");

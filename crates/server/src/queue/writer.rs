@@ -257,7 +257,7 @@ async fn settle(
     while let Some(outcome) = rx.recv().await {
         let (seq, error) = match &outcome {
             Outcome::Acked { seq } => (seq, None),
-            Outcome::Nacked { seq, error, .. } => (seq, Some(*error)),
+            Outcome::Nacked(nack) => (&nack.seq, Some(nack.error)),
         };
         let Some(message) = seq.and_then(|id| inflight.lock().expect("not poisoned").remove(&id))
         else {

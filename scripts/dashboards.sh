@@ -11,6 +11,8 @@
 # building the release one; INFLUX_PORT, WS_PORT the ports (18086, 18765).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 [ -n "${SKIP_INSTALL:-}" ] || scripts/install.sh
 if [ -z "${WSINGEST_BIN:-}" ]; then
@@ -35,25 +37,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cat > "$work/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$((INFLUX_PORT + 2))"
-[meta]
-  dir = "$work/influxdb/meta"
-[data]
-  dir = "$work/influxdb/data"
-  wal-dir = "$work/influxdb/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:${INFLUX_PORT}"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-CONF
-influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do curl -sf "${INFLUX_URL}/ping" >/dev/null && break; sleep 0.1; done
-curl -sf "${INFLUX_URL}/ping" >/dev/null || { cat "$work/influxd.log" >&2; echo "influxd did not start" >&2; exit 1; }
+start_influxd "$work" "$INFLUX_PORT" "$((INFLUX_PORT + 2))"
+pids+=("$INFLUXD_PID")
 curl -sf -XPOST "${INFLUX_URL}/query" --data-urlencode "q=CREATE DATABASE wsingest" >/dev/null
 
 cat > "$work/wsingest.toml" <<CONF

@@ -7,6 +7,8 @@
 # DEMO_FLEET=30s sets the fleet run's length, DEMO_DEVICES=N devices per profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 scripts/install.sh
 echo "building wsingest (release)..."
@@ -27,28 +29,8 @@ trap 'exit 130' INT TERM
 if curl -sf "${INFLUX_URL}/ping" >/dev/null; then
   echo "using the InfluxDB already answering on ${INFLUX_URL}"
 else
-  cat > "$DATA/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:18088"
-[meta]
-  dir = "$DATA/influxdb/meta"
-[data]
-  dir = "$DATA/influxdb/data"
-  wal-dir = "$DATA/influxdb/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:${INFLUX_PORT}"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-CONF
-  setsid influxd -config "$DATA/influxdb.conf" >"$DATA/influxd.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 100); do
-    curl -sf "${INFLUX_URL}/ping" >/dev/null && break
-    sleep 0.1
-  done
-  curl -sf "${INFLUX_URL}/ping" >/dev/null || { echo "influxd did not start; see $DATA/influxd.log" >&2; exit 1; }
+  start_influxd "$DATA" "$INFLUX_PORT" 18088
+  pids+=("$INFLUXD_PID")
   echo "started influxd on ${INFLUX_URL} (data in $DATA/influxdb)"
 fi
 curl -sf -XPOST "${INFLUX_URL}/query" --data-urlencode "q=CREATE DATABASE wsingest" >/dev/null

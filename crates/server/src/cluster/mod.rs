@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: `[cluster]` (bucket names, gateway id) and `auth.registry`.
 //! - [`keys`]: device ids as KV keys.
+//! - [`lag`]: whether a KV watch keeps up with its bucket.
 //! - [`registry`]: the registry in a JetStream KV bucket, loaded at startup
 //!   and watched; changes close sessions through the file reload's path.
 //! - [`ownership`]: one session per device across gateways, newest wins.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod keys;
+mod lag;
 pub mod ownership;
 pub mod registry;
 

@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ClusterError;
 use super::keys::{device_key, key_device};
+use super::lag::{CHECK_EVERY, Lag, head};
 use crate::limits::{Kick, POLICY, SessionHook};
 use prometheus_client::metrics::counter::Counter;
 
@@ -403,21 +404,16 @@ impl Ownership {
         );
         // As the registry's follower: a watch that stays behind the bucket
         // for two checks is replaced (see `super::registry::spawn`).
-        let mut check = tokio::time::interval(Duration::from_secs(1));
+        let mut check = tokio::time::interval(CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut behind = 0;
+            let mut lag = Lag::default();
             loop {
                 let next = tokio::select! {
                     _ = stop.cancelled() => return,
                     n = watch.next() => n,
                     _ = check.tick() => {
-                        match self.head().await {
-                            Some(head) if head > last => behind += 1,
-                            Some(_) => behind = 0,
-                            None => {}
-                        }
-                        if behind >= 2 {
+                        if lag.fell_behind(head(&self.store).await, last) {
                             tracing::warn!(bucket = %self.bucket, "the session ownership watch fell behind the bucket; following it again");
                             break;
                         }
@@ -452,15 +448,6 @@ impl Ownership {
                 }
             }
         }
-    }
-
-    /// The bucket's newest revision, if NATS answers within a second.
-    async fn head(&self) -> Option<u64> {
-        let status = tokio::time::timeout(Duration::from_secs(1), self.store.status())
-            .await
-            .ok()?
-            .ok()?;
-        Some(status.info.state.last_sequence)
     }
 
     fn seen(&self, entry: &kv::Entry) {

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ClusterError;
 use super::keys::{device_key, key_device};
+use super::lag::{CHECK_EVERY, Lag, head};
 use crate::auth::registry::DeviceRecord;
 use crate::auth::{Auth, DevicePolicy, Registry, RegistryError, Token};
 
@@ -189,15 +190,6 @@ impl KvRegistry {
             watch,
         })
     }
-
-    /// The bucket's newest revision, if NATS answers within a second.
-    async fn head(&self) -> Option<u64> {
-        let status = tokio::time::timeout(Duration::from_secs(1), self.store.status())
-            .await
-            .ok()?
-            .ok()?;
-        Some(status.info.state.last_sequence)
-    }
 }
 
 /// The registry as read from the bucket, and how to follow it.
@@ -207,9 +199,6 @@ pub struct Loaded {
     pub revision: u64,
     pub watch: kv::Watch,
 }
-
-/// How often the follower checks that its watch keeps up with the bucket.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 fn to_json(record: &DeviceRecord) -> bytes::Bytes {
     serde_json::to_vec(record)
@@ -281,7 +270,7 @@ pub fn spawn<F>(
         loop {
             // Follow until the watch fails or falls behind.
             let mut held = None;
-            let mut behind = 0;
+            let mut lag = Lag::default();
             loop {
                 let next = match held.take() {
                     Some(n) => n,
@@ -289,12 +278,7 @@ pub fn spawn<F>(
                         _ = shutdown.cancelled() => return,
                         n = watch.next() => n,
                         _ = check.tick() => {
-                            match kv.head().await {
-                                Some(head) if head > revision => behind += 1,
-                                Some(_) => behind = 0,
-                                None => {}
-                            }
-                            if behind >= 2 {
+                            if lag.fell_behind(head(&kv.store).await, revision) {
                                 tracing::warn!(bucket = %kv.bucket, "the device registry watch fell behind the bucket; reading it again");
                                 break;
                             }

@@ -82,30 +82,6 @@ async fn start_writer_with(config: &Config, dir: &Path, name: &str, args: &[&str
     svc
 }
 
-/// The shipped nginx config, pointed at this test's gateways and directories
-/// (as tests/scaleout.rs does).
-fn nginx_config(listen: u16, a: u16, b: u16) -> String {
-    let shipped =
-        std::fs::read_to_string("config/nginx.conf").expect("config/nginx.conf is shipped");
-    let mut conf = shipped.clone();
-    for (from, to) in [
-        ("server 127.0.0.1:8765 ", format!("server 127.0.0.1:{a} ")),
-        ("server 127.0.0.1:8766 ", format!("server 127.0.0.1:{b} ")),
-        ("listen 8080;", format!("listen 127.0.0.1:{listen};")),
-        (
-            "http {",
-            "http {\n    client_body_temp_path {prefix}/tmp/body;\n    proxy_temp_path {prefix}/tmp/proxy;\n    \
-             fastcgi_temp_path {prefix}/tmp/fcgi;\n    uwsgi_temp_path {prefix}/tmp/uwsgi;\n    scgi_temp_path {prefix}/tmp/scgi;"
-                .to_string(),
-        ),
-        ("worker_processes auto;", "worker_processes 1;\nuser root;".to_string()),
-    ] {
-        assert_eq!(shipped.matches(from).count(), 1, "config/nginx.conf should contain {from:?} once");
-        conf = conf.replace(from, &to);
-    }
-    conf
-}
-
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a child we started; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid}");
@@ -130,7 +106,11 @@ async fn every_acked_point_lands_once_through_leader_gateway_writer_and_influxd_
     let mut w1 = start_writer(&config, dir.path(), "writer-1").await;
     let w2 = start_writer(&config, dir.path(), "writer-2").await;
     let port = free_port();
-    let _nginx = Nginx::start(&nginx_config(port, a.addr.port(), b.addr.port()), port).await;
+    let _nginx = Nginx::start(
+        &Nginx::shipped_config(port, a.addr.port(), b.addr.port()),
+        port,
+    )
+    .await;
 
     let meter =
         Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/smart_meter.toml"))

@@ -9,30 +9,6 @@ use serde_json::json;
 use wsingest_harness::*;
 use wsingest_server::config::Secret;
 
-/// The shipped config, pointed at this test's ports and directories.
-fn nginx_config(listen: u16, a: u16, b: u16) -> String {
-    let shipped =
-        std::fs::read_to_string("config/nginx.conf").expect("config/nginx.conf is shipped");
-    let mut conf = shipped.clone();
-    for (from, to) in [
-        ("server 127.0.0.1:8765 ", format!("server 127.0.0.1:{a} ")),
-        ("server 127.0.0.1:8766 ", format!("server 127.0.0.1:{b} ")),
-        ("listen 8080;", format!("listen 127.0.0.1:{listen};")),
-        // Temp files in the test's directory, not /var/lib/nginx.
-        (
-            "http {",
-            "http {\n    client_body_temp_path {prefix}/tmp/body;\n    proxy_temp_path {prefix}/tmp/proxy;\n    \
-             fastcgi_temp_path {prefix}/tmp/fcgi;\n    uwsgi_temp_path {prefix}/tmp/uwsgi;\n    scgi_temp_path {prefix}/tmp/scgi;"
-                .to_string(),
-        ),
-        ("worker_processes auto;", "worker_processes 1;\nuser root;".to_string()),
-    ] {
-        assert_eq!(shipped.matches(from).count(), 1, "config/nginx.conf should contain {from:?} once");
-        conf = conf.replace(from, &to);
-    }
-    conf
-}
-
 #[tokio::test]
 async fn two_instances_behind_nginx_share_the_broker() {
     let influx = Influxd::start().await;
@@ -44,7 +20,11 @@ async fn two_instances_behind_nginx_share_the_broker() {
     let a = TestServer::start(config.clone()).await;
     let b = TestServer::start(config).await;
     let port = free_port();
-    let nginx = Nginx::start(&nginx_config(port, a.addr.port(), b.addr.port()), port).await;
+    let nginx = Nginx::start(
+        &Nginx::shipped_config(port, a.addr.port(), b.addr.port()),
+        port,
+    )
+    .await;
     for s in [&a, &b] {
         eventually(20, "both bridges connected", || async {
             let v: serde_json::Value = services::http()

@@ -345,6 +345,32 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// The shipped config/nginx.conf (read from the working directory, the
+    /// repository root in tests), listening on `listen` and balancing over
+    /// the gateways on ports `a` and `b`, its temp files under the prefix.
+    pub fn shipped_config(listen: u16, a: u16, b: u16) -> String {
+        let shipped =
+            std::fs::read_to_string("config/nginx.conf").expect("config/nginx.conf is shipped");
+        let mut conf = shipped.clone();
+        for (from, to) in [
+            ("server 127.0.0.1:8765 ", format!("server 127.0.0.1:{a} ")),
+            ("server 127.0.0.1:8766 ", format!("server 127.0.0.1:{b} ")),
+            ("listen 8080;", format!("listen 127.0.0.1:{listen};")),
+            // Temp files in the test's directory, not /var/lib/nginx.
+            (
+                "http {",
+                "http {\n    client_body_temp_path {prefix}/tmp/body;\n    proxy_temp_path {prefix}/tmp/proxy;\n    \
+                 fastcgi_temp_path {prefix}/tmp/fcgi;\n    uwsgi_temp_path {prefix}/tmp/uwsgi;\n    scgi_temp_path {prefix}/tmp/scgi;"
+                    .to_string(),
+            ),
+            ("worker_processes auto;", "worker_processes 1;\nuser root;".to_string()),
+        ] {
+            assert_eq!(shipped.matches(from).count(), 1, "config/nginx.conf should contain {from:?} once");
+            conf = conf.replace(from, &to);
+        }
+        conf
+    }
+
     /// Start nginx with `config` (a whole nginx.conf; `{prefix}` in it is
     /// replaced by the temp dir). `port` is where the config listens.
     pub async fn start(config: &str, port: u16) -> Nginx {

@@ -9,7 +9,23 @@ use wsingest::cli::{
 };
 use wsingest_server::sink::deadletter_ops;
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with status 1 and their chain of causes on
+/// stderr, never a backtrace: they are an operator's to read (with
+/// `RUST_BACKTRACE=1` set, anyhow's default output buried them in frames).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -408,7 +408,10 @@ async fn the_bridge_and_device_stats_work_in_queue_mode() {
     let m = probe.next(10).await;
     assert_eq!(m.topic, "telemetry/dev-q/weather");
     assert_eq!(m.json()["fields"], json!({"t": 1.5}));
-    eventually(20, "the point and dev-q's stats in InfluxDB", || async {
+    // Polled by hand rather than with `eventually` so a failure says what
+    // InfluxDB held and what the process logged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
         let points = influx.count("b", "weather", "t").await;
         let stats = influx
             .rows(
@@ -416,9 +419,18 @@ async fn the_bridge_and_device_stats_work_in_queue_mode() {
                 "SELECT sum(points) FROM wsingest_device WHERE device = 'dev-q' AND instance = 'gw-1'",
             )
             .await;
-        (points == 1 && stats.first().and_then(|r| r[1].as_f64()) == Some(1.0)).then_some(())
-    })
-    .await;
+        let summed = stats.first().and_then(|r| r[1].as_f64());
+        if points == 1 && summed == Some(1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after 20 s InfluxDB holds {points} weather points and dev-q's stats sum to \
+             {summed:?} (want 1 and 1); the process logged:\n{}",
+            both.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         both.log().contains("writer: JetStream to InfluxDB"),
         "{}",
@@ -581,4 +593,62 @@ async fn config_check_in_queue_mode_says_influxdb_concerns_the_writers() {
         err.contains("warning:") && err.contains("only writers") && !err.contains("spool"),
         "{err}"
     );
+}
+
+/// A gateway started while its NATS cluster has no quorum yet (a boot, a
+/// compose file starting everything at once) waits for JetStream, logging
+/// each attempt, instead of exiting; once the nodes are back it creates its
+/// stream and buckets, reports ready and acks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_waits_for_a_cluster_without_quorum_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = nats(dir.path(), 3).await;
+    cluster.kill(1);
+    cluster.kill(2);
+    let mut config = test_config("http://127.0.0.1:9", "unused");
+    config.queue.nats_url = cluster.nodes.iter().map(NatsNode::url).collect();
+    config.queue.startup_timeout_ms = 90_000;
+    config.spool.enabled = false;
+    config.observe.stats_interval_ms = 0;
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let port = free_port();
+    let mut cmd = std::process::Command::new(wsingest_bin());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--config",
+    ])
+    .arg(&path)
+    .env("RUST_LOG", "info")
+    .current_dir(dir.path());
+    let mut gw = Service::spawn("gateway", &mut cmd, &dir.path().join("gw.log")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !gw.log().contains("JetStream not ready yet") {
+        assert!(
+            gw.try_exit().is_none() && tokio::time::Instant::now() < deadline,
+            "the gateway should wait for JetStream, logging its attempts; it logged:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gw.try_exit().is_none(), "{}", gw.log());
+    cluster.restart(1).await.unwrap();
+    cluster.restart(2).await.unwrap();
+    wait_ready(
+        &mut gw,
+        &Probe::http(port, "/readyz"),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut ws = connect(&format!("ws://127.0.0.1:{port}/v1/devices/late"), None).await;
+    send_json(
+        &mut ws,
+        json!({"seq": 1, "measurement": "m", "fields": {"v": 1.0}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await, json!({"ack": 1}));
+    assert_eq!(stream_messages(&cluster, "wsingest").await, 1);
 }

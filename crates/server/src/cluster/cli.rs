@@ -13,11 +13,11 @@ pub async fn open(
     bucket: &str,
     replicas: usize,
 ) -> Result<KvRegistry, ClusterError> {
-    let client = crate::queue::connect(&QueueConfig {
+    let config = QueueConfig {
         nats_url: urls.to_vec(),
         ..QueueConfig::default()
-    })
-    .await?;
+    };
+    let client = crate::queue::connect(&config).await?;
     let js = async_nats::jetstream::new(client);
-    KvRegistry::open(&js, bucket, replicas).await
+    KvRegistry::open(&js, bucket, replicas, config.startup_timeout()).await
 }

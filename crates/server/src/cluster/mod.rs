@@ -62,7 +62,8 @@ pub enum ClusterError {
     Queue(#[from] crate::queue::QueueError),
 }
 
-/// What a bucket is: its name, history and age limit.
+/// What a bucket is: its name, history and age limit, and how long opening
+/// it may wait for a forming cluster (`queue.startup_timeout_ms`).
 pub(crate) struct BucketSpec<'a> {
     pub name: &'a str,
     pub description: &'a str,
@@ -70,6 +71,7 @@ pub(crate) struct BucketSpec<'a> {
     /// Zero: entries never expire.
     pub max_age: std::time::Duration,
     pub replicas: usize,
+    pub startup: std::time::Duration,
 }
 
 /// Open a KV bucket, creating it when it does not exist yet.
@@ -83,50 +85,60 @@ pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     spec: BucketSpec<'_>,
 ) -> Result<kv::Store, ClusterError> {
-    let err = |e: &dyn std::fmt::Display| ClusterError::Bucket {
-        bucket: spec.name.into(),
-        detail: e.to_string(),
-    };
-    if let Ok(store) = js.get_key_value(spec.name).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_stream(jetstream::stream::Config {
-            name: format!("KV_{}", spec.name),
-            description: Some(spec.description.into()),
-            subjects: vec![format!("$KV.{}.>", spec.name)],
-            max_messages_per_subject: spec.history.max(1),
-            max_age: spec.max_age,
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: spec.replicas.max(1),
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await;
-    if let Err(e) = created {
-        // A single NATS server (a development setup) cannot keep replicas.
-        if spec.replicas > 1 && e.to_string().contains("non-clustered mode") {
-            tracing::warn!(
-                bucket = spec.name,
-                replicas = spec.replicas,
-                "NATS runs without a cluster: creating the bucket with 1 replica"
-            );
-            return Box::pin(open_bucket(
-                js,
-                BucketSpec {
-                    replicas: 1,
-                    ..spec
-                },
-            ))
-            .await;
+    use crate::queue::startup::{Failure, retry};
+    use std::sync::atomic::Ordering::Relaxed;
+    // Atomic only to keep the future `Send`: the attempts run one at a time.
+    let replicas = std::sync::atomic::AtomicUsize::new(spec.replicas.max(1));
+    let what = format!("KV bucket {}", spec.name);
+    retry(&what, spec.startup, || async {
+        if let Ok(store) = js.get_key_value(spec.name).await {
+            return Ok(store);
         }
-        // Another gateway may have created it meanwhile.
-        return js.get_key_value(spec.name).await.map_err(|_| err(&e));
-    }
-    js.get_key_value(spec.name).await.map_err(|e| err(&e))
+        let created = js
+            .create_stream(jetstream::stream::Config {
+                name: format!("KV_{}", spec.name),
+                description: Some(spec.description.into()),
+                subjects: vec![format!("$KV.{}.>", spec.name)],
+                max_messages_per_subject: spec.history.max(1),
+                max_age: spec.max_age,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas.load(Relaxed),
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => js
+                .get_key_value(spec.name)
+                .await
+                .map_err(Failure::transient),
+            // A single NATS server (a development setup) cannot keep replicas.
+            Err(e)
+                if replicas.load(Relaxed) > 1 && e.to_string().contains("non-clustered mode") =>
+            {
+                tracing::warn!(
+                    bucket = spec.name,
+                    replicas = replicas.load(Relaxed),
+                    "NATS runs without a cluster: creating the bucket with 1 replica"
+                );
+                replicas.store(1, Relaxed);
+                Err(Failure::transient(e))
+            }
+            // Another gateway may have created it meanwhile.
+            Err(e) => match js.get_key_value(spec.name).await {
+                Ok(store) => Ok(store),
+                Err(_) => Err(Failure::from(e)),
+            },
+        }
+    })
+    .await
+    .map_err(|f| ClusterError::Bucket {
+        bucket: spec.name.into(),
+        detail: f.detail,
+    })
 }
 
 /// What [`start`] started, for the server's logs and tests.
@@ -145,7 +157,7 @@ pub struct Cluster {
 pub async fn start(
     client: async_nats::Client,
     config: &ClusterConfig,
-    queue_replicas: usize,
+    queue: &crate::queue::QueueConfig,
     kv_registry: bool,
     auth: &Arc<Auth>,
     limits: &Arc<Limits>,
@@ -155,9 +167,11 @@ pub async fn start(
 ) -> Result<Cluster, ClusterError> {
     let js = jetstream::new(client.clone());
     let gateway = config.gateway_id();
-    let replicas = config.replicas.unwrap_or(queue_replicas);
+    let replicas = config.replicas.unwrap_or(queue.replicas);
+    let startup = queue.startup_timeout();
     if kv_registry {
-        let kv = registry::KvRegistry::open(&js, &config.registry_bucket, replicas).await?;
+        let kv =
+            registry::KvRegistry::open(&js, &config.registry_bucket, replicas, startup).await?;
         let loaded = kv.load().await?;
         tracing::info!(bucket = %config.registry_bucket, devices = loaded.registry.len(), "device registry loaded from NATS KV");
         auth.replace(loaded.registry.clone());
@@ -173,6 +187,7 @@ pub async fn start(
         &js,
         &config.sessions_bucket,
         replicas,
+        startup,
         &gateway,
         limits.metrics.sessions_replaced.clone(),
         shutdown.clone(),

@@ -225,6 +225,7 @@ impl Ownership {
         js: &jetstream::Context,
         bucket: &str,
         replicas: usize,
+        startup: Duration,
         gateway: &str,
         replaced: Counter,
         shutdown: CancellationToken,
@@ -238,6 +239,7 @@ impl Ownership {
                 // A crashed gateway's claims go away by themselves.
                 max_age: Duration::from_secs(24 * 3600),
                 replicas,
+                startup,
             },
         )
         .await?;

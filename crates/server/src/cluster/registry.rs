@@ -40,11 +40,13 @@ pub struct KvRegistry {
 }
 
 impl KvRegistry {
-    /// Open the bucket, creating it (with `replicas`) when it does not exist.
+    /// Open the bucket, creating it (with `replicas`) when it does not exist
+    /// (waiting up to `startup` for a forming cluster).
     pub async fn open(
         js: &jetstream::Context,
         bucket: &str,
         replicas: usize,
+        startup: Duration,
     ) -> Result<KvRegistry, ClusterError> {
         let store = super::open_bucket(
             js,
@@ -55,6 +57,7 @@ impl KvRegistry {
                 history: 5,
                 max_age: Duration::ZERO,
                 replicas,
+                startup,
             },
         )
         .await?;

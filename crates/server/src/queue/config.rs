@@ -49,6 +49,12 @@ pub struct QueueConfig {
     pub linger_ms: u64,
     /// Deadline to reach a NATS server at startup (and per reconnect attempt).
     pub connect_timeout_ms: u64,
+    /// How long startup keeps trying to create or open the stream, the
+    /// writers' consumer and the cluster's KV buckets while JetStream
+    /// answers "not ready" (a cluster that just started elects its leader
+    /// first). Each attempt is logged; then the process exits with the
+    /// last error.
+    pub startup_timeout_ms: u64,
     /// Durable consumer name the writers share (a work queue: each message
     /// goes to one writer).
     pub consumer: String,
@@ -86,6 +92,7 @@ impl Default for QueueConfig {
             max_pending_publishes: 4096,
             linger_ms: 5,
             connect_timeout_ms: 5000,
+            startup_timeout_ms: 30_000,
             consumer: "writers".into(),
             ack_wait_secs: 60,
             max_ack_pending: 20_000,
@@ -135,6 +142,10 @@ impl QueueConfig {
 
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.linger_ms)
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.startup_timeout_ms)
     }
 
     pub fn connect_timeout(&self) -> Duration {

@@ -20,7 +20,8 @@
 //! - [`config`]: the `[queue]` section.
 //! - [`subject`]: subjects per device and message ids (sans-IO).
 //! - [`connect`]: the NATS connection both sides open; [`stream`]: the
-//!   stream and the writers' consumer, created or updated at startup.
+//!   stream and the writers' consumer, created or updated at startup;
+//!   [`startup`]: those steps tried again while a new cluster elects.
 //! - [`gateway`]: the sink publishing a gateway's batches ([`gateway::serve`]
 //!   is `wsingest serve` in queue mode).
 //! - [`writer`]: `wsingest writer`, from the stream to InfluxDB;
@@ -33,6 +34,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod startup;
 pub mod stream;
 pub mod subject;
 pub mod writer;

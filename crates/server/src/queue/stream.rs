@@ -5,7 +5,7 @@
 
 use async_nats::jetstream::{self, consumer, stream};
 
-use super::{QueueConfig, QueueError, subject};
+use super::{QueueConfig, QueueError, startup, subject};
 
 /// The stream's configuration: file storage, `replicas` copies, one subject
 /// per device under the prefix, work-queue retention (a message is deleted
@@ -63,18 +63,22 @@ pub fn context(client: async_nats::Client, config: &QueueConfig) -> jetstream::C
         .build(client)
 }
 
-/// Create the stream, or update it to the config.
+/// Create the stream, or update it to the config (tried again while a
+/// forming cluster answers "not ready": [`super::startup`]).
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &QueueConfig,
 ) -> Result<stream::Info, QueueError> {
-    js.create_or_update_stream(stream_config(config))
-        .await
-        .map_err(|e| QueueError::Stream {
-            stream: config.stream.clone(),
-            replicas: config.replicas,
-            detail: e.to_string(),
-        })
+    let what = format!("stream {}", config.stream);
+    startup::retry(&what, config.startup_timeout(), || async {
+        Ok(js.create_or_update_stream(stream_config(config)).await?)
+    })
+    .await
+    .map_err(|f| QueueError::Stream {
+        stream: config.stream.clone(),
+        replicas: config.replicas,
+        detail: f.detail,
+    })
 }
 
 /// The writers' consumer, created (or updated) on the stream.
@@ -82,17 +86,15 @@ pub async fn ensure_consumer(
     js: &jetstream::Context,
     config: &QueueConfig,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, QueueError> {
-    let err = |detail: String| QueueError::Consumer {
+    let what = format!("consumer {} of stream {}", config.consumer, config.stream);
+    startup::retry(&what, config.startup_timeout(), || async {
+        let stream = js.get_stream(&config.stream).await?;
+        Ok(stream.create_consumer(consumer_config(config)).await?)
+    })
+    .await
+    .map_err(|f| QueueError::Consumer {
         stream: config.stream.clone(),
         consumer: config.consumer.clone(),
-        detail,
-    };
-    let stream = js
-        .get_stream(&config.stream)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    stream
-        .create_consumer(consumer_config(config))
-        .await
-        .map_err(|e| err(e.to_string()))
+        detail: f.detail,
+    })
 }

@@ -284,7 +284,7 @@ pub async fn serve_with_metrics(
         crate::cluster::start(
             client,
             &config.cluster,
-            config.queue.replicas,
+            &config.queue,
             kv_registry,
             &auth,
             &limits,

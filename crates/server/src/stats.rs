@@ -191,11 +191,12 @@ impl Sampler {
             }
             let delta = |a: u64, b: u64| a.saturating_sub(b);
             let messages = delta(now.messages, before.messages);
-            // Written when something changed (traffic, a session opened or
-            // ended), and online devices at least every IDLE_DEVICE_EVERY.
-            let changed = messages > 0
-                || delta(now.sessions_opened, before.sessions_opened) > 0
-                || now.sessions_open != before.sessions_open;
+            // Written when any counter changed, and online devices at least
+            // every IDLE_DEVICE_EVERY. Any counter, not only `messages`: a
+            // message's points and ack are counted after the message itself
+            // (its ack only once the sink has it), so a sample between them
+            // leaves deltas that the next interval must write.
+            let changed = now != before;
             let heartbeat = now.sessions_open > 0 && unwritten + 1 >= IDLE_DEVICE_EVERY;
             let write = changed || heartbeat;
             if write {
@@ -475,6 +476,45 @@ mod tests {
         g.observer().message(1);
         let text = String::from_utf8(s.sample(&fleet, Duration::from_secs(2), 3_000)).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+        drop(g);
+    }
+
+    /// A sample taken between a message and its points and ack (which the
+    /// session counts later, the ack once the sink has the points) loses
+    /// nothing: the next interval writes the rest.
+    #[test]
+    fn counts_landing_after_a_sample_are_written_in_the_next() {
+        let metrics = Arc::new(Metrics::new());
+        let fleet = Arc::new(Fleet::new(metrics.clone(), Duration::from_secs(600), 100));
+        let mut s = Sampler::new("i1".into(), metrics.snapshot());
+        let g = fleet.open_session("dev-a");
+        g.observer().message(10);
+        let first = String::from_utf8(s.sample(&fleet, Duration::from_secs(1), 1_000)).unwrap();
+        assert!(
+            first.contains(" acks=0i,") && first.contains(",points=0i,"),
+            "{first}"
+        );
+        let point = Point {
+            measurement: "m".into(),
+            tags: vec![],
+            fields: vec![("v".into(), FieldValue::Float(1.0))],
+            time_ns: 0,
+            int_fields: false,
+        };
+        g.observer().points(vec![point.clone(), point]);
+        g.observer().acked();
+        let next = String::from_utf8(s.sample(&fleet, Duration::from_secs(1), 2_000)).unwrap();
+        let device = next.lines().next().unwrap();
+        assert!(
+            device.starts_with("wsingest_device,device=dev-a,"),
+            "{next}"
+        );
+        assert!(
+            device.contains(" acks=1i,")
+                && device.contains(",points=2i,")
+                && device.contains(",messages=0i,"),
+            "{next}"
+        );
         drop(g);
     }
 }

@@ -2,7 +2,8 @@
 //! the router that brings a command (from MQTT or the HTTP API) to the
 //! session holding the device.
 //!
-//! - Each session registers a small command channel ([`Router::register`]);
+//! - Each session registers a small command queue ([`Router::register`],
+//!   [`queue`]: nothing allocated until a command comes);
 //!   a newer session of the same device replaces the older one's.
 //! - A command for a device with a session here goes down its channel; the
 //!   session writes it in the device's encoding and reports `delivered`,
@@ -20,6 +21,7 @@
 //! used with `try_send`.
 
 pub mod http;
+mod queue;
 pub mod store;
 pub mod tracker;
 
@@ -203,9 +205,7 @@ const SESSION_QUEUE: usize = 32;
 
 struct Slot {
     id: u64,
-    /// Boxed: a tokio channel allocates a block of 32 slots up front, and
-    /// every session has one (1 KiB per session instead of 3.6).
-    tx: mpsc::Sender<Box<Command>>,
+    tx: queue::Sender,
 }
 
 struct Inner {
@@ -267,7 +267,7 @@ impl Router {
     /// Register a device session; stored commands are queued to it at once.
     pub fn register(self: &Arc<Self>, device: &str) -> SessionCommands {
         let capacity = SESSION_QUEUE.max(self.config.store_per_device);
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = queue::queue(capacity);
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.inner();
         for cmd in inner.store.take(device, Instant::now()) {
@@ -320,7 +320,7 @@ impl Router {
         let cmd = match inner.sessions.get(device) {
             Some(s) => match s.tx.try_send(Box::new(cmd)) {
                 Ok(()) => return,
-                Err(e) => *e.into_inner(),
+                Err(cmd) => *cmd,
             },
             None => cmd,
         };
@@ -398,7 +398,7 @@ impl Router {
         let cmd = match inner.sessions.get(device) {
             Some(s) => match s.tx.try_send(Box::new(cmd)) {
                 Ok(()) => return Ok(view(&inner)),
-                Err(e) => *e.into_inner(),
+                Err(cmd) => *cmd,
             },
             None => cmd,
         };
@@ -549,10 +549,10 @@ fn check_text(what: &str, s: &str) -> Result<(), SubmitError> {
     Ok(())
 }
 
-/// A session's end of the router: its command channel and registration.
+/// A session's end of the router: its command queue and registration.
 /// Dropping it unregisters the session and reroutes what it did not write.
 pub struct SessionCommands {
-    rx: mpsc::Receiver<Box<Command>>,
+    rx: queue::Receiver,
     router: Arc<Router>,
     device: String,
     id: u64,
@@ -572,7 +572,7 @@ impl SessionCommands {
 
     /// A command already waiting, without waiting.
     pub fn try_recv(&mut self) -> Option<Command> {
-        while let Ok(cmd) = self.rx.try_recv() {
+        while let Some(cmd) = self.rx.try_recv() {
             if cmd.expires_at > Instant::now() {
                 return Some(*cmd);
             }
@@ -600,7 +600,7 @@ impl Drop for SessionCommands {
     fn drop(&mut self) {
         self.rx.close();
         let mut leftover = Vec::new();
-        while let Ok(cmd) = self.rx.try_recv() {
+        while let Some(cmd) = self.rx.try_recv() {
             leftover.push(*cmd);
         }
         self.router.unregister(&self.device, self.id, leftover);

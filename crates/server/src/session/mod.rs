@@ -165,89 +165,102 @@ where
     drive(ws, s, out_rx, kick, shutdown)
 }
 
-async fn drive<S>(
+/// The session's loop. An `async move` block rather than an `async fn`: an
+/// async fn moves its arguments into locals, and the future then holds the
+/// session's state twice (measured: 0.7 KiB more per session).
+#[allow(clippy::manual_async_fn)]
+fn drive<S>(
     mut ws: S,
     mut s: Session,
     mut out_rx: mpsc::Receiver<Outcome>,
     kick: crate::limits::Kick,
     shutdown: CancellationToken,
-) -> SessionSummary
+) -> impl Future<Output = SessionSummary>
 where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
-    let (max_inflight, backpressure_timeout, ping_interval) = {
-        let l = &s.ctx.limits;
-        (l.max_inflight, l.backpressure_timeout, l.ping_interval)
-    };
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let ended = loop {
-        if s.closing.is_some() && s.inflight == 0 {
-            break None;
-        }
-        if s.inflight < max_inflight {
-            s.blocked_since = None;
-        } else if s.blocked_since.is_none() {
-            s.blocked_since = Some(Instant::now());
-        }
-        let blocked_deadline = s
-            .blocked_since
-            .filter(|_| s.closing.is_none())
-            .map(|t| t + backpressure_timeout);
-        let deadline = s.closing.as_ref().map(|c| c.1);
-        let open = s.closing.is_none();
-        // The select! only picks the event; its handler runs after the
-        // select's futures are gone, outside its arms.
-        let event = tokio::select! {
-            biased;
-            _ = shutdown.cancelled(), if open => Event::Close(SessionError::ShuttingDown),
-            (code, reason) = kick.wait(), if open => Event::Close(SessionError::Policy { code, reason }),
-            Some(outcome) = out_rx.recv() => Event::Outcome(outcome),
-            cmd = next_command(&mut s.commands), if open => Event::Command(cmd),
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                tracing::warn!(inflight = s.inflight, "closing with messages still waiting for their ack");
+    async move {
+        let (max_inflight, backpressure_timeout, ping_interval) = {
+            let l = &s.ctx.limits;
+            (l.max_inflight, l.backpressure_timeout, l.ping_interval)
+        };
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let ended = loop {
+            if s.closing.is_some() && s.inflight == 0 {
                 break None;
             }
-            _ = sleep_until(blocked_deadline), if blocked_deadline.is_some() => {
-                tracing::warn!(inflight = s.inflight, "no acks for too long (storage full?); closing so the device retries later");
-                Event::Close(SessionError::Overloaded)
+            if s.inflight < max_inflight {
+                s.blocked_since = None;
+            } else if s.blocked_since.is_none() {
+                s.blocked_since = Some(Instant::now());
             }
-            _ = ping.tick() => Event::Tick,
-            frame = ws.next(), if open && s.inflight < max_inflight => Event::Frame(frame),
+            let blocked_deadline = s
+                .blocked_since
+                .filter(|_| s.closing.is_none())
+                .map(|t| t + backpressure_timeout);
+            // One timer (a `Sleep` is 136 bytes of every idle session's
+            // future): the close deadline while closing, else the
+            // backpressure deadline while blocked.
+            let timer = s.closing.as_ref().map(|c| c.1).or(blocked_deadline);
+            let open = s.closing.is_none();
+            // The select! only picks the event; its handler runs after the
+            // select's futures are gone, outside its arms.
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if open => Event::Close(SessionError::ShuttingDown),
+                (code, reason) = kick.wait(), if open => Event::Close(SessionError::Policy { code, reason }),
+                Some(outcome) = out_rx.recv() => Event::Outcome(outcome),
+                cmd = next_command(&mut s.commands), if open => Event::Command(cmd),
+                _ = sleep_until(timer), if timer.is_some() => {
+                    if s.closing.is_some() {
+                        tracing::warn!(inflight = s.inflight, "closing with messages still waiting for their ack");
+                        break None;
+                    }
+                    tracing::warn!(inflight = s.inflight, "no acks for too long (storage full?); closing so the device retries later");
+                    Event::Close(SessionError::Overloaded)
+                }
+                _ = ping.tick() => Event::Tick,
+                frame = ws.next(), if open && s.inflight < max_inflight => Event::Frame(frame),
+            };
+            // Handlers boxed: their futures exist only while one runs, not in
+            // every idle session's state (measured: 272 bytes less each).
+            let step = match event {
+                Event::Close(err) => s.close(err),
+                Event::Outcome(outcome) => {
+                    Box::pin(s.on_outcomes(&mut ws, outcome, &mut out_rx)).await
+                }
+                Event::Command(cmd) => Box::pin(s.on_command(&mut ws, cmd)).await,
+                Event::Tick => Box::pin(s.on_tick(&mut ws)).await,
+                Event::Frame(frame) => Box::pin(s.on_frame(&mut ws, frame)).await,
+            };
+            if let Err(Gone(reason)) = step {
+                break Some(reason);
+            }
         };
-        let step = match event {
-            Event::Close(err) => s.close(err),
-            Event::Outcome(outcome) => s.on_outcomes(&mut ws, outcome, &mut out_rx).await,
-            Event::Command(cmd) => s.on_command(&mut ws, cmd).await,
-            Event::Tick => s.on_tick(&mut ws).await,
-            Event::Frame(frame) => s.on_frame(&mut ws, frame).await,
-        };
-        if let Err(Gone(reason)) = step {
-            break Some(reason);
+        if let Some(reason) = ended {
+            s.summary.close_reason = reason;
+            return s.summary;
         }
-    };
-    if let Some(reason) = ended {
-        s.summary.close_reason = reason;
-        return s.summary;
-    }
 
-    let (err, _) = s.closing.expect("the loop only breaks when closing");
-    let code = err.close_code();
-    s.summary.close_code = Some(code.into());
-    s.summary.close_reason = err.reason();
-    let frame = CloseFrame {
-        code,
-        reason: err.reason().into(),
-    };
-    // Finish the closing handshake briefly; a device that never answers our
-    // Close must not hold the task.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        if ws.send(WsMessage::Close(Some(frame))).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
-    s.summary
+        let (err, _) = s.closing.expect("the loop only breaks when closing");
+        let code = err.close_code();
+        s.summary.close_code = Some(code.into());
+        s.summary.close_reason = err.reason();
+        let frame = CloseFrame {
+            code,
+            reason: err.reason().into(),
+        };
+        // Finish the closing handshake briefly; a device that never answers our
+        // Close must not hold the task.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if ws.send(WsMessage::Close(Some(frame))).await.is_ok() {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        })
+        .await;
+        s.summary
+    }
 }
 
 impl Session {

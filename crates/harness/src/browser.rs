@@ -55,17 +55,29 @@ impl Browser {
         .unwrap_or_else(|e| panic!("{e}"));
         // Chromium writes its port and browser endpoint once it listens.
         let port_file = dir.path().join("DevToolsActivePort");
-        let endpoint = super::eventually(30, "chromium's DevToolsActivePort file", || {
-            let port_file = port_file.clone();
-            async move {
-                let text = std::fs::read_to_string(&port_file).ok()?;
-                let mut lines = text.lines();
-                let port = lines.next()?.trim().to_string();
-                let path = lines.next()?.trim().to_string();
-                Some(format!("ws://127.0.0.1:{port}{path}"))
+        let endpoint_of = |text: &str| {
+            let mut lines = text.lines();
+            let port = lines.next()?.trim().to_string();
+            let path = lines.next()?.trim().to_string();
+            Some(format!("ws://127.0.0.1:{port}{path}"))
+        };
+        // Generous: a first start on a loaded machine (a CI runner building
+        // beside it) has taken over 30 s.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let endpoint = loop {
+            if let Some(e) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| endpoint_of(&t))
+            {
+                break e;
             }
-        })
-        .await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromium wrote no DevToolsActivePort within 90 s; its log:\n{}",
+                child.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let (ws, _) = tokio_tungstenite::connect_async(endpoint.as_str())
             .await
             .expect("CDP connects");

@@ -179,7 +179,7 @@ impl GrpcIngest {
                     end = Some(Status::permission_denied(reason));
                     deadline = Some(tokio::time::Instant::now() + self.close_timeout);
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                _ = crate::pipeline::sleep_until(deadline), if deadline.is_some() => {
                     tracing::warn!(inflight, "closing with messages still waiting for their ack");
                     break;
                 }
@@ -376,11 +376,4 @@ fn fields(
         out.insert(k, f);
     }
     Ok(Some(out))
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

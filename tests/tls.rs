@@ -252,3 +252,80 @@ asyncio.run(hello())
     );
     server.stop().await;
 }
+
+/// The Rust device client (`wsingest-device`) and `wsingest simulate` over
+/// wss://, trusting the test CA from a PEM file (`ca_file`, `--ca-file`):
+/// every point acked is stored. A client trusting another CA fails the TLS
+/// handshake, counted as `tls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_device_client_and_simulate_over_wss() {
+    use wsingest_device::connect::{ConnectOptions, Target};
+    use wsingest_device::{Client, ClientConfig, Encoding, Point};
+    wsingest_server::tls::install_crypto_provider();
+    let influx = Influxd::start().await;
+    influx.create_db("tls3").await;
+    let certs = TestCerts::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    let mut config = test_config(&influx.url, "tls3");
+    config.auth.allow_anonymous = true;
+    config.tls.cert = Some(certs.cert_path.clone());
+    config.tls.key = Some(certs.key_path.clone());
+    let server = TestServer::start(config).await;
+    let url = format!("wss://localhost:{}", server.addr.port());
+
+    let mut cc = ClientConfig::new("rust-wss");
+    cc.ca_file = Some(ca.clone());
+    let client = Client::connect(&url, cc).await.unwrap();
+    for i in 0..20 {
+        let p = Point::new("wss_rust")
+            .field("v", i as f64)
+            .ts(1_764_600_000_000 + i);
+        client.send(p).await.unwrap();
+    }
+    client.flush(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(client.stats().acked, 20, "{:?}", client.stats());
+    client.close().await;
+    assert_eq!(influx.count("tls3", "wss_rust", "v").await, 20);
+
+    // Another CA: the server's certificate is refused.
+    let other = TestCerts::generate();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, &other.ca_pem).unwrap();
+    let target = Target::resolve_with_ca(&url, Some(&other_ca))
+        .await
+        .unwrap();
+    let opts = ConnectOptions {
+        encoding: Encoding::Json,
+        token: None,
+        source: None,
+        timeout: Duration::from_secs(10),
+    };
+    let err = wsingest_device::connect::connect(&target, "x", &opts, &Default::default())
+        .await
+        .err()
+        .expect("a certificate from an untrusted CA is refused");
+    assert_eq!(err.kind(), "tls", "{err}");
+
+    // The simulator's command line over wss.
+    let out = tokio::process::Command::new(wsingest_harness::process::wsingest_bin())
+        .args(["simulate", "--url", &url, "--ca-file"])
+        .arg(&ca)
+        .args(["--profile", "all", "--devices", "1", "--messages", "3"])
+        .args(["--json", "--quiet"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let acked = report["totals"]["points_acked"].as_u64().unwrap();
+    assert!(acked > 0, "{report}");
+    assert_eq!(report["totals"]["points_unacked"], json!(0), "{report}");
+}

@@ -58,6 +58,9 @@ pub struct ClientConfig {
     /// The server's `server.max_message_bytes` (1 MiB by default); larger
     /// messages are refused by `send`.
     pub max_message_bytes: usize,
+    /// For `wss://`: a PEM file of CA certificates to trust besides the
+    /// system's (a private CA that signed the server's certificate).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClientConfig {
@@ -75,6 +78,7 @@ impl ClientConfig {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_message_bytes: 1 << 20,
+            ca_file: None,
         }
     }
 }
@@ -208,7 +212,7 @@ impl Client {
                 "device must be set, window and max_buffered at least 1".into(),
             ));
         }
-        let target = Target::resolve(url).await?;
+        let target = Target::resolve_with_ca(url, config.ca_file.as_deref()).await?;
         let mut outbox = Outbox::new(OutboxConfig {
             encoding: config.encoding,
             buffer: config.max_buffered.max(config.window),

@@ -3,10 +3,13 @@
 //! bind a source address (several loopback addresses get past the ~28k
 //! ephemeral ports of one), connect, handshake with the session's
 //! subprotocol and `Authorization: Bearer <token>`, and count every byte on
-//! the wire ([`WireBytes`]). Only `ws://` for now (no TLS).
+//! the wire ([`WireBytes`], TLS records included). `wss://` trusts the
+//! system's roots (`ca-certificates`) and, if given, a PEM file of private
+//! CAs; rustls with ring, as the server.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
@@ -32,6 +38,8 @@ pub enum TargetError {
         host: String,
         source: io::Error,
     },
+    #[error("url {url}: TLS: {detail}")]
+    Tls { url: String, detail: String },
 }
 
 /// The server the fleet connects to.
@@ -40,15 +48,68 @@ pub struct Target {
     /// URL with `{device}` where the device id goes.
     template: String,
     addr: SocketAddr,
+    /// For `wss://`.
+    tls: Option<Tls>,
+}
+
+/// What a `wss://` connection checks the server's certificate against.
+#[derive(Clone)]
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tls({:?})", self.name)
+    }
+}
+
+/// The system's roots plus the certificates of `ca_file` (PEM).
+fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted root certificates: install ca-certificates, or give the server's CA as a PEM file".into(),
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Where device sessions live when `--url` gives no path.
 pub const DEVICE_PATH: &str = "/v1/devices/{device}";
 
 impl Target {
-    /// Parse `url` (`ws://host:port`, optionally with a path containing
-    /// `{device}`) and resolve its host once for the whole fleet.
+    /// Parse `url` (`ws://host:port` or `wss://…`, optionally with a path
+    /// containing `{device}`) and resolve its host once for the whole fleet.
+    /// `wss://` trusts the system's root certificates.
     pub async fn resolve(url: &str) -> Result<Target, TargetError> {
+        Target::resolve_with_ca(url, None).await
+    }
+
+    /// [`Target::resolve`], trusting for `wss://` the CA certificates in
+    /// `ca_file` (PEM) as well, e.g. a private CA that signed the server's.
+    pub async fn resolve_with_ca(url: &str, ca_file: Option<&Path>) -> Result<Target, TargetError> {
         let err = |detail: &str| TargetError::Url {
             url: url.into(),
             detail: detail.into(),
@@ -57,21 +118,33 @@ impl Target {
             .replace("{device}", "x")
             .parse()
             .map_err(|e| err(&format!("not a URL ({e})")))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => {
-                return Err(err(
-                    "wss:// is not supported by wsingest-device yet; use ws://",
-                ));
-            }
-            _ => return Err(err("use a ws:// URL, e.g. ws://127.0.0.1:8765")),
-        }
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(err("use a ws:// or wss:// URL, e.g. ws://127.0.0.1:8765")),
+        };
         let host = uri
             .host()
             .ok_or_else(|| err("no host"))?
             .trim_matches(['[', ']'])
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tls = match secure {
+            false => None,
+            true => {
+                let tls_err = |detail: String| TargetError::Tls {
+                    url: url.into(),
+                    detail,
+                };
+                let config = client_tls(ca_file).map_err(tls_err)?;
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| tls_err(format!("{host} is not a valid server name: {e}")))?;
+                Some(Tls {
+                    connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+                    name,
+                })
+            }
+        };
         let mut template = url.trim_end_matches('/').to_string();
         if !template.contains("{device}") {
             if uri.path() != "/" && !uri.path().is_empty() {
@@ -90,7 +163,11 @@ impl Target {
             })?
             .next()
             .ok_or_else(|| err("the host resolves to no address"))?;
-        Ok(Target { template, addr })
+        Ok(Target {
+            template,
+            addr,
+            tls,
+        })
     }
 
     pub fn url_for(&self, device: &str) -> String {
@@ -120,6 +197,10 @@ pub enum ConnectError {
     },
     #[error("WebSocket handshake failed: {0}")]
     Handshake(String),
+    #[error(
+        "TLS handshake failed: {0} (is the server's certificate signed by a trusted CA, for this host name?)"
+    )]
+    Tls(io::Error),
 }
 
 impl ConnectError {
@@ -147,6 +228,7 @@ impl ConnectError {
             ConnectError::Timeout => "timeout".into(),
             ConnectError::Http { status, .. } => format!("http_{status}"),
             ConnectError::Handshake(_) => "handshake".into(),
+            ConnectError::Tls(_) => "tls".into(),
         }
     }
 }
@@ -204,7 +286,53 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-pub type DeviceSocket = WebSocketStream<Counted<TcpStream>>;
+/// A device's connection: TCP, or TLS over it, counted below TLS.
+pub enum DeviceStream {
+    Plain(Counted<TcpStream>),
+    Tls(Box<tokio_rustls::client::TlsStream<Counted<TcpStream>>>),
+}
+
+impl AsyncRead for DeviceStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DeviceStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            DeviceStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for DeviceStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            DeviceStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            DeviceStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DeviceStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            DeviceStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DeviceStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            DeviceStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+pub type DeviceSocket = WebSocketStream<DeviceStream>;
 
 /// How one device connects.
 #[derive(Debug, Clone)]
@@ -261,6 +389,15 @@ pub async fn connect(
         let stream = Counted {
             inner: stream,
             bytes: bytes.clone(),
+        };
+        let stream = match &target.tls {
+            None => DeviceStream::Plain(stream),
+            Some(tls) => DeviceStream::Tls(Box::new(
+                tls.connector
+                    .connect(tls.name.clone(), stream)
+                    .await
+                    .map_err(ConnectError::Tls)?,
+            )),
         };
         tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config()))
             .await
@@ -319,12 +456,15 @@ mod tests {
         assert_eq!(t.url_for("b"), "ws://127.0.0.1:9/x/b/ws");
         let t = Target::resolve("ws://localhost:9/").await.unwrap();
         assert_eq!(t.url_for("c"), "ws://localhost:9/v1/devices/c");
-        for bad in [
-            "http://127.0.0.1:1",
-            "ws://127.0.0.1:1/other",
-            "wss://127.0.0.1:1",
-            "nope",
-        ] {
+        let missing =
+            Target::resolve_with_ca("wss://127.0.0.1:9", Some(Path::new("/nonexistent/ca.pem")))
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(&missing, TargetError::Tls { detail, .. } if detail.contains("/nonexistent/ca.pem")),
+            "{missing}"
+        );
+        for bad in ["http://127.0.0.1:1", "ws://127.0.0.1:1/other", "nope"] {
             assert!(Target::resolve(bad).await.is_err(), "{bad}");
         }
     }

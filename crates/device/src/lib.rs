@@ -1,6 +1,7 @@
 //! `wsingest-device`: the device side of the wsingest protocol, on tokio.
 //!
-//! A device keeps one WebSocket to `ws://HOST:8765/v1/devices/{id}`, sends
+//! A device keeps one WebSocket to `ws://HOST:8765/v1/devices/{id}` (or
+//! `wss://`, rustls: system roots plus `ClientConfig::ca_file`), sends
 //! telemetry with a per-message `seq` and gets `{"ack": seq}` once the points
 //! are durable (in InfluxDB or the server's fsynced spool). This crate keeps
 //! the rules that make "never lose a point" true (docs/devices.md):

@@ -40,6 +40,10 @@ pub struct SimulateArgs {
         env = "WSINGEST_SIMULATE_URL"
     )]
     pub url: String,
+    /// For a wss:// URL: a PEM file of CA certificates to trust besides the system's
+    /// (the CA that signed the server's certificate, if private).
+    #[arg(long, value_name = "PEM", env = "WSINGEST_SIMULATE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Device profile: a name from --devices-dir, a .toml path, or `all`; `=N` sets its device count.
     /// Repeat for a mixed fleet.
     #[arg(
@@ -243,6 +247,7 @@ impl SimulateArgs {
         };
         Ok(FleetConfig {
             url: self.url.clone(),
+            ca_file: self.ca_file.clone(),
             profiles: self.load_profiles()?,
             encoding: self.encoding,
             rate: self.rate,

@@ -38,6 +38,8 @@ pub enum FleetError {
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     pub url: String,
+    /// For `wss://`: CA certificates (PEM) to trust besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Each profile with its number of devices.
     pub profiles: Vec<(Profile, usize)>,
     pub encoding: Encoding,
@@ -76,6 +78,7 @@ impl Default for FleetConfig {
     fn default() -> Self {
         FleetConfig {
             url: "ws://127.0.0.1:8765".into(),
+            ca_file: None,
             profiles: Vec::new(),
             encoding: Encoding::Json,
             rate: None,
@@ -173,7 +176,7 @@ impl Fleet {
     /// Check the config, resolve the target and start every device.
     pub async fn start(config: FleetConfig) -> Result<Fleet, FleetError> {
         config.validate()?;
-        let target = Target::resolve(&config.url).await?;
+        let target = Target::resolve_with_ca(&config.url, config.ca_file.as_deref()).await?;
         let template = target.url_for("{device}");
         let ids = config.device_ids();
         let kinds: Vec<Arc<Kind>> = config

@@ -271,6 +271,7 @@ async fn real_prometheus_scrapes_wsingest_and_fires_influxdb_down() {
         "wsingest_write_requests_total",
         "wsingest_write_duration_seconds_bucket",
         "wsingest_spool_bytes",
+        "wsingest_spool_max_bytes",
         "wsingest_handshakes_refused_total",
     ] {
         assert!(names.contains(want), "Prometheus has no {want}: {names:?}");

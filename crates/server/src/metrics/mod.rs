@@ -78,6 +78,8 @@ struct Totals {
 #[derive(Clone, Default)]
 pub struct SpoolMetrics {
     pub bytes: Gauge,
+    /// `spool.max_bytes` (0: no spool), for alerts on how full it is.
+    pub max_bytes: Gauge,
     pub records: Gauge,
     pub spooled_points: Counter,
     pub spooled_bytes: Counter,
@@ -310,6 +312,12 @@ impl Metrics {
         );
         let s = &m.spool;
         r.register_with_unit("spool", "Spool size on disk", Unit::Bytes, s.bytes.clone());
+        r.register_with_unit(
+            "spool_max",
+            "The spool's bound (spool.max_bytes); 0 without a spool",
+            Unit::Bytes,
+            s.max_bytes.clone(),
+        );
         r.register("spool_records", "Batches in the spool", s.records.clone());
         r.register(
             "spool_written_points",

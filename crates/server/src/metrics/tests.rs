@@ -14,7 +14,13 @@ fn names_labels_and_format() {
     m.write_request(Some(204), 0.002);
     m.bridge().dropped("queue_full", 3);
     m.spool().set_size(4096, 2);
+    m.spool().max_bytes.set(1 << 30);
     let t = m.encode_prometheus();
+    assert_eq!(
+        find_sample(&t, "wsingest_spool_max_bytes"),
+        Some(1073741824.0),
+        "{t}"
+    );
     assert_eq!(
         find_sample(&t, "wsingest_sessions_opened_total"),
         Some(1.0),

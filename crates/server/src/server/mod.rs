@@ -120,6 +120,8 @@ pub async fn run(
         let st = spool.stats();
         let m = metrics.spool();
         m.set_size(st.bytes, st.pending_records);
+        m.max_bytes
+            .set(i64::try_from(config.spool.max_bytes).unwrap_or(i64::MAX));
         m.replay_pending_bytes.set(st.bytes as i64);
     }
     let sink = Arc::new(sink.with_metrics(metrics.clone()));

@@ -297,6 +297,19 @@ fields = { exclude = ["meta.*"] }"#,
     let deep = "[".repeat(5000) + &"]".repeat(5000);
     let (status, _) = post(&server, "/v1/devices/d2/points?format=flat", &deep).await;
     assert_eq!(status, 422);
+
+    // Counted by format and outcome, for a mixed fleet's operator.
+    let text = wsingest_harness::security::metrics(&server).await;
+    let count = |format: &str, outcome: &str| {
+        let name =
+            format!("wsingest_format_messages_total{{format=\"{format}\",outcome=\"{outcome}\"}}");
+        wsingest_harness::security::metric(&text, &name)
+    };
+    assert_eq!(count("mine", "ok"), 1, "{text}");
+    assert_eq!(count("mine", "invalid_timestamp"), 1, "{text}");
+    assert_eq!(count("mine", "invalid_message"), 1, "{text}");
+    assert_eq!(count("owntracks", "invalid_message"), 1, "{text}");
+    assert_eq!(count("flat", "invalid_json"), 1, "{text}");
 }
 
 fn subscribed(influx: &Influxd, db: &str, broker: &Mosquitto, client_id: &str) -> Config {

@@ -108,7 +108,11 @@ impl IngestContext {
     ) -> Submitted {
         let clock = ServerClock::global();
         let decoded = match mapping {
-            Some(m) => self.decoder.decode_mapped(bytes, format, m, device, clock),
+            Some(m) => {
+                let decoded = self.decoder.decode_mapped(bytes, format, m, device, clock);
+                self.count_format(m, &decoded);
+                decoded
+            }
             None => self.decoder.decode(bytes, format, device, clock),
         };
         let device: Arc<str> = device.into();
@@ -119,6 +123,18 @@ impl IngestContext {
             ordinal,
         };
         self.submit_decoded(arrival, limiter, None, permit).await
+    }
+
+    /// Count a message decoded with `mapping` by format and outcome
+    /// (`wsingest_format_messages_total`).
+    pub fn count_format<T>(&self, mapping: &Mapping, decoded: &Result<T, DecodeError>) {
+        if let Some(f) = &self.fleet {
+            let outcome = match decoded {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            };
+            f.metrics().format_message(mapping.name(), outcome);
+        }
     }
 
     /// Submit a decoded message with `permit` as the way back for its

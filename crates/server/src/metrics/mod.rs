@@ -31,6 +31,10 @@ pub type Label = [(&'static str, &'static str); 1];
 
 type CounterFamily = Family<Label, Counter>;
 
+/// `format` (a name from the config: presets and `[formats.*]`, so bounded)
+/// and `outcome` (`ok` or a decoder error code).
+type FormatLabels = [(&'static str, String); 2];
+
 /// Every metric of the service. Fields are public handles; use the methods
 /// for the labelled ones so label names stay consistent.
 pub struct Metrics {
@@ -45,6 +49,7 @@ pub struct Metrics {
     pub points: Counter,
     pub bytes: Counter,
     decode_errors: CounterFamily,
+    formats: Family<FormatLabels, Counter>,
     nacks: CounterFamily,
     pub acks: Counter,
     pub rate_limited: Counter,
@@ -186,6 +191,7 @@ impl Metrics {
             points: Counter::default(),
             bytes: Counter::default(),
             decode_errors: CounterFamily::default(),
+            formats: Family::default(),
             nacks: CounterFamily::default(),
             acks: Counter::default(),
             rate_limited: Counter::default(),
@@ -251,6 +257,11 @@ impl Metrics {
             "decode_errors",
             "Messages refused by the decoder, by error code",
             m.decode_errors.clone(),
+        );
+        r.register(
+            "format_messages",
+            "Messages in a device format (?format=, [[mqtt.subscribe]]), by format and outcome (ok or the error code)",
+            m.formats.clone(),
         );
         r.register(
             "nacks",
@@ -395,6 +406,17 @@ impl Metrics {
         self.decode_errors.get_or_create(&[("reason", code)]).inc();
         self.totals.decode_errors.fetch_add(1, Ordering::Relaxed);
         self.nack(code);
+    }
+
+    /// A message in device format `format` was decoded (`outcome` "ok") or
+    /// refused (`outcome`: the error code).
+    pub fn format_message(&self, format: &str, outcome: &'static str) {
+        self.formats
+            .get_or_create(&[
+                ("format", format.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
     }
 
     /// A nack was sent for `code`.

@@ -404,13 +404,17 @@ impl Session {
         }
         self.summary.messages += 1;
         let decoded = match &self.ctx.mapping {
-            Some(m) => self.ctx.ingest.decoder.decode_mapped(
-                &bytes,
-                format,
-                m,
-                &self.ctx.device,
-                ServerClock::global(),
-            ),
+            Some(m) => {
+                let decoded = self.ctx.ingest.decoder.decode_mapped(
+                    &bytes,
+                    format,
+                    m,
+                    &self.ctx.device,
+                    ServerClock::global(),
+                );
+                self.ctx.ingest.count_format(m, &decoded);
+                decoded
+            }
             None => self.ctx.ingest.decoder.decode_reusing(
                 &bytes,
                 format,

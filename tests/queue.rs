@@ -82,6 +82,23 @@ async fn start_writer_with(config: &Config, dir: &Path, name: &str, args: &[&str
     svc
 }
 
+/// `wsingest serve ARGS --listen 127.0.0.1:PORT --config <dir>/<name>.toml`,
+/// not waited for; the process and its port.
+fn spawn_serve(config: &Config, dir: &Path, name: &str, args: &[&str]) -> (Service, u16) {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
+    let port = free_port();
+    let mut cmd = std::process::Command::new(wsingest_bin());
+    cmd.arg("serve")
+        .args(args)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .current_dir(dir);
+    let log = dir.join(format!("{name}.log"));
+    (Service::spawn(name, &mut cmd, &log).unwrap(), port)
+}
+
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a child we started; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid}");
@@ -363,22 +380,7 @@ async fn the_bridge_and_device_stats_work_in_queue_mode() {
     config.mqtt.url = Some(broker.url());
     config.observe.stats_interval_ms = 200;
     config.observe.instance = "gw-1".into();
-    let path = dir.path().join("both.toml");
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-    let port = free_port();
-    let mut cmd = std::process::Command::new(wsingest_bin());
-    cmd.args([
-        "serve",
-        "--writer",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--config",
-    ])
-    .arg(&path)
-    .env("RUST_LOG", "info")
-    .current_dir(dir.path());
-    let mut both =
-        Service::spawn("serve --writer", &mut cmd, &dir.path().join("both.log")).unwrap();
+    let (mut both, port) = spawn_serve(&config, dir.path(), "both", &["--writer"]);
     wait_ready(
         &mut both,
         &Probe::http(port, "/readyz"),
@@ -610,20 +612,7 @@ async fn a_gateway_waits_for_a_cluster_without_quorum_at_startup() {
     config.queue.startup_timeout_ms = 90_000;
     config.spool.enabled = false;
     config.observe.stats_interval_ms = 0;
-    let path = dir.path().join("gw.toml");
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-    let port = free_port();
-    let mut cmd = std::process::Command::new(wsingest_bin());
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--config",
-    ])
-    .arg(&path)
-    .env("RUST_LOG", "info")
-    .current_dir(dir.path());
-    let mut gw = Service::spawn("gateway", &mut cmd, &dir.path().join("gw.log")).unwrap();
+    let (mut gw, port) = spawn_serve(&config, dir.path(), "gw", &[]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !gw.log().contains("JetStream not ready yet") {
         assert!(

@@ -94,39 +94,44 @@ pub(crate) async fn open_bucket(
         if let Ok(store) = js.get_key_value(spec.name).await {
             return Ok(store);
         }
-        let created = js
-            .create_stream(jetstream::stream::Config {
-                name: format!("KV_{}", spec.name),
-                description: Some(spec.description.into()),
-                subjects: vec![format!("$KV.{}.>", spec.name)],
-                max_messages_per_subject: spec.history.max(1),
-                max_age: spec.max_age,
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: replicas.load(Relaxed),
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: jetstream::stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await;
+        let created = loop {
+            let created = js
+                .create_stream(jetstream::stream::Config {
+                    name: format!("KV_{}", spec.name),
+                    description: Some(spec.description.into()),
+                    subjects: vec![format!("$KV.{}.>", spec.name)],
+                    max_messages_per_subject: spec.history.max(1),
+                    max_age: spec.max_age,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas.load(Relaxed),
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                // A single NATS server (a development setup) cannot keep replicas.
+                Err(e)
+                    if replicas.load(Relaxed) > 1
+                        && e.to_string().contains("non-clustered mode") =>
+                {
+                    tracing::warn!(
+                        bucket = spec.name,
+                        replicas = replicas.load(Relaxed),
+                        "NATS runs without a cluster: creating the bucket with 1 replica"
+                    );
+                    replicas.store(1, Relaxed);
+                }
+                other => break other,
+            }
+        };
         match created {
             Ok(_) => js
                 .get_key_value(spec.name)
                 .await
                 .map_err(Failure::transient),
-            // A single NATS server (a development setup) cannot keep replicas.
-            Err(e)
-                if replicas.load(Relaxed) > 1 && e.to_string().contains("non-clustered mode") =>
-            {
-                tracing::warn!(
-                    bucket = spec.name,
-                    replicas = replicas.load(Relaxed),
-                    "NATS runs without a cluster: creating the bucket with 1 replica"
-                );
-                replicas.store(1, Relaxed);
-                Err(Failure::transient(e))
-            }
             // Another gateway may have created it meanwhile.
             Err(e) => match js.get_key_value(spec.name).await {
                 Ok(store) => Ok(store),

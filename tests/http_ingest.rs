@@ -19,7 +19,7 @@ async fn posts_are_acked_once_stored_over_http1_and_h2c() {
     let mut config = test_config(&influx.url, "h");
     config.server.max_message_bytes = 4096;
     // Without a spool, so that "storage down" below is answered with a nack
-    // (tests/durability.rs covers the spool).
+    // (tests/durability/ covers the spool).
     config.spool.enabled = false;
     let server = TestServer::start(config).await;
     let url = server.http_url("/v1/devices/pump-1/points");

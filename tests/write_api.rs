@@ -174,7 +174,7 @@ async fn unavailable_database_is_nacked_after_the_retry_budget() {
     config.influx.retry_initial_ms = 10;
     config.influx.retry_max_elapsed_ms = 300;
     // Without a spool; with one, the batch is spooled and acked instead
-    // (tests/durability.rs).
+    // (tests/durability/).
     config.spool.enabled = false;
     let server = TestServer::start(config).await;
     let mut ws = connect(&server.ws_url("/v1/devices/d"), None).await;

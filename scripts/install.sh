@@ -21,7 +21,7 @@ declare -A PACKAGES=(
   # The wss test runs the notes' Python client (websockets) against the server.
   [python3-websockets]=/usr/lib/python3/dist-packages/websockets/__init__.py
   [nginx]=/usr/sbin/nginx
-  # --- packaging and monitoring (tests/packaging.rs, tests/prometheus.rs) ---
+  # --- packaging and monitoring (tests/packaging/, tests/prometheus.rs) ---
   # The .deb is built with dpkg-deb (dpkg) by scripts/package.sh; dpkg-shlibdeps
   # computes its Depends; strip shrinks the binary.
   [dpkg-dev]=/usr/bin/dpkg-shlibdeps

@@ -249,7 +249,7 @@ async fn deb_installs_serves_and_purges() {
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
         euid, 0,
-        "tests/packaging.rs installs the .deb with dpkg into this machine and needs root \
+        "tests/packaging/ installs the .deb with dpkg into this machine and needs root \
          (CI and the development machines run as root); run the tests as root"
     );
     require_binary("systemd-analyze", "systemd");
@@ -533,7 +533,7 @@ async fn deb_installs_serves_and_purges() {
     // An upgrade (here: the same package again) keeps the admin's edit of the
     // conffile, the registry and the state directory.
     let mut edited = std::fs::read_to_string(CONFIG).unwrap();
-    edited.push_str("\n# edited by tests/packaging.rs\n");
+    edited.push_str("\n# edited by tests/packaging/\n");
     std::fs::write(CONFIG, &edited).unwrap();
     dpkg_install(&deb);
     assert_eq!(

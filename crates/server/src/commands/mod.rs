@@ -22,8 +22,11 @@
 
 pub mod http;
 mod queue;
+mod session;
 pub mod store;
 pub mod tracker;
+
+pub use session::SessionCommands;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -547,64 +550,6 @@ fn check_text(what: &str, s: &str) -> Result<(), SubmitError> {
         )));
     }
     Ok(())
-}
-
-/// A session's end of the router: its command queue and registration.
-/// Dropping it unregisters the session and reroutes what it did not write.
-pub struct SessionCommands {
-    rx: queue::Receiver,
-    router: Arc<Router>,
-    device: String,
-    id: u64,
-}
-
-impl SessionCommands {
-    /// The next command for the device; `None` once a newer session of the
-    /// device took over.
-    pub async fn recv(&mut self) -> Option<Command> {
-        loop {
-            let cmd = self.rx.recv().await?;
-            if cmd.expires_at > Instant::now() {
-                return Some(*cmd);
-            }
-        }
-    }
-
-    /// A command already waiting, without waiting.
-    pub fn try_recv(&mut self) -> Option<Command> {
-        while let Some(cmd) = self.rx.try_recv() {
-            if cmd.expires_at > Instant::now() {
-                return Some(*cmd);
-            }
-        }
-        None
-    }
-
-    /// The command was written to the device.
-    pub fn delivered(&self, cmd: &Command) {
-        self.router.delivered(&self.device, cmd);
-    }
-
-    /// The command could not be written (the session is ending).
-    pub fn undelivered(&self, cmd: Command) {
-        self.router.reroute(&self.device, cmd);
-    }
-
-    /// The device answered a command.
-    pub fn result(&self, cmd: &str, ok: bool, detail: Option<String>) {
-        self.router.local_result(&self.device, cmd, ok, detail);
-    }
-}
-
-impl Drop for SessionCommands {
-    fn drop(&mut self) {
-        self.rx.close();
-        let mut leftover = Vec::new();
-        while let Some(cmd) = self.rx.try_recv() {
-            leftover.push(*cmd);
-        }
-        self.router.unregister(&self.device, self.id, leftover);
-    }
 }
 
 #[cfg(test)]

@@ -301,6 +301,21 @@ async fn real_prometheus_scrapes_wsingest_and_fires_influxdb_down() {
         "InfluxDB down before it is: {firing}"
     );
 
+    let up = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("wsingest_influxdb_up "))
+            .map(str::to_string)
+    };
+    let before = http()
+        .get(server.http_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(up(&before).as_deref(), Some("1"), "{before}");
+
     // InfluxDB goes away; devices keep sending (acked from the spool).
     influx.stop();
     for seq in 6..=8 {
@@ -336,6 +351,7 @@ async fn real_prometheus_scrapes_wsingest_and_fires_influxdb_down() {
         .text()
         .await
         .unwrap();
+    assert_eq!(up(&metrics).as_deref(), Some("0"), "{metrics}");
     let exported: BTreeSet<String> = metrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -35,6 +35,9 @@ type CounterFamily = Family<Label, Counter>;
 /// and `outcome` (`ok` or a decoder error code).
 type FormatLabels = [(&'static str, String); 2];
 
+/// One label of a label set (here: none of them, see `influxdb_up`).
+type Label1 = (&'static str, &'static str);
+
 /// Every metric of the service. Fields are public handles; use the methods
 /// for the labelled ones so label names stay consistent.
 pub struct Metrics {
@@ -62,6 +65,10 @@ pub struct Metrics {
     pub points_written: Counter,
     pub dead_letters: Counter,
     pub stats_dropped: Counter,
+    /// No label; the one series exists once an InfluxDB sink reported, so
+    /// processes that do not write to InfluxDB (a queue gateway, blackhole)
+    /// export none rather than a made-up value.
+    influxdb_up: Family<[Label1; 0], Gauge>,
     spool: SpoolMetrics,
     bridge: BridgeMetrics,
     writer: WriterMetrics,
@@ -192,6 +199,7 @@ impl Metrics {
             bytes: Counter::default(),
             decode_errors: CounterFamily::default(),
             formats: Family::default(),
+            influxdb_up: Family::default(),
             nacks: CounterFamily::default(),
             acks: Counter::default(),
             rate_limited: Counter::default(),
@@ -317,6 +325,11 @@ impl Metrics {
             m.dead_letters.clone(),
         );
         r.register(
+            "influxdb_up",
+            "1 while InfluxDB takes this process's writes, 0 during an outage (failed writes or checks; /readyz says why)",
+            m.influxdb_up.clone(),
+        );
+        r.register(
             "stats_dropped",
             "Stats samples (wsingest_device, wsingest_stats) skipped because the pipeline was full",
             m.stats_dropped.clone(),
@@ -417,6 +430,11 @@ impl Metrics {
                 ("outcome", outcome.to_string()),
             ])
             .inc();
+    }
+
+    /// Whether InfluxDB takes writes now (`wsingest_influxdb_up`).
+    pub fn influxdb_up(&self, up: bool) {
+        self.influxdb_up.get_or_create(&[]).set(i64::from(up));
     }
 
     /// A nack was sent for `code`.

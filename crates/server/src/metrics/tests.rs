@@ -15,7 +15,15 @@ fn names_labels_and_format() {
     m.bridge().dropped("queue_full", 3);
     m.spool().set_size(4096, 2);
     m.spool().max_bytes.set(1 << 30);
+    assert!(
+        !m.encode_prometheus()
+            .lines()
+            .any(|l| l.starts_with("wsingest_influxdb_up")),
+        "no InfluxDB sink reported yet: no sample"
+    );
+    m.influxdb_up(false);
     let t = m.encode_prometheus();
+    assert_eq!(find_sample(&t, "wsingest_influxdb_up"), Some(0.0), "{t}");
     assert_eq!(
         find_sample(&t, "wsingest_spool_max_bytes"),
         Some(1073741824.0),

@@ -23,6 +23,7 @@ impl InfluxSink {
             }
             Err(_) => {}
         }
+        self.note_health();
         r
     }
 

@@ -225,7 +225,13 @@ impl InfluxSink {
             }
             Err(_) => {}
         }
+        self.note_health();
         r
+    }
+
+    /// `wsingest_influxdb_up` after a write or a check.
+    fn note_health(&self) {
+        self.metrics.influxdb_up(self.health.outage().is_none());
     }
 
     /// Whether a live batch should skip InfluxDB and go to the spool.

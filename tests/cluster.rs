@@ -187,14 +187,7 @@ async fn two_gateways_share_registry_sessions_and_commands() {
     );
     eprintln!("replaced across gateways in {:?}", t.elapsed());
     stays_open(&mut a_on_b, Duration::from_millis(500)).await;
-    let m = services::http()
-        .get(a.http_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = services::get_text(&a.http_url("/metrics")).await;
     assert_eq!(metric(&m, "wsingest_sessions_replaced_total"), 1, "{m}");
 
     // A command through gateway A reaches the device on gateway B, and its

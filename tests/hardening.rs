@@ -31,10 +31,6 @@ async fn count(influx: &Influxd, db: &str, measurement: &str, field: &str) -> u6
     influx.count(db, measurement, field).await
 }
 
-async fn metrics_text(url: String) -> String {
-    http().get(url).send().await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test]
 async fn points_without_ts_are_all_stored_over_websocket() {
     let (influx, server) = setup("w").await;
@@ -292,13 +288,13 @@ async fn the_close_handshake_is_answered_and_closes_are_counted_as_what_they_are
         10,
         "7 device closes counted (1 library client, 6 raw)",
         || async {
-            let t = metrics_text(server.http_url("/metrics")).await;
+            let t = wsingest_harness::services::get_text(&server.http_url("/metrics")).await;
             (metric(&t, "wsingest_sessions_closed_total{code=\"device\"}") == 7).then_some(t)
         },
     )
     .await;
     let t = eventually(10, "the dropped session counted", || async {
-        let t2 = metrics_text(server.http_url("/metrics")).await;
+        let t2 = wsingest_harness::services::get_text(&server.http_url("/metrics")).await;
         (metric(&t2, "wsingest_sessions_closed_total{code=\"dropped\"}") == 1).then_some(t2)
     })
     .await
@@ -354,7 +350,7 @@ async fn tokens_never_reach_the_log_and_refusal_floods_are_summarised() {
         .await;
         assert_eq!(wsingest_harness::security::refused_status(r), 401);
     }
-    let t = metrics_text(server.http_url("/metrics")).await;
+    let t = wsingest_harness::services::get_text(&server.http_url("/metrics")).await;
     let refused: u64 = t
         .lines()
         .filter(|l| l.starts_with("wsingest_handshakes_refused_total{"))
@@ -433,7 +429,7 @@ async fn spool_gauges_show_what_a_crash_left_behind() {
     first.kill9();
     // influxd still down: nothing can be replayed, the gauges must say so.
     let second = WsingestProcess::start(config, dir.path()).await;
-    let t = metrics_text(second.http_url("/metrics")).await;
+    let t = wsingest_harness::services::get_text(&second.http_url("/metrics")).await;
     assert!(metric(&t, "wsingest_spool_records") >= 1, "{t}");
     assert!(metric(&t, "wsingest_spool_bytes") > 0, "{t}");
     assert!(metric(&t, "wsingest_spool_replay_pending_bytes") > 0, "{t}");

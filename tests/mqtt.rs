@@ -160,14 +160,7 @@ async fn broker_down_ingest_continues_drops_are_counted_and_the_bridge_resumes()
         "every point is queued or counted as dropped: {stats}"
     );
     // The same count in the Prometheus metrics, by reason.
-    let metrics = services::http()
-        .get(server.http_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = wsingest_harness::security::metrics(&server).await;
     let in_metrics: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("wsingest_bridge_dropped_total{"))

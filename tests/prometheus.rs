@@ -306,14 +306,7 @@ async fn real_prometheus_scrapes_wsingest_and_fires_influxdb_down() {
             .find_map(|l| l.strip_prefix("wsingest_influxdb_up "))
             .map(str::to_string)
     };
-    let before = http()
-        .get(server.http_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = wsingest_harness::services::get_text(&server.http_url("/metrics")).await;
     assert_eq!(up(&before).as_deref(), Some("1"), "{before}");
 
     // InfluxDB goes away; devices keep sending (acked from the spool).
@@ -343,14 +336,7 @@ async fn real_prometheus_scrapes_wsingest_and_fires_influxdb_down() {
 
     // Every metric the rules (and their annotations) name is one wsingest
     // exports; labelled families appear once counted, which by now they are.
-    let metrics = http()
-        .get(server.http_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = wsingest_harness::services::get_text(&server.http_url("/metrics")).await;
     assert_eq!(up(&metrics).as_deref(), Some("0"), "{metrics}");
     let exported: BTreeSet<String> = metrics
         .lines()

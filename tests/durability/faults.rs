@@ -61,14 +61,7 @@ async fn influxd_outage_loses_no_acked_point_and_writes_none_twice() {
         (segment_count(&spool) == 0).then_some(())
     })
     .await;
-    let metrics = http()
-        .get(server.http_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = wsingest_harness::security::metrics(&server).await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()

@@ -176,14 +176,7 @@ pub async fn connect_wss(
 
 /// The server's /metrics text.
 pub async fn metrics(server: &super::TestServer) -> String {
-    super::services::http()
-        .get(server.http_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    super::services::get_text(&server.http_url("/metrics")).await
 }
 
 /// The value of one metric line (`name{labels}`), 0 when absent.

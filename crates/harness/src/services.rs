@@ -26,6 +26,11 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The body of `GET url` as text (e.g. a process's `/metrics`).
+pub async fn get_text(url: &str) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// A real influxd (1.x API).
 pub struct Influxd {
     pub url: String,

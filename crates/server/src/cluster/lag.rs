@@ -9,7 +9,19 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 
 /// How often a follower checks that its watch keeps up with the bucket.
-pub(super) const CHECK_EVERY: Duration = Duration::from_secs(1);
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A follower's check timer: every [`CHECK_EVERY`], late ticks not bunched.
+pub(super) fn check_timer() -> tokio::time::Interval {
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check
+}
+
+/// A follower's wait before following its bucket again after a failure.
+pub(super) fn refollow_backoff() -> wsingest_proto::backoff::Backoff {
+    wsingest_proto::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+}
 
 /// The bucket's newest revision, if NATS answers within a second.
 pub(super) async fn head(store: &kv::Store) -> Option<u64> {

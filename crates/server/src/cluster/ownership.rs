@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ClusterError;
 use super::keys::{device_key, key_device};
-use super::lag::{CHECK_EVERY, Lag, head};
+use super::lag::{Lag, check_timer, head, refollow_backoff};
 use crate::limits::{Kick, POLICY, SessionHook};
 use prometheus_client::metrics::counter::Counter;
 
@@ -400,14 +400,10 @@ impl Ownership {
     /// Apply claims seen in the bucket; follow it again after a failure,
     /// from the revision after the last one seen.
     async fn follow(self: Arc<Self>, mut watch: kv::Watch, mut last: u64, stop: CancellationToken) {
-        let mut backoff = wsingest_proto::backoff::Backoff::new(
-            Duration::from_millis(200),
-            Duration::from_secs(5),
-        );
+        let mut backoff = refollow_backoff();
         // As the registry's follower: a watch that stays behind the bucket
         // for two checks is replaced (see `super::registry::spawn`).
-        let mut check = tokio::time::interval(CHECK_EVERY);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = check_timer();
         loop {
             let mut lag = Lag::default();
             loop {

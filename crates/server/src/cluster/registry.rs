@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ClusterError;
 use super::keys::{device_key, key_device};
-use super::lag::{CHECK_EVERY, Lag, head};
+use super::lag::{Lag, check_timer, head, refollow_backoff};
 use crate::auth::registry::DeviceRecord;
 use crate::auth::{Auth, DevicePolicy, Registry, RegistryError, Token};
 
@@ -264,12 +264,8 @@ pub fn spawn<F>(
             mut revision,
             mut watch,
         } = loaded;
-        let mut backoff = wsingest_proto::backoff::Backoff::new(
-            Duration::from_millis(200),
-            Duration::from_secs(5),
-        );
-        let mut check = tokio::time::interval(CHECK_EVERY);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = refollow_backoff();
+        let mut check = check_timer();
         loop {
             // Follow until the watch fails or falls behind.
             let mut held = None;

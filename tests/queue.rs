@@ -11,14 +11,11 @@ use serde_json::json;
 use wsingest_harness::process::{WsingestProcess, wsingest_bin};
 use wsingest_harness::*;
 use wsingest_server::config::Config;
-use wsingest_tools::simulate::profile::Profile;
-use wsingest_tools::simulate::stats::Live;
-use wsingest_tools::simulate::{Fleet, FleetConfig};
+use wsingest_tools::simulate::Fleet;
 
-/// Messages acked to the fleet so far.
-fn acked(fleet: &Fleet) -> u64 {
-    Live::get(&fleet.live().messages_acked)
-}
+#[path = "common/meters.rs"]
+mod meters;
+use meters::acked;
 
 /// Wait until 200 more messages are acked: the fleet makes progress.
 async fn more_acks(fleet: &Fleet, what: &str) {
@@ -129,23 +126,7 @@ async fn every_acked_point_lands_once_through_leader_gateway_writer_and_influxd_
     )
     .await;
 
-    let meter =
-        Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/smart_meter.toml"))
-            .unwrap();
-    let fleet = Fleet::start(FleetConfig {
-        url: format!("ws://127.0.0.1:{port}"),
-        profiles: vec![(meter, 20)],
-        rate: Some(10.0),
-        duration: Some(Duration::from_secs(45)),
-        drain_timeout: Duration::from_secs(60),
-        backoff_base: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-        seed: 19,
-        per_device: true,
-        ..FleetConfig::default()
-    })
-    .await
-    .unwrap();
+    let fleet = meters::start(port, 10.0, 45, 19).await;
     more_acks(&fleet, "acks through both gateways").await;
 
     let leader = eventually(10, "the stream's leader", || {

@@ -186,9 +186,6 @@ async fn kill_9_under_load_loses_no_acked_point() {
 /// point survived, none is stored twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generator_run_through_an_outage_and_a_kill_9_stores_exactly_what_was_sent() {
-    use wsingest_tools::simulate::profile::Profile;
-    use wsingest_tools::simulate::stats::Live;
-    use wsingest_tools::simulate::{Fleet, FleetConfig};
     let mut influx = Influxd::start().await;
     influx.create_db("g").await;
     let dir = tempfile::tempdir().unwrap();
@@ -196,24 +193,8 @@ async fn generator_run_through_an_outage_and_a_kill_9_stores_exactly_what_was_se
     let config = fault_config(&influx.url, "g", &spool);
     let port = free_port();
     let mut first = WsingestProcess::start_on(config.clone(), dir.path(), port).await;
-    let meter =
-        Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("devices/smart_meter.toml"))
-            .unwrap();
-    let fleet = Fleet::start(FleetConfig {
-        url: format!("ws://127.0.0.1:{port}"),
-        profiles: vec![(meter, 20)],
-        rate: Some(50.0),
-        duration: Some(Duration::from_secs(8)),
-        drain_timeout: Duration::from_secs(60),
-        backoff_base: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-        seed: 5,
-        per_device: true,
-        ..FleetConfig::default()
-    })
-    .await
-    .unwrap();
-    let acked = |fleet: &Fleet| Live::get(&fleet.live().messages_acked);
+    let fleet = meters::start(port, 50.0, 8, 5).await;
+    let acked = meters::acked;
     eventually(30, "acks with InfluxDB up", || async {
         (acked(&fleet) > 500).then_some(())
     })

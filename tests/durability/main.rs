@@ -8,6 +8,8 @@
 
 mod acks;
 mod faults;
+#[path = "../common/meters.rs"]
+mod meters;
 mod spool;
 
 use std::collections::BTreeSet;

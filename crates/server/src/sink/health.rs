@@ -111,6 +111,11 @@ impl Health {
         self.lock().clone()
     }
 
+    /// No outage in progress (what [`Self::outage`] says, without a copy).
+    pub fn is_up(&self) -> bool {
+        self.lock().is_none()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Outage>> {
         self.outage.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -231,7 +231,7 @@ impl InfluxSink {
 
     /// `wsingest_influxdb_up` after a write or a check.
     fn note_health(&self) {
-        self.metrics.influxdb_up(self.health.outage().is_none());
+        self.metrics.influxdb_up(self.health.is_up());
     }
 
     /// Whether a live batch should skip InfluxDB and go to the spool.

@@ -312,8 +312,8 @@ async fn rust_device_client_and_simulate_over_wss() {
     let out = tokio::process::Command::new(wsingest_harness::process::wsingest_bin())
         .args(["simulate", "--url", &url, "--ca-file"])
         .arg(&ca)
-        .args(["--profile", "all", "--devices", "1", "--messages", "3"])
-        .args(["--json", "--quiet"])
+        .args(["--profile", "smart_meter", "--devices", "2"])
+        .args(["--messages", "3", "--seq-field", "n", "--json", "--quiet"])
         .current_dir(dir.path())
         .output()
         .await
@@ -328,4 +328,7 @@ async fn rust_device_client_and_simulate_over_wss() {
     let acked = report["totals"]["points_acked"].as_u64().unwrap();
     assert!(acked > 0, "{report}");
     assert_eq!(report["totals"]["points_unacked"], json!(0), "{report}");
+    // Every point the simulator saw acked is stored (`n`: the message seq,
+    // one per point).
+    assert_eq!(influx.count("tls3", "meter", "n").await, acked, "{report}");
 }

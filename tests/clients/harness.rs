@@ -119,8 +119,11 @@ impl Stack {
         self.server = Some(s);
     }
 
+    /// The server's log over all its runs: the same port appends to the same
+    /// file, so a loss after a kill shows what the killed run did.
     pub fn server_log(&self) -> String {
-        self.server.as_ref().map(|s| s.log()).unwrap_or_default()
+        let path = self.dir.path().join(format!("wsingest-{}.log", self.port));
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     /// SIGSTOP influxd for `d`, then SIGCONT: it holds its connections and
@@ -185,10 +188,18 @@ impl Stack {
         if got != expect {
             let missing: Vec<_> = expect.iter().filter(|i| !by_n.contains_key(i)).collect();
             let extra: Vec<_> = got.iter().filter(|i| !expect.contains(i)).collect();
+            // Whether influxd saw the points at all (it keeps no request log here).
+            let stats = self.influx.query(DB, "SHOW STATS").await;
+            let writes: Vec<_> = stats["results"][0]["series"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| matches!(s["name"].as_str(), Some("httpd" | "write")))
+                .collect();
             panic!(
-                "InfluxDB holds {} points, want {want}; missing {missing:?}, unexpected {extra:?}\nserver log tail:\n{}",
+                "InfluxDB holds {} points, want {want}; missing {missing:?}, unexpected {extra:?}\ninfluxd's write stats: {writes:?}\nserver log (every run):\n{}",
                 rows.len(),
-                tail(&self.server_log(), 40)
+                tail(&self.server_log(), 80)
             );
         }
     }

@@ -133,7 +133,7 @@ impl IngestContext {
                 Ok(_) => "ok",
                 Err(e) => e.code(),
             };
-            f.metrics().format_message(mapping.name(), outcome);
+            f.metrics().format_message(mapping.shared_name(), outcome);
         }
     }
 

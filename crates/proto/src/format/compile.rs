@@ -157,7 +157,7 @@ impl Mapping {
             })
             .collect();
         Ok(Mapping {
-            name: name.to_owned(),
+            name: name.into(),
             description: config.description.clone().unwrap_or_default(),
             seq,
             require,
@@ -176,6 +176,11 @@ impl Mapping {
     }
 
     pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name, shared (a clone is a reference count, not a copy).
+    pub fn shared_name(&self) -> &std::sync::Arc<str> {
         &self.name
     }
 

@@ -51,7 +51,8 @@ struct Ts {
 /// A compiled format.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    name: String,
+    /// Shared: the server labels a metric with it per message.
+    name: std::sync::Arc<str>,
     description: String,
     seq: Option<Path>,
     require: Vec<(Path, String)>,

@@ -13,6 +13,7 @@
 //! writer.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::{prometheus_text, text};
@@ -33,7 +34,8 @@ type CounterFamily = Family<Label, Counter>;
 
 /// `format` (a name from the config: presets and `[formats.*]`, so bounded)
 /// and `outcome` (`ok` or a decoder error code).
-type FormatLabels = [(&'static str, String); 2];
+/// The name is shared with the mapping, so counting allocates nothing.
+type FormatLabels = ([(&'static str, Arc<str>); 1], Label);
 
 /// One label of a label set (here: none of them, see `influxdb_up`).
 type Label1 = (&'static str, &'static str);
@@ -423,12 +425,9 @@ impl Metrics {
 
     /// A message in device format `format` was decoded (`outcome` "ok") or
     /// refused (`outcome`: the error code).
-    pub fn format_message(&self, format: &str, outcome: &'static str) {
+    pub fn format_message(&self, format: &Arc<str>, outcome: &'static str) {
         self.formats
-            .get_or_create(&[
-                ("format", format.to_string()),
-                ("outcome", outcome.to_string()),
-            ])
+            .get_or_create(&([("format", format.clone())], [("outcome", outcome)]))
             .inc();
     }
 

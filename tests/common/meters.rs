@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use wsingest_tools::simulate::profile::Profile;
+use wsingest_tools::simulate::report::Report;
 use wsingest_tools::simulate::stats::Live;
 use wsingest_tools::simulate::{Fleet, FleetConfig};
 
@@ -34,4 +35,19 @@ pub async fn start(port: u16, rate: f64, secs: u64, seed: u64) -> Fleet {
 /// Messages acked so far across the fleet.
 pub fn acked(fleet: &Fleet) -> u64 {
     Live::get(&fleet.live().messages_acked)
+}
+
+/// Wait (up to 120 s) for the fleet's last acks; its report, checked to be
+/// consistent (every device's counters add up).
+pub async fn finish(fleet: Fleet) -> Report {
+    let report = tokio::time::timeout(Duration::from_secs(120), fleet.finish())
+        .await
+        .expect("the fleet finishes");
+    assert!(
+        report.inconsistencies().is_empty(),
+        "{:?}\n{}",
+        report.inconsistencies(),
+        report.table()
+    );
+    report
 }

@@ -455,14 +455,7 @@ async fn deb_installs_serves_and_purges() {
     assert_eq!(rows[0][2], serde_json::json!("pkg-test-1"));
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains("wsingest_points_written_total"),
         "{metrics}"

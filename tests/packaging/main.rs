@@ -32,7 +32,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use wsingest_harness::services::{free_port, http, require_binary};
+use wsingest_harness::services::{free_port, get_text, http, require_binary};
 use wsingest_harness::{Influxd, eventually};
 
 const UNIT: &str = "/lib/systemd/system/wsingest.service";

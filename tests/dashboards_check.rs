@@ -13,6 +13,9 @@ use wsingest_harness::process::{WsingestProcess, wsingest_bin};
 use wsingest_harness::*;
 use wsingest_tools::dashboards::{model, render};
 
+#[path = "common/server_stats.rs"]
+mod server_stats;
+
 const DB: &str = "dashcheck";
 const GENERIC: [&str; 3] = ["fleet-overview", "device-detail", "service"];
 
@@ -73,20 +76,8 @@ async fn check_and_render_against_a_real_fleet() {
         20,
         "the server's stats of every device and session",
         || async {
-            let per_device = influx
-                .rows(
-                    DB,
-                    "SELECT sum(points) FROM wsingest_device GROUP BY device",
-                )
-                .await;
-            let sessions = influx.count(DB, "wsingest_session", "messages").await;
-            let measurements = influx
-                .rows(
-                    DB,
-                    "SELECT sum(points) FROM wsingest_measurement GROUP BY \"measurement\"",
-                )
-                .await;
-            (per_device.len() == devices && sessions >= devices as u64 && measurements.len() == 5)
+            let s = server_stats::seen(&influx, DB).await;
+            (s.devices == devices && s.sessions >= devices as u64 && s.measurements == 5)
                 .then_some(())
         },
     )

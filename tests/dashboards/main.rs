@@ -11,6 +11,8 @@
 
 mod fleet;
 mod grafana;
+#[path = "../common/server_stats.rs"]
+mod server_stats;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -203,24 +205,9 @@ async fn every_panel_query_returns_data() {
     let mut devices = write_fleet(&server).await;
     // The server's own stats: every device's numbers and the ended sessions.
     eventually(30, "stats for every device and session", || async {
-        let per_device = influx
-            .rows(
-                DB,
-                "SELECT sum(points) FROM wsingest_device GROUP BY device",
-            )
-            .await;
-        let sessions = influx.count(DB, "wsingest_session", "messages").await;
-        let measurements = influx
-            .rows(
-                DB,
-                "SELECT sum(points) FROM wsingest_measurement GROUP BY \"measurement\"",
-            )
-            .await;
-
-        (per_device.len() == devices
-            && sessions == devices as u64
-            && measurements.len() == PROFILES.len())
-        .then_some(())
+        let s = server_stats::seen(&influx, DB).await;
+        (s.devices == devices && s.sessions == devices as u64 && s.measurements == PROFILES.len())
+            .then_some(())
     })
     .await;
     // And a run of the real generator: one device of every profile for 3 s.
@@ -245,13 +232,7 @@ async fn every_panel_query_returns_data() {
     assert!(status.success(), "the generator run failed: {status}");
     devices += profiles;
     eventually(30, "stats of the generator's devices", || async {
-        let per_device = influx
-            .rows(
-                DB,
-                "SELECT sum(points) FROM wsingest_device GROUP BY device",
-            )
-            .await;
-        (per_device.len() == devices).then_some(())
+        (server_stats::seen(&influx, DB).await.devices == devices).then_some(())
     })
     .await;
 

@@ -108,11 +108,7 @@ impl IngestContext {
     ) -> Submitted {
         let clock = ServerClock::global();
         let decoded = match mapping {
-            Some(m) => {
-                let decoded = self.decoder.decode_mapped(bytes, format, m, device, clock);
-                self.count_format(m, &decoded);
-                decoded
-            }
+            Some(m) => self.decode_mapped(bytes, format, m, device),
             None => self.decoder.decode(bytes, format, device, clock),
         };
         let device: Arc<str> = device.into();
@@ -125,16 +121,26 @@ impl IngestContext {
         self.submit_decoded(arrival, limiter, None, permit).await
     }
 
-    /// Count a message decoded with `mapping` by format and outcome
-    /// (`wsingest_format_messages_total`).
-    pub fn count_format<T>(&self, mapping: &Mapping, decoded: &Result<T, DecodeError>) {
+    /// Decode a device's own document with `mapping`, counted by format and
+    /// outcome (`wsingest_format_messages_total`).
+    pub fn decode_mapped(
+        &self,
+        bytes: &[u8],
+        format: Format,
+        mapping: &Mapping,
+        device: &str,
+    ) -> Result<Message, DecodeError> {
+        let decoded =
+            self.decoder
+                .decode_mapped(bytes, format, mapping, device, ServerClock::global());
         if let Some(f) = &self.fleet {
-            let outcome = match decoded {
+            let outcome = match &decoded {
                 Ok(_) => "ok",
                 Err(e) => e.code(),
             };
             f.metrics().format_message(mapping.shared_name(), outcome);
         }
+        decoded
     }
 
     /// Submit a decoded message with `permit` as the way back for its

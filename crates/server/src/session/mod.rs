@@ -404,17 +404,10 @@ impl Session {
         }
         self.summary.messages += 1;
         let decoded = match &self.ctx.mapping {
-            Some(m) => {
-                let decoded = self.ctx.ingest.decoder.decode_mapped(
-                    &bytes,
-                    format,
-                    m,
-                    &self.ctx.device,
-                    ServerClock::global(),
-                );
-                self.ctx.ingest.count_format(m, &decoded);
-                decoded
-            }
+            Some(m) => self
+                .ctx
+                .ingest
+                .decode_mapped(&bytes, format, m, &self.ctx.device),
             None => self.ctx.ingest.decoder.decode_reusing(
                 &bytes,
                 format,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{Error as JsError, ErrorCode};
+use wsingest_proto::backoff::Backoff;
 
 /// One failed attempt: what JetStream said, and whether trying again later
 /// can succeed.
@@ -23,18 +24,19 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn permanent(detail: impl ToString) -> Self {
+    pub fn new(transient: bool, detail: impl ToString) -> Self {
         Failure {
-            transient: false,
+            transient,
             detail: detail.to_string(),
         }
     }
 
+    pub fn permanent(detail: impl ToString) -> Self {
+        Failure::new(false, detail)
+    }
+
     pub fn transient(detail: impl ToString) -> Self {
-        Failure {
-            transient: true,
-            detail: detail.to_string(),
-        }
+        Failure::new(true, detail)
     }
 }
 
@@ -61,10 +63,7 @@ impl From<async_nats::jetstream::context::CreateStreamError> for Failure {
             | CreateStreamErrorKind::Response => true,
             _ => false,
         };
-        Failure {
-            transient,
-            detail: e.to_string(),
-        }
+        Failure::new(transient, e)
     }
 }
 
@@ -75,10 +74,7 @@ impl From<async_nats::jetstream::context::GetStreamError> for Failure {
             GetStreamErrorKind::Request => true,
             _ => false,
         };
-        Failure {
-            transient,
-            detail: e.to_string(),
-        }
+        Failure::new(transient, e)
     }
 }
 
@@ -89,24 +85,23 @@ impl From<async_nats::jetstream::stream::ConsumerError> for Failure {
             ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
             _ => false,
         };
-        Failure {
-            transient,
-            detail: e.to_string(),
-        }
+        Failure::new(transient, e)
     }
 }
 
 /// Run `attempt` until it succeeds, fails for good, or `budget` has passed
-/// since the first try; waits 100 ms, doubling to 2 s, between tries and
-/// logs each transient failure (naming `what`). The error is the last
-/// attempt's.
+/// since the first try; waits with the shared backoff (100 ms doubling to
+/// 2 s, jittered, so gateways started together do not retry in lockstep)
+/// between tries and logs each transient failure (naming `what`). The error
+/// is the last attempt's.
 pub async fn retry<T, F, Fut>(what: &str, budget: Duration, mut attempt: F) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
     let deadline = tokio::time::Instant::now() + budget;
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut pause = backoff.next(None);
     let mut tries = 1u32;
     loop {
         match attempt().await {
@@ -125,7 +120,7 @@ where
                     pause.as_millis()
                 );
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
+                pause = backoff.next(None);
                 tries += 1;
             }
             Err(mut f) => {
